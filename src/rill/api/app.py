@@ -1,0 +1,68 @@
+"""The FastAPI app: routes, error handling, body limit, and a lifespan that loads the models in
+the background (so /health can answer 503 meanwhile) and stops their engines on shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from typing import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from rill import __version__
+from rill.api import chat, health
+from rill.api.errors import BodyLimit, install_error_handlers
+from rill.config import ServerConfig
+from rill.router import Router
+
+log = logging.getLogger("rill.api")
+
+# Loads models into the router; runs on a background thread at start-up.
+ModelLoader = Callable[[Router], None]
+
+
+def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_models: tuple[str, ...] = (),
+               exit_on_load_failure: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = Router()
+        for model_id in expected_models:
+            router.expect(model_id)
+        app.state.router = router
+        app.state.config = config
+        app.state.load_error = None
+        app.state.loaded = loaded = threading.Event()  # set when loading ended, well or not
+
+        def load() -> None:
+            try:
+                load_models(router)
+            except Exception as exc:
+                app.state.load_error = exc
+                log.exception("loading the model failed")
+                if exit_on_load_failure:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                loaded.set()
+
+        loader = threading.Thread(target=load, name="rill-loader", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            loader.join()
+            router.close()
+
+    app = FastAPI(
+        title="Rill",
+        version=__version__,
+        description="Self-hosted, streaming-first OpenAI-compatible chat completions.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    return app

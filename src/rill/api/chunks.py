@@ -1,0 +1,86 @@
+"""Engine events -> OpenAI objects: `chat.completion.chunk`s for a stream, one `chat.completion`
+otherwise. Plain dicts serialised with orjson; no per-chunk pydantic work on the way out."""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+from rill.api.plan import Plan
+from rill.engine.types import Finished
+
+_OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+class ChunkBuilder:
+    """Builds the chunks of one streamed completion; every chunk shares id, created and model."""
+
+    def __init__(self, plan: Plan):
+        self._plan = plan
+        self._rand = random.Random()
+        self._base = {
+            "id": plan.id,
+            "object": "chat.completion.chunk",
+            "created": plan.created,
+            "model": plan.model.id,
+            "system_fingerprint": plan.model.info.fingerprint,
+            "service_tier": plan.service_tier,
+        }
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        chunk = {**self._base, "choices": choices, **extra}
+        if self._plan.include_usage and "usage" not in chunk:
+            chunk["usage"] = None
+        return chunk
+
+    def role(self, index: int = 0) -> dict[str, Any]:
+        return self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
+                             "logprobs": None, "finish_reason": None}])
+
+    def content(self, text: str, index: int = 0) -> dict[str, Any]:
+        chunk = self._chunk([{"index": index, "delta": {"content": text},
+                              "logprobs": None, "finish_reason": None}])
+        if self._plan.include_obfuscation:
+            # random-length padding so chunk sizes do not reveal token lengths (OpenAI's field)
+            chunk["obfuscation"] = "".join(self._rand.choices(_OBFUSCATION_ALPHABET, k=self._rand.randint(1, 24)))
+        return chunk
+
+    def finish(self, event: Finished, index: int = 0) -> dict[str, Any]:
+        return self._chunk([{"index": index, "delta": {}, "logprobs": None,
+                             "finish_reason": event.reason.value}])
+
+    def usage(self, event: Finished) -> dict[str, Any]:
+        return self._chunk([], usage=usage(event.num_prompt_tokens, event.num_completion_tokens))
+
+
+def completion(plan: Plan, text: str, event: Finished) -> dict[str, Any]:
+    """The non-streamed `chat.completion` object."""
+    return {
+        "id": plan.id,
+        "object": "chat.completion",
+        "created": plan.created,
+        "model": plan.model.id,
+        "system_fingerprint": plan.model.info.fingerprint,
+        "service_tier": plan.service_tier,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            "logprobs": None,
+            "finish_reason": event.reason.value,
+        }],
+        "usage": usage(event.num_prompt_tokens, event.num_completion_tokens),
+    }

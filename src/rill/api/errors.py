@@ -1,0 +1,120 @@
+"""HTTP error handling: every error leaves as OpenAI's {"error": {message, type, param, code}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rill.errors import InvalidRequest, PayloadTooLarge, RillError, error_body
+
+log = logging.getLogger("rill.api")
+
+
+def param_from_loc(loc: Sequence[Any], body: Any) -> str | None:
+    """Pydantic's error location -> the field path as the client wrote it (`messages[0].content`).
+
+    Union members and discriminator tags also appear in `loc`; walking the actual body keeps only
+    the steps that exist in it (plus a final missing key)."""
+    parts: list[str] = []
+    cur = body
+    items = list(loc[1:] if loc and loc[0] == "body" else loc)
+    for i, item in enumerate(items):
+        if isinstance(item, int) and isinstance(cur, list) and 0 <= item < len(cur):
+            parts.append(f"[{item}]")
+            cur = cur[item]
+        elif isinstance(item, str) and isinstance(cur, dict) and (item in cur or i == len(items) - 1):
+            parts.append(f".{item}" if parts else item)
+            cur = cur.get(item)
+    return "".join(parts) or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
+    if first["type"] == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return InvalidRequest(f"The request body is not valid JSON: {detail}".rstrip(": "))
+    body = getattr(exc, "body", None)
+    if first["type"] == "missing" and tuple(first["loc"]) == ("body",):
+        return InvalidRequest("The request body is empty; send a JSON object.")
+    if not isinstance(body, dict):
+        return InvalidRequest("The request body must be a JSON object.")
+    param = param_from_loc(first["loc"], body)
+    msg = first["msg"]
+    return InvalidRequest(f"`{param}`: {msg}" if param else msg, param=param)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _response(exc: RillError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_rill_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RillError)
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        return _response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _response(validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        err = RillError(str(exc.detail))
+        err.status = exc.status_code
+        err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _response(err)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _response(RillError("The server had an internal error; it has been logged."))
+
+    app.add_exception_handler(RillError, on_rill_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class BodyLimit:
+    """413 for a body over the limit: at once from Content-Length, or as soon as the streamed
+    body passes the limit (chunked uploads), before any of it is parsed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = PayloadTooLarge(f"The request body exceeds this server's limit of {self.max_bytes} bytes.")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _response(too_large)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited_receive, send)

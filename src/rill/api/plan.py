@@ -1,0 +1,188 @@
+"""Validated request -> a plan the engine can run, or a 400 before the first byte.
+
+Every field either shapes the plan or is refused here by name: nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from rill.api.schemas import AssistantMessage, ChatCompletionRequest, ContentPart, FunctionMessage
+from rill.engine.types import Request, SamplingParams
+from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from rill.router import LocalModel
+from rill.sampling.template import TemplateError
+
+log = logging.getLogger("rill.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    created: int
+    model: LocalModel
+    request: Request
+    stream: bool
+    include_usage: bool
+    include_obfuscation: bool
+    service_tier: str
+
+
+@functools.lru_cache(maxsize=256)
+def _note_unknown_field(name: str) -> None:
+    log.debug("ignoring unknown request field %r (logged once)", name)
+
+
+def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
+    return UnsupportedParameter(f"`{param}`: {what} is not supported yet ({issue}).", param=param)
+
+
+def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int) -> None:
+    """Fields that validate but whose behaviour is not built yet: 400 naming the field. Values that
+    mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
+    if body.frequency_penalty:
+        raise _not_yet("frequency_penalty", "a non-zero frequency penalty", "sampling penalties")
+    if body.presence_penalty:
+        raise _not_yet("presence_penalty", "a non-zero presence penalty", "sampling penalties")
+    if body.logit_bias:
+        raise _not_yet("logit_bias", "logit bias", "sampling controls")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
+    if body.logprobs:
+        raise _not_yet("logprobs", "returning log probabilities", "sampling controls")
+    if body.n is not None and body.n > max_n:
+        raise InvalidRequest(f"`n` must be at most {max_n} on this server.", param="n")
+    if body.n is not None and body.n > 1:
+        raise _not_yet("n", "more than one choice per request", "batched decoding")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise _not_yet("response_format", f"response_format `{body.response_format.type}`",
+                       "constrained decoding")
+    if body.tools:
+        raise _not_yet("tools", "tool calling", "constrained decoding")
+    if body.tool_choice not in (None, "none", "auto"):
+        raise InvalidRequest("`tool_choice` names or requires a tool, but no `tools` were given.",
+                             param="tool_choice")
+    if body.functions:
+        raise _not_yet("functions", "function calling", "constrained decoding")
+    if body.function_call not in (None, "none", "auto"):
+        raise InvalidRequest("`function_call` names a function, but no `functions` were given.",
+                             param="function_call")
+    if body.prediction is not None:
+        raise _not_yet("prediction", "predicted outputs", "speculative decoding")
+    if body.service_tier in ("flex", "scale", "priority"):
+        raise _not_yet("service_tier", f"service tier `{body.service_tier}`", "priority scheduling")
+    if body.reasoning_effort is not None:
+        raise _not_yet("reasoning_effort", "reasoning effort", "reasoning models")
+    if body.verbosity not in (None, "medium"):
+        raise _not_yet("verbosity", f"verbosity `{body.verbosity}`", "reasoning models")
+    if body.modalities and "audio" in body.modalities:
+        raise _not_yet("modalities", "audio output", "text-to-speech")
+    if body.audio is not None:
+        raise _not_yet("audio", "audio output", "text-to-speech")
+    if body.web_search_options is not None:
+        raise _not_yet("web_search_options", "web search", "search providers")
+    if body.store:
+        raise _not_yet("store", "stored completions", "the completion store")
+    if body.metadata:
+        raise _not_yet("metadata", "metadata on stored completions", "the completion store")
+    if body.tags:
+        raise _not_yet("tags", "span tags", "tracing")
+    if body.parent_span_id is not None:
+        raise _not_yet("parent_span_id", "parent spans", "tracing")
+    if body.stream_options is not None and not body.stream:
+        raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
+
+
+def _text(content: str | list[ContentPart] | None, param: str) -> str:
+    """A message's content as one string; non-text parts are refused by type."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for i, part in enumerate(content):
+        if part.type != "text":
+            raise InvalidRequest(
+                f"`{param}[{i}]`: content parts of type `{part.type}` are not supported by this "
+                "model (it reads text only).", param=f"{param}[{i}].type")
+        if part.text is None:
+            raise InvalidRequest(f"`{param}[{i}].text` is required for a text part.", param=f"{param}[{i}].text")
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def render_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """Wire messages -> the plain dicts chat templates expect ({role, content: str, name?})."""
+    out = []
+    for i, msg in enumerate(body.messages):
+        param = f"messages[{i}]"
+        if isinstance(msg, AssistantMessage):
+            if msg.tool_calls or msg.function_call:
+                what = "tool_calls" if msg.tool_calls else "function_call"
+                raise _not_yet(f"{param}.{what}", "replaying tool calls", "tool calls")
+            if msg.audio is not None:
+                raise _not_yet(f"{param}.audio", "assistant audio", "text-to-speech")
+            text = _text(msg.content, f"{param}.content") or (msg.refusal or "")
+        elif isinstance(msg, FunctionMessage):
+            text = msg.content or ""
+        else:
+            text = _text(msg.content, f"{param}.content")
+        entry: dict[str, Any] = {"role": msg.role, "content": text}
+        name = getattr(msg, "name", None)
+        if name is not None:
+            entry["name"] = name
+        if msg.role == "tool":
+            entry["tool_call_id"] = msg.tool_call_id  # type: ignore[union-attr]
+        out.append(entry)
+    return out
+
+
+def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> int:
+    """The most tokens to generate: the smaller of the two max fields, else what the context allows."""
+    caps = [c for c in (body.max_tokens, body.max_completion_tokens) if c is not None]
+    room = n_ctx - num_prompt
+    if room < 1:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, your messages resulted "
+            f"in {num_prompt} tokens, leaving no room for a completion. Please shorten the messages.",
+            param="messages")
+    if caps and num_prompt + min(caps) > n_ctx:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{num_prompt + min(caps)} tokens ({num_prompt} in the messages, {min(caps)} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="max_tokens" if body.max_tokens == min(caps) else "max_completion_tokens")
+    return min(caps) if caps else room
+
+
+def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
+    for name in body.model_extra or {}:
+        _note_unknown_field(name)
+    refuse_unbuilt(body, max_n=max_n)
+    try:
+        prompt = model.template.render(render_messages(body))
+    except TemplateError as exc:
+        raise InvalidRequest(str(exc), param="messages") from exc
+    tokens = model.tokenize_prompt(prompt)
+    max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
+    request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    sampling = SamplingParams(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        seed=body.seed,
+    )
+    options = body.stream_options
+    return Plan(
+        id=request_id,
+        created=int(time.time()),
+        model=model,
+        request=Request(request_id, tuple(tokens), max_tokens, sampling, stop),
+        stream=bool(body.stream),
+        include_usage=bool(options and options.include_usage),
+        include_obfuscation=not (options and options.include_obfuscation is False),
+        service_tier="default",
+    )

@@ -1,0 +1,125 @@
+"""Running an engine request as an HTTP response: SSE framing with keep-alives, or one JSON body;
+either way a client disconnect cancels the response, which aborts the request in the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from rill.api.chunks import ChunkBuilder, completion
+from rill.api.plan import Plan
+from rill.engine.engine import RequestStream
+from rill.engine.types import Failed, Finished, TextDelta
+from rill.errors import EngineError, RillError, error_body
+
+log = logging.getLogger("rill.api")
+
+KEEPALIVE_SECONDS = 15.0
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
+    """The contract's stream: role chunk, content chunks, finish chunk, [usage chunk], [DONE].
+    An engine failure after the first byte becomes one error event, then the stream closes."""
+    chunks = ChunkBuilder(plan)
+    yield sse(chunks.role())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    event = await anext(stream)
+            except TimeoutError:
+                yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
+                continue
+            if isinstance(event, TextDelta):
+                yield sse(chunks.content(event.text))
+            elif isinstance(event, Finished):
+                yield sse(chunks.finish(event))
+                if plan.include_usage:
+                    yield sse(chunks.usage(event))
+                yield DONE
+                return
+            elif isinstance(event, Failed):
+                log.error("request %s failed mid-stream: %s", plan.id, event.message)
+                yield sse(error_body(EngineError(event.message)))
+                return
+    finally:
+        stream.close()
+
+
+async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any]]:
+    """Run the request to the end; (status, body) of the `chat.completion` or the error."""
+    parts: list[str] = []
+    try:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                return 200, completion(plan, "".join(parts), event)
+            elif isinstance(event, Failed):
+                log.error("request %s failed: %s", plan.id, event.message)
+                err = EngineError(event.message)
+                return err.status, error_body(err)
+    finally:
+        stream.close()
+    raise RillError("the engine ended a request without finishing it")  # pragma: no cover
+
+
+class EngineResponse(Response):
+    """ASGI response that runs a producer while listening for `http.disconnect`; on disconnect
+    the producer is cancelled, and its `finally` aborts the engine request at the next step.
+    Streams whatever the Accept header says (Opper's SDK asks for JSON even when streaming)."""
+
+    def __init__(self, *, stream: AsyncIterator[bytes] | None = None,
+                 collect: Callable[[], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(status_code=200)
+        self._stream = stream
+        self._collect = collect
+        self._headers = headers or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            try:
+                await self._respond(send)
+            except OSError:  # the socket went away while writing
+                pass
+            tg.cancel_scope.cancel()
+
+    async def _respond(self, send: Send) -> None:
+        if self._stream is not None:
+            await send(self._start(200, "text/event-stream; charset=utf-8",
+                                   {"cache-control": "no-cache", "x-accel-buffering": "no"}))
+            try:
+                async for data in self._stream:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            finally:
+                await self._stream.aclose()  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            assert self._collect is not None
+            status, body = await self._collect()
+            await send(self._start(status, "application/json"))
+            await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+    def _start(self, status: int, content_type: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+        headers = {"content-type": content_type, **(extra or {}), **self._headers}
+        return {"type": "http.response.start", "status": status,
+                "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}

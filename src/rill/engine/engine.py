@@ -1,0 +1,109 @@
+"""Engine.submit(request) -> async iterator of events; Engine.abort(id). Owns one thread.
+
+The event loop never blocks on inference: the engine thread hands events over with
+`call_soon_threadsafe`, and a stream that is closed early (client gone) aborts its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from rill.backends.base import Backend
+from rill.engine.detokenize import Detokenizer
+from rill.engine.loop import EngineLoop
+from rill.engine.sequence import Sequence
+from rill.engine.types import Event, Failed, Finished, Request
+from rill.errors import RateLimited
+from rill.sampling.sampler import new_rng
+
+log = logging.getLogger("rill.engine")
+
+
+class RequestStream:
+    """The events of one request, as an async iterator. Closing it before the end aborts it."""
+
+    def __init__(self, engine: Engine, request_id: str):
+        self._engine = engine
+        self.request_id = request_id
+        self._queue: asyncio.Queue[list[Event]] = asyncio.Queue()
+        self._pending: list[Event] = []
+        self._done = False
+
+    def _deliver(self, events: list[Event]) -> None:  # on the event loop thread
+        self._queue.put_nowait(events)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._pending:
+            if self._done:
+                raise StopAsyncIteration
+            self._pending = await self._queue.get()
+            self._pending.reverse()
+        event = self._pending.pop()
+        if isinstance(event, (Finished, Failed)):
+            self._done = True
+        return event
+
+    def close(self) -> None:
+        """Abort the request unless it already ended; safe to call more than once."""
+        if not self._done:
+            self._done = True
+            self._engine.abort(self.request_id)
+
+
+class Engine:
+    def __init__(self, backend: Backend, *, max_queue: int = 256, max_running: int = 1):
+        self.backend = backend
+        self.max_queue = max_queue
+        self._loop = EngineLoop(backend, max_running=max_running)
+        self._thread = threading.Thread(target=self._run, name="rill-engine", daemon=True)
+
+    @property
+    def num_waiting(self) -> int:
+        return self._loop.num_waiting
+
+    @property
+    def num_running(self) -> int:
+        return self._loop.num_running
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._loop.run()
+        except Exception:  # a bug in the loop must not leave clients hanging silently
+            log.exception("engine thread crashed")
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._loop.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.backend.close()
+
+    def submit(self, request: Request) -> RequestStream:
+        """Queue a request; raises RateLimited when the waiting queue is full."""
+        if self._loop.num_waiting >= self.max_queue:
+            raise RateLimited(f"the server has {self.max_queue} requests waiting; retry shortly")
+        loop = asyncio.get_running_loop()
+        stream = RequestStream(self, request.id)
+
+        def publish(events: list[Event]) -> None:
+            try:
+                loop.call_soon_threadsafe(stream._deliver, events)
+            except RuntimeError:  # the event loop has closed: nobody is listening any more
+                pass
+
+        self._loop.add(Sequence(
+            request=request, publish=publish, rng=new_rng(request.sampling.seed),
+            detok=Detokenizer(request.stop),
+        ))
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        self._loop.abort(request_id)

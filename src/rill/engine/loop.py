@@ -1,0 +1,192 @@
+"""The engine thread: drain inbox and aborts -> schedule -> forward -> sample -> postprocess -> publish.
+
+Only this thread touches the backend, so llama.cpp's compute threads are started from one place.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+from rill.backends.base import Backend, BackendError, BatchItem
+from rill.engine.sequence import Sequence
+from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
+from rill.sampling.sampler import sample
+
+log = logging.getLogger("rill.engine")
+
+
+class EngineLoop:
+    """Owns the backend and every Sequence; all methods but the inbox ones run on the engine thread."""
+
+    def __init__(self, backend: Backend, *, max_running: int = 1):
+        self.backend = backend
+        self.max_running = min(max_running, backend.max_sequences)
+        self._lock = threading.Condition()
+        self._inbox: list[Sequence] = []
+        self._aborts: set[str] = set()
+        self._stopping = False
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.running: list[Sequence] = []
+        self._free_ids = list(range(self.max_running - 1, -1, -1))
+        # What other threads may read for /health, metrics and tests (ints: atomic to read).
+        self.num_waiting = 0
+        self.num_running = 0
+
+    # -- called from other threads ------------------------------------------------------------
+
+    def add(self, seq: Sequence) -> None:
+        with self._lock:
+            self._inbox.append(seq)
+            self.num_waiting += 1
+            self._lock.notify()
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._aborts.add(request_id)
+            self._lock.notify()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+
+    # -- the engine thread ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        while self._drain():
+            self._admit()
+            if self.running:
+                try:
+                    self._step()
+                except Exception as exc:  # a bug must fail these requests, not hang the server
+                    log.exception("engine step failed")
+                    self._fail_running(f"internal engine error: {exc}")
+        for seq in [*self.waiting, *self.running]:
+            self._finish(seq, Failed("the server is shutting down"))
+            self._flush(seq)
+
+    def _drain(self) -> bool:
+        """Take new requests and aborts; sleep while there is nothing to do. False: stop."""
+        with self._lock:
+            while not (self._inbox or self._aborts or self._stopping or self.waiting or self.running):
+                self._lock.wait()
+            if self._stopping:
+                return False
+            self.waiting.extend(self._inbox)
+            self._inbox.clear()
+            aborts, self._aborts = self._aborts, set()
+        if aborts:
+            for seq in [s for s in (*self.waiting, *self.running) if s.request.id in aborts]:
+                log.debug("request %s aborted", seq.request.id)
+                self._release(seq, Status.ABORTED)
+        return True
+
+    def _admit(self) -> None:
+        """FIFO admission: the oldest waiting request gets the next free sequence slot."""
+        while self.waiting and self._free_ids:
+            seq = self.waiting.popleft()
+            seq.seq_id = self._free_ids.pop()
+            seq.status = Status.PREFILLING
+            self.running.append(seq)
+            self._update_counts()
+
+    def _schedule(self) -> list[tuple[Sequence, BatchItem]]:
+        """One decode token per decoding sequence, plus a prefill chunk within the token budget."""
+        budget = self.backend.max_batch_tokens
+        plan = []
+        for seq in self.running:
+            if seq.status is Status.DECODING:
+                start = seq.num_prefilled + seq.num_generated - 1
+                plan.append((seq, BatchItem(seq.seq_id, (seq.last_token,), start)))
+                budget -= 1
+        for seq in self.running:
+            if seq.status is Status.PREFILLING and budget > 0:
+                chunk = seq.request.prompt_tokens[seq.num_prefilled : seq.num_prefilled + budget]
+                done = seq.num_prefilled + len(chunk) == seq.num_prompt_tokens
+                plan.append((seq, BatchItem(seq.seq_id, chunk, seq.num_prefilled, want_logits=done)))
+                budget -= len(chunk)
+        return plan
+
+    def _step(self) -> None:
+        plan = self._schedule()
+        try:
+            logits = self.backend.forward([item for _, item in plan])
+        except BackendError as exc:
+            log.error("forward failed: %s", exc)
+            self._fail_running(f"inference failed: {exc}")
+            return
+        row = 0
+        for seq, item in plan:
+            if seq.status is Status.PREFILLING:
+                seq.num_prefilled += len(item.tokens)
+                if not item.want_logits:
+                    continue
+                seq.status = Status.DECODING
+            self._accept(seq, sample(logits[row], seq.request.sampling.temperature,
+                                     seq.request.sampling.top_p, seq.rng))
+            row += 1
+            self._flush(seq)
+
+    def _fail_running(self, message: str) -> None:
+        for seq in list(self.running):
+            self._finish(seq, Failed(message))
+            self._flush(seq)
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        """Postprocess one sampled token: end of generation, stop strings, length."""
+        req = seq.request
+        if self.backend.is_end_of_generation(token):
+            self._emit_text(seq, seq.detok.finish())
+            self._finish(seq, self._finished(seq, FinishReason.STOP))
+            return
+        seq.num_generated += 1
+        seq.num_unreported += 1
+        seq.last_token = token
+        text, matched = seq.detok.push(self.backend.token_bytes(token))
+        self._emit_text(seq, text)
+        if matched:
+            self._finish(seq, self._finished(seq, FinishReason.STOP))
+        elif seq.num_generated >= req.max_tokens:
+            self._emit_text(seq, seq.detok.finish())
+            self._finish(seq, self._finished(seq, FinishReason.LENGTH))
+
+    @staticmethod
+    def _emit_text(seq: Sequence, text: str) -> None:
+        if text:
+            seq.outbox.append(TextDelta(text, seq.num_unreported))
+            seq.num_unreported = 0
+
+    @staticmethod
+    def _finished(seq: Sequence, reason: FinishReason) -> Finished:
+        return Finished(reason, seq.num_prompt_tokens, seq.num_generated)
+
+    def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
+        seq.outbox.append(event)
+        self._release(seq, Status.FINISHED)
+
+    def _release(self, seq: Sequence, status: Status) -> None:
+        """Free the sequence's slot and KV cache now, so the next request can use them."""
+        if seq.is_done:
+            return
+        if seq in self.running:
+            self.running.remove(seq)
+            self.backend.release(seq.seq_id)
+            self._free_ids.append(seq.seq_id)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.status = status
+        self._update_counts()
+
+    def _update_counts(self) -> None:
+        with self._lock:
+            self.num_running = len(self.running)
+            self.num_waiting = len(self.waiting) + len(self._inbox)
+
+    @staticmethod
+    def _flush(seq: Sequence) -> None:
+        if seq.outbox:
+            seq.publish(seq.outbox)
+            seq.outbox = []
+

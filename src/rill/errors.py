@@ -1,0 +1,99 @@
+"""Rill's one exception tree, and the single place that turns it into OpenAI-shaped JSON.
+
+    RillError                       500 server_error (never raised for client input)
+    ├── ConfigError                 bad flags/config at start-up (not an HTTP error)
+    ├── InvalidRequest              400 invalid_request_error, `param` names the field
+    │   ├── UnsupportedParameter    400 a field whose behaviour is not built (yet)
+    │   └── ContextLengthExceeded   400 prompt + completion cap beyond the context
+    ├── AuthenticationError         401
+    ├── ModelNotFound               404 model_not_found
+    ├── PayloadTooLarge             413
+    ├── RateLimited                 429 with Retry-After
+    ├── NotReady                    503 while the model loads
+    └── EngineError                 500 inference failed (foreign errors wrapped here)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RillError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ConfigError(RillError):
+    """Invalid configuration; raised at start-up, never mapped to HTTP."""
+
+
+class InvalidRequest(RillError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(RillError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(RillError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(RillError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(RillError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class NotReady(RillError):
+    status = 503
+    type = "server_error"
+    code = "model_loading"
+
+
+class EngineError(RillError):
+    status = 500
+    type = "server_error"
+    code = "engine_error"
+
+
+def error_body(exc: RillError) -> dict[str, Any]:
+    """The OpenAI error object: {"error": {message, type, param, code}}."""
+    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}

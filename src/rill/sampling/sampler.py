@@ -1,0 +1,53 @@
+"""Turning one row of logits into one token: vectorised numpy over the vocabulary, with a
+per-request seeded RNG so a seeded request samples the same tokens whatever else runs."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+# top-p first looks at this many best candidates (argpartition, O(V)) and only sorts the whole
+# vocabulary when they hold less than p of the probability mass.
+_TOP_P_CANDIDATES = 512
+
+
+def new_rng(seed: int | None) -> np.random.Generator:
+    """The request's own generator; an unseeded request gets a fresh random seed."""
+    return np.random.default_rng(secrets.randbits(64) if seed is None else seed & (2**64 - 1))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest set of most likely tokens whose mass reaches top_p: (token ids, probs),
+    most likely first. Ties at the boundary are broken by token id (stable order)."""
+    if top_p >= 1.0:
+        ids = np.arange(probs.size)
+        return ids, probs
+    k = min(_TOP_P_CANDIDATES, probs.size)
+    if k < probs.size:
+        ids = np.argpartition(-probs, k - 1)[:k]
+        if probs[ids].sum() < top_p:
+            ids = np.arange(probs.size)
+    else:
+        ids = np.arange(probs.size)
+    order = ids[np.lexsort((ids, -probs[ids]))]
+    # the first prefix whose mass reaches top_p (float error past the end keeps everything)
+    cut = int(np.searchsorted(np.cumsum(probs[order]), top_p, side="left")) + 1
+    keep = order[:cut]
+    return keep, probs[keep]
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """One token id from a float logits vector. temperature 0 is greedy (argmax, no RNG used)."""
+    if temperature <= 0.0:
+        return int(np.argmax(logits))
+    probs = softmax(logits.astype(np.float64, copy=False) / temperature)
+    ids, p = nucleus(probs, top_p)
+    cum = np.cumsum(p)
+    i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+    return int(ids[min(i, ids.size - 1)])

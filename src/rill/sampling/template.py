@@ -1,0 +1,74 @@
+"""The model's own chat template (from its GGUF metadata), rendered in a sandboxed Jinja
+environment the way Hugging Face's `apply_chat_template` does."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Used when a model file carries no template: ChatML, which most small chat models speak.
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class TemplateError(ValueError):
+    """The template refused the conversation (raise_exception) or failed to render it."""
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class ChatTemplate:
+    __slots__ = ("source", "bos_token", "eos_token", "knows_developer_role", "_template")
+
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
+        self.source = source or CHATML
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        # Templates written before OpenAI's `developer` role get it as `system`.
+        self.knows_developer_role = "developer" in self.source
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        try:
+            self._template = env.from_string(self.source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the model's chat template does not parse: {exc}") from exc
+
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+        """Render messages ({role, content: str, ...}) into the prompt text."""
+        if not self.knows_developer_role:
+            messages = [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
+        try:
+            return self._template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as exc:  # includes sandbox SecurityError
+            raise TemplateError(f"the model's chat template failed on these messages: {exc}") from exc
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise TemplateError(f"the model's chat template failed on these messages: {exc}") from exc
