@@ -47,7 +47,11 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     if not isinstance(body, dict):
         return InvalidRequest("The request body must be a JSON object.")
     param = param_from_loc(first["loc"], body)
-    msg = first["msg"]
+    # A union field reports one error per member: prefer a member's real complaint (too long,
+    # out of range) over "not a string"; if every member just has the wrong type, list them all.
+    same = [e for e in errors if param_from_loc(e["loc"], body) == param]
+    specific = [e for e in same if not e["type"].endswith("_type")]
+    msg = specific[0]["msg"] if specific else " or ".join(dict.fromkeys(e["msg"] for e in same))
     return InvalidRequest(f"`{param}`: {msg}" if param else msg, param=param)
 
 
