@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import anyio.to_thread
 from fastapi import APIRouter, Request
 
 from rill.api.plan import plan_chat
@@ -30,7 +33,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     (`chat.completion.chunk` objects, then `data: [DONE]`), otherwise one `chat.completion`."""
     state = request.app.state
     model = state.router.resolve(body.model)
-    plan = plan_chat(body, model, max_n=state.config.max_n)
+    # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
+    plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, body, model, max_n=state.config.max_n))
     stream = model.engine.submit(plan.request)
     if plan.stream:
         return EngineResponse(stream=sse_events(plan, stream))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 
 from rill.backends.base import Backend, BackendError, BatchItem
 from rill.engine.sequence import Sequence
@@ -164,6 +165,11 @@ class EngineLoop:
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)
+        if isinstance(event, Finished):
+            elapsed = time.monotonic() - seq.submitted_at
+            log.info("%s: %s after %d prompt + %d completion tokens in %.2f s",
+                     seq.request.id, event.reason.value, event.num_prompt_tokens,
+                     event.num_completion_tokens, elapsed)
         self._release(seq, Status.FINISHED)
 
     def _release(self, seq: Sequence, status: Status) -> None:

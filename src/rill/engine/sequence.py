@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,6 +25,7 @@ class Sequence:
     num_unreported: int = 0  # tokens generated since the last TextDelta
     last_token: int = -1
     outbox: list[Event] = field(default_factory=list)
+    submitted_at: float = field(default_factory=time.monotonic)
 
     @property
     def num_prompt_tokens(self) -> int:
