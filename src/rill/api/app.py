@@ -4,17 +4,20 @@ the background (so /health can answer 503 meanwhile) and stops their engines on 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import threading
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
 from rill.api import chat, health
 from rill.api.errors import BodyLimit, install_error_handlers
+from rill.api.schemas import ChatCompletionRequest
 from rill.config import ServerConfig
 from rill.router import Router
 
@@ -65,4 +68,18 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     app.include_router(chat.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the chat request schema (its body is parsed by hand, see chat.py)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        request = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        components["ChatCompletionRequest"] = request
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -5,7 +5,12 @@ from __future__ import annotations
 import functools
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from rill.api.errors import invalid_body
+from rill.errors import InvalidRequest
 
 from rill.api.plan import plan_chat
 from rill.api.schemas import ChatCompletionRequest, ErrorResponse
@@ -28,9 +33,30 @@ _RESPONSES: dict[int | str, dict] = {
 }
 
 
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> EngineResponse:
+# The body is parsed here rather than by FastAPI, so that JSON sent with any Content-Type (as
+# `curl -d` does) is read as JSON, and a body over the size limit stays a 413.
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
+
+
+async def read_request(request: Request) -> ChatCompletionRequest:
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_body(exc.errors(), data) from None
+
+
+async def create_chat_completion(request: Request) -> EngineResponse:
     """Create a chat completion. `stream: true` answers with server-sent events
     (`chat.completion.chunk` objects, then `data: [DONE]`), otherwise one `chat.completion`."""
+    body = await read_request(request)
     state = request.app.state
     model = state.router.resolve(body.model)
     # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
@@ -44,6 +70,6 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 for _i, _path in enumerate(CHAT_PATHS):
     router.add_api_route(
         _path, create_chat_completion, methods=["POST"], responses=_RESPONSES,
-        include_in_schema=_i == 0, summary="Create a chat completion",
+        include_in_schema=_i == 0, openapi_extra=_REQUEST_BODY, summary="Create a chat completion",
         operation_id="createChatCompletion" if _i == 0 else f"createChatCompletion{_i}",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Sequence
 
 from fastapi import FastAPI, Request
@@ -17,11 +18,16 @@ from rill.errors import InvalidRequest, PayloadTooLarge, RillError, error_body
 log = logging.getLogger("rill.api")
 
 
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes"})
+
+
 def param_from_loc(loc: Sequence[Any], body: Any) -> str | None:
     """Pydantic's error location -> the field path as the client wrote it (`messages[0].content`).
 
     Union members and discriminator tags also appear in `loc`; walking the actual body keeps only
-    the steps that exist in it (plus a final missing key)."""
+    the steps that exist in it, plus a final missing key when it looks like a field name (union
+    member names look like `str`, `constrained-str`, `literal[...]` or `ClassName`)."""
     parts: list[str] = []
     cur = body
     items = list(loc[1:] if loc and loc[0] == "body" else loc)
@@ -29,29 +35,42 @@ def param_from_loc(loc: Sequence[Any], body: Any) -> str | None:
         if isinstance(item, int) and isinstance(cur, list) and 0 <= item < len(cur):
             parts.append(f"[{item}]")
             cur = cur[item]
-        elif isinstance(item, str) and isinstance(cur, dict) and (item in cur or i == len(items) - 1):
+        elif isinstance(item, str) and isinstance(cur, dict) and (
+            item in cur or (i == len(items) - 1 and _FIELD_NAME.match(item) and item not in _TYPE_NAMES)
+        ):
             parts.append(f".{item}" if parts else item)
             cur = cur.get(item)
     return "".join(parts) or None
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
-    errors = exc.errors()
+    """FastAPI's validation error (routes with declared bodies) -> one OpenAI-style 400."""
+    errors = list(exc.errors())
     first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
     if first["type"] == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "")
         return InvalidRequest(f"The request body is not valid JSON: {detail}".rstrip(": "))
-    body = getattr(exc, "body", None)
     if first["type"] == "missing" and tuple(first["loc"]) == ("body",):
         return InvalidRequest("The request body is empty; send a JSON object.")
+    return invalid_body(errors, getattr(exc, "body", None))
+
+
+def invalid_body(errors: Sequence[Any], body: Any) -> InvalidRequest:
+    """Pydantic errors for a parsed JSON body -> one 400 naming the most useful field."""
     if not isinstance(body, dict):
         return InvalidRequest("The request body must be a JSON object.")
-    param = param_from_loc(first["loc"], body)
-    # A union field reports one error per member: prefer a member's real complaint (too long,
-    # out of range) over "not a string"; if every member just has the wrong type, list them all.
-    same = [e for e in errors if param_from_loc(e["loc"], body) == param]
-    specific = [e for e in same if not e["type"].endswith("_type")]
-    msg = specific[0]["msg"] if specific else " or ".join(dict.fromkeys(e["msg"] for e in same))
+    first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
+    # A union field reports one error per member. A member's real complaint (too long, out of
+    # range, at any depth) beats "not a string"; if every member just has the wrong type, the
+    # message lists them all.
+    specific = [e for e in errors if not e["type"].endswith("_type")]
+    if specific:
+        param = param_from_loc(specific[0]["loc"], body)
+        msg = specific[0]["msg"]
+    else:
+        param = param_from_loc(first["loc"], body)
+        same = [e for e in errors if param_from_loc(e["loc"], body) == param]
+        msg = " or ".join(dict.fromkeys(e["msg"] for e in same))
     return InvalidRequest(f"`{param}`: {msg}" if param else msg, param=param)
 
 

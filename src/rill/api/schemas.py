@@ -12,15 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 # ---- messages ---------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Wire(BaseModel):
+    # Strict types: `"stream": "yes"` or `"max_tokens": "5"` is a 400, as on OpenAI, not a guess.
+    model_config = ConfigDict(strict=True)
 
 
-class ContentPart(BaseModel):
+class _Strict(_Wire):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ContentPart(_Wire):
     """A content part. Only `text` parts can be rendered for a text model; other known types
     (image_url, input_audio, file, refusal) validate here and are refused in planning by name."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow")
     type: str
     text: str | None = None
 
@@ -28,12 +33,12 @@ class ContentPart(BaseModel):
 Content = Union[str, list[ContentPart]]
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(_Wire):
     name: str
     arguments: str
 
 
-class ToolCall(BaseModel):
+class ToolCall(_Wire):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
@@ -98,7 +103,7 @@ class JsonSchemaSpec(_Strict):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 
 
 class ResponseFormatText(_Strict):
@@ -120,23 +125,23 @@ ResponseFormat = Annotated[
 ]
 
 
-class FunctionDefinition(BaseModel):
+class FunctionDefinition(_Wire):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(BaseModel):
+class Tool(_Wire):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(_Wire):
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(_Wire):
     type: Literal["function"]
     function: NamedFunction
 
@@ -155,14 +160,14 @@ class AudioParams(_Strict):
     format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
 
 
-class ApproximateLocation(BaseModel):
+class ApproximateLocation(_Wire):
     city: str | None = None
     country: str | None = None
     region: str | None = None
     timezone: str | None = None
 
 
-class UserLocation(BaseModel):
+class UserLocation(_Wire):
     type: Literal["approximate"]
     approximate: ApproximateLocation
 
@@ -179,9 +184,9 @@ StopString = Annotated[str, StringConstraints(min_length=1)]
 # ---- the request --------------------------------------------------------------------------------
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(_Wire):
     # Unknown top-level fields are accepted (clients send vendor extras) and logged once.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow")
 
     messages: Annotated[list[Message], Field(min_length=1)]
     model: str | None = None

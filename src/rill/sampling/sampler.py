@@ -24,17 +24,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
     """The smallest set of most likely tokens whose mass reaches top_p: (token ids, probs),
-    most likely first. Ties at the boundary are broken by token id (stable order)."""
+    most likely first (ties broken by token id). top_p = 1 keeps the vocabulary in id order."""
     if top_p >= 1.0:
-        ids = np.arange(probs.size)
-        return ids, probs
-    k = min(_TOP_P_CANDIDATES, probs.size)
-    if k < probs.size:
-        ids = np.argpartition(-probs, k - 1)[:k]
-        if probs[ids].sum() < top_p:
-            ids = np.arange(probs.size)
-    else:
-        ids = np.arange(probs.size)
+        return np.arange(probs.size), probs
+    ids = np.arange(probs.size)
+    if _TOP_P_CANDIDATES < probs.size:
+        # every token at least as likely as the k-th best, so ties at the edge are all kept
+        kth = np.partition(probs, probs.size - _TOP_P_CANDIDATES)[probs.size - _TOP_P_CANDIDATES]
+        candidates = np.flatnonzero(probs >= kth)
+        if candidates.size <= 4 * _TOP_P_CANDIDATES and probs[candidates].sum() >= top_p:
+            ids = candidates
     order = ids[np.lexsort((ids, -probs[ids]))]
     # the first prefix whose mass reaches top_p (float error past the end keeps everything)
     cut = int(np.searchsorted(np.cumsum(probs[order]), top_p, side="left")) + 1
