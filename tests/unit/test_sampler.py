@@ -1,0 +1,164 @@
+"""rill.sampling.sampler: greedy, nucleus (top-p), temperature and seeded sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rill.sampling.sampler import new_rng, nucleus, sample, softmax
+
+
+class NoRandomness:
+    """An rng stand-in that fails the test if anything asks it for a random number."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"greedy sampling used the rng ({name})")
+
+
+def full_sort_nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Reference: sort the whole vocabulary by (-prob, id), keep the first prefix reaching top_p."""
+    order = np.lexsort((np.arange(probs.size), -probs))
+    cut = int(np.searchsorted(np.cumsum(probs[order]), top_p, side="left")) + 1
+    return order[:cut]
+
+
+def draws(logits, temperature: float, top_p: float, seed: int | None, n: int) -> np.ndarray:
+    rng = new_rng(seed)
+    return np.array([sample(logits, temperature, top_p, rng) for _ in range(n)])
+
+
+# ---- greedy ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.1])
+def test_temperature_zero_is_argmax_and_uses_no_randomness(top_p):
+    logits = np.array([0.5, 3.0, -1.0, 2.9], dtype=np.float32)
+    assert sample(logits, 0.0, top_p, NoRandomness()) == 1
+
+
+def test_greedy_leaves_a_real_rng_untouched():
+    rng = new_rng(7)
+    before = rng.bit_generator.state
+    assert sample(np.array([1.0, 0.0, 5.0]), 0.0, 1.0, rng) == 2
+    assert rng.bit_generator.state == before
+
+
+def test_greedy_tie_goes_to_the_lowest_token_id():
+    assert sample(np.array([1.0, 4.0, 4.0, 0.0]), 0.0, 1.0, NoRandomness()) == 1
+
+
+# ---- nucleus -----------------------------------------------------------------------------------
+
+
+def test_top_p_one_keeps_every_token():
+    probs = np.array([0.1, 0.6, 0.3])
+    ids, p = nucleus(probs, 1.0)
+    assert sorted(ids.tolist()) == [0, 1, 2]
+    assert dict(zip(ids.tolist(), p.tolist())) == {0: 0.1, 1: 0.6, 2: 0.3}
+
+
+def test_tiny_top_p_keeps_only_the_most_likely_token():
+    ids, p = nucleus(np.array([0.2, 0.5, 0.3]), 1e-9)
+    assert ids.tolist() == [1] and p.tolist() == [0.5]
+
+
+def test_nucleus_is_most_likely_first():
+    ids, p = nucleus(np.array([0.125, 0.5, 0.25, 0.125]), 0.875)
+    assert ids.tolist() == [1, 2, 0]
+    assert p.tolist() == [0.5, 0.25, 0.125]
+
+
+def test_ties_are_broken_by_token_id():
+    ids, _ = nucleus(np.array([0.25, 0.125, 0.25, 0.25, 0.125]), 0.5)
+    assert ids.tolist() == [0, 2]
+    ids, _ = nucleus(np.array([0.125, 0.25, 0.125, 0.5]), 0.75)
+    assert ids.tolist() == [3, 1]
+
+
+@pytest.mark.parametrize(
+    ("top_p", "kept"),
+    [(0.5, [0]), (0.5000001, [0, 1]), (0.75, [0, 1]), (0.7500001, [0, 1, 2]), (0.875, [0, 1, 2])],
+)
+def test_exact_boundary_mass_is_enough(top_p, kept):
+    # dyadic probabilities, so cumulative sums are exact: mass exactly top_p stops the nucleus
+    probs = np.array([0.5, 0.25, 0.125, 0.125])
+    assert nucleus(probs, top_p)[0].tolist() == kept
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("top_p", [0.3, 0.8, 0.95, 0.995])
+def test_argpartition_shortcut_matches_a_full_sort(seed, top_p):
+    # peaked logits over a large vocabulary: the 512 best candidates hold top_p
+    logits = np.random.default_rng(seed).normal(0.0, 6.0, 5000)
+    probs = softmax(logits)
+    order = np.argsort(-probs)
+    assert probs[order[:512]].sum() >= top_p  # the shortcut path is the one under test
+    ids, p = nucleus(probs, top_p)
+    expected = full_sort_nucleus(probs, top_p)
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(p, probs[expected])
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9])
+def test_flat_large_vocabulary_falls_back_to_a_full_sort(top_p):
+    logits = np.random.default_rng(1).normal(0.0, 0.1, 4000)
+    probs = softmax(logits)
+    assert probs[np.argsort(-probs)[:512]].sum() < top_p  # the 512 candidates are not enough
+    np.testing.assert_array_equal(nucleus(probs, top_p)[0], full_sort_nucleus(probs, top_p))
+
+
+def test_argpartition_shortcut_breaks_ties_by_token_id():
+    probs = np.full(1024, 1 / 1024)  # all tied; 256 tokens hold exactly 0.25
+    np.testing.assert_array_equal(nucleus(probs, 0.25)[0], np.arange(256))
+
+
+# ---- seeded sampling ---------------------------------------------------------------------------
+
+FLATISH = np.random.default_rng(3).normal(0.0, 0.5, 64)
+
+
+def test_same_seed_gives_the_same_tokens():
+    np.testing.assert_array_equal(draws(FLATISH, 1.0, 0.9, 42, 300), draws(FLATISH, 1.0, 0.9, 42, 300))
+
+
+def test_different_seeds_give_different_tokens():
+    a, b = draws(FLATISH, 1.0, 1.0, 1, 200), draws(FLATISH, 1.0, 1.0, 2, 200)
+    assert (a != b).sum() > 100
+
+
+def test_unseeded_requests_get_fresh_randomness():
+    assert not np.array_equal(draws(FLATISH, 1.0, 1.0, None, 100), draws(FLATISH, 1.0, 1.0, None, 100))
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**63), 2**64 - 1])
+def test_seeds_across_the_accepted_range_are_deterministic(seed):
+    np.testing.assert_array_equal(draws(FLATISH, 1.0, 1.0, seed, 50), draws(FLATISH, 1.0, 1.0, seed, 50))
+
+
+# ---- distribution ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 1.7])
+def test_sampled_frequencies_follow_the_tempered_softmax(temperature):
+    logits = np.array([1.0, 0.0, 2.0, -1.0, 0.5], dtype=np.float32)
+    n = 20_000
+    counts = np.bincount(draws(logits, temperature, 1.0, 1234, n), minlength=logits.size)
+    expected = n * softmax(logits.astype(np.float64) / temperature)
+    band = 6 * np.sqrt(expected * (1 - expected / n)) + 5  # ~6 sigma, fixed seed: deterministic
+    assert np.all(np.abs(counts - expected) <= band), (counts, expected.round())
+
+
+def test_tokens_outside_the_nucleus_are_never_sampled():
+    logits = np.log(np.array([0.4, 0.05, 0.3, 0.05, 0.2]))
+    n = 5_000
+    tokens = draws(logits, 1.0, 0.85, 99, n)
+    assert set(tokens.tolist()) == {0, 2, 4}  # 0.4 + 0.3 + 0.2 = 0.9 reaches 0.85
+    counts = np.bincount(tokens, minlength=5)
+    expected = n * np.array([0.4, 0, 0.3, 0, 0.2]) / 0.9  # renormalised inside the nucleus
+    assert np.all(np.abs(counts - expected) <= 6 * np.sqrt(expected) + 5)
+
+
+def test_high_temperature_flattens_and_low_temperature_sharpens():
+    logits = np.array([2.0, 0.0, 0.0, 0.0])
+    top_share = [np.mean(draws(logits, t, 1.0, 5, 4_000) == 0) for t in (0.25, 1.0, 2.0)]
+    assert top_share[0] > top_share[1] > top_share[2]
