@@ -23,11 +23,24 @@ class LocalModel:
     def info(self) -> ModelInfo:
         return self.engine.backend.info
 
-    def tokenize_prompt(self, prompt: str) -> list[int]:
-        """Rendered chat prompt -> tokens, adding BOS only when the template did not."""
-        info = self.info
+    def tokenize_prompt(self, parts: list[tuple[str, bool]]) -> list[int]:
+        """Rendered prompt parts (text, is_message_text) -> tokens, BOS added only when the
+        template did not write it. The whole prompt is tokenized in one go, as the model was
+        trained, unless some message text contains control-token text (`<|im_end|>`): then
+        message texts are tokenized as plain text, so nobody can forge another role's turn."""
+        info, backend = self.info, self.engine.backend
+        prompt = "".join(text for text, _ in parts)
         add_bos = info.add_bos and not (info.bos_token and prompt.startswith(info.bos_token))
-        return self.engine.backend.tokenize(prompt, add_bos=add_bos)
+
+        def has_control_text(text: str) -> bool:
+            return backend.tokenize(text, add_bos=False) != backend.tokenize(text, add_bos=False, parse_special=False)
+
+        if not any(is_message_text and has_control_text(text) for text, is_message_text in parts):
+            return backend.tokenize(prompt, add_bos=add_bos)
+        tokens: list[int] = []
+        for i, (text, is_message_text) in enumerate(parts):
+            tokens += backend.tokenize(text, add_bos=add_bos and i == 0, parse_special=not is_message_text)
+        return tokens
 
 
 class Router:
@@ -57,11 +70,10 @@ class Router:
         return not self._loading and bool(self._models)
 
     def resolve(self, name: str | None) -> LocalModel:
-        if name is None or name == "":
-            name = self.default_id
+        name = name or self.default_id
         if name in self._models:
             return self._models[name]
-        if name in self._loading or (name is None and self._loading):
+        if name in self._loading:
             raise NotReady("the model is still loading; retry when /health answers 200")
         raise ModelNotFound(f"The model `{name}` does not exist. GET /v1/models lists the served models.",
                             param="model")

@@ -163,10 +163,10 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         _note_unknown_field(name)
     refuse_unbuilt(body, max_n=max_n)
     try:
-        prompt = model.template.render(render_messages(body))
+        parts = model.template.render_parts(render_messages(body))
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
-    tokens = model.tokenize_prompt(prompt)
+    tokens = model.tokenize_prompt(parts)
     max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())

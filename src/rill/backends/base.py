@@ -41,8 +41,9 @@ class Backend(Protocol):
     max_sequences: int  # how many seq_ids (0..max_sequences-1) it can hold at once
     max_batch_tokens: int  # the most tokens one forward() may take
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        """Text -> token ids; special-token text (e.g. `<|im_start|>`) becomes the special token."""
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        """Text -> token ids. With parse_special, control-token text (`<|im_start|>`) becomes the
+        control token; without, it is tokenized as plain text."""
         ...
 
     def token_bytes(self, token: int) -> bytes:

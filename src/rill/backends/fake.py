@@ -48,7 +48,9 @@ class FakeBackend:
         self._seqs: dict[int, list[int]] = {}
         self._wake = threading.Event()  # set by close() to cut a delay short
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        if not parse_special:
+            return list(text.encode())
         out: list[int] = []
         i = 0
         while i < len(text):

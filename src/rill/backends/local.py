@@ -159,15 +159,15 @@ class LlamaBackend:
 
     # ---- the Backend protocol ----------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
         cap = len(data) + 2
         buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
+        n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
         if n < 0:  # pragma: no cover - cap is an upper bound for byte-level vocabularies
             cap = -n
             buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, True)
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
         return list(buf[:n])
 
     def token_bytes(self, token: int) -> bytes:

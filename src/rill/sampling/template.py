@@ -4,6 +4,7 @@ environment the way Hugging Face's `apply_chat_template` does."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,11 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+# Stand-ins for message text while rendering (Unicode private-use characters).
+_MARK = "\ue000{}\ue001"
+_MARK_RE = re.compile("\ue000(\\d+)\ue001")
 
 
 class TemplateError(ValueError):
@@ -72,3 +78,29 @@ class ChatTemplate:
             raise TemplateError(f"the model's chat template failed on these messages: {exc}") from exc
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             raise TemplateError(f"the model's chat template failed on these messages: {exc}") from exc
+
+    def render_parts(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+                     ) -> list[tuple[str, bool]]:
+        """The prompt as (text, is_message_text) parts, whose concatenation is render(messages).
+
+        Message text is tokenized without special-token parsing, so a user who types
+        `<|im_end|>` cannot close their turn and forge another role's. The template is rendered
+        once more with stand-ins for the message texts to find where they sit; a template that
+        rewrites or inspects content (the stand-in render then differs) gets one part, as is."""
+        prompt = self.render(messages, add_generation_prompt=add_generation_prompt)
+        marked = [{**m, "content": _MARK.format(i)} if isinstance(m.get("content"), str) and m["content"] else m
+                  for i, m in enumerate(messages)]
+        try:
+            skeleton = self.render(marked, add_generation_prompt=add_generation_prompt)
+        except TemplateError:
+            return [(prompt, False)]
+        parts: list[tuple[str, bool]] = []
+        pos = 0
+        for match in _MARK_RE.finditer(skeleton):
+            parts.append((skeleton[pos : match.start()], False))
+            parts.append((messages[int(match.group(1))]["content"], True))
+            pos = match.end()
+        parts.append((skeleton[pos:], False))
+        if "".join(text for text, _ in parts) != prompt:
+            return [(prompt, False)]
+        return [part for part in parts if part[0]]
