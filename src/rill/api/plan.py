@@ -42,7 +42,7 @@ def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
     return UnsupportedParameter(f"`{param}`: {what} is not supported yet ({issue}).", param=param)
 
 
-def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int) -> None:
+def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int, model_reasons: bool) -> None:
     """Fields that validate but whose behaviour is not built yet: 400 naming the field. Values that
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
     if body.frequency_penalty:
@@ -76,8 +76,10 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int) -> None:
         raise _not_yet("prediction", "predicted outputs", "speculative decoding")
     if body.service_tier in ("flex", "scale", "priority"):
         raise _not_yet("service_tier", f"service tier `{body.service_tier}`", "priority scheduling")
-    if body.reasoning_effort is not None:
-        raise _not_yet("reasoning_effort", "reasoning effort", "reasoning models")
+    if body.reasoning_effort is not None and model_reasons:
+        # For a model without a thinking section the contract's behaviour is "accepted, no
+        # effect" (and /v1/models says it does not reason); budgets for one that has it are not built.
+        raise _not_yet("reasoning_effort", "reasoning effort for a model that thinks", "reasoning models")
     if body.verbosity not in (None, "medium"):
         raise _not_yet("verbosity", f"verbosity `{body.verbosity}`", "reasoning models")
     if body.modalities and "audio" in body.modalities:
@@ -161,7 +163,7 @@ def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> 
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
     for name in body.model_extra or {}:
         _note_unknown_field(name)
-    refuse_unbuilt(body, max_n=max_n)
+    refuse_unbuilt(body, max_n=max_n, model_reasons=model.template.has_thinking)
     try:
         parts = model.template.render_parts(render_messages(body))
     except TemplateError as exc:

@@ -25,6 +25,9 @@ _MARK = "\ue000{}\ue001"
 _MARK_RE = re.compile("\ue000(\\d+)\ue001")
 
 
+_THINKING_MARKS = ("<think>", "enable_thinking", "reasoning_content")
+
+
 class TemplateError(ValueError):
     """The template refused the conversation (raise_exception) or failed to render it."""
 
@@ -42,7 +45,7 @@ def _strftime_now(fmt: str) -> str:
 
 
 class ChatTemplate:
-    __slots__ = ("source", "bos_token", "eos_token", "knows_developer_role", "_template")
+    __slots__ = ("source", "bos_token", "eos_token", "knows_developer_role", "has_thinking", "_template")
 
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
         self.source = source or CHATML
@@ -50,6 +53,8 @@ class ChatTemplate:
         self.eos_token = eos_token
         # Templates written before OpenAI's `developer` role get it as `system`.
         self.knows_developer_role = "developer" in self.source
+        # A template with a thinking section belongs to a reasoning model (Qwen3, DeepSeek-R1, ...).
+        self.has_thinking = any(mark in self.source for mark in _THINKING_MARKS)
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
         )
