@@ -79,6 +79,7 @@ def serve(config: ServerConfig) -> None:
     import uvicorn
 
     from rill.api.app import create_app
+    from rill.api.server import GracefulServer
     from rill.backends.local import LlamaBackend
     from rill.engine.engine import Engine
     from rill.router import LocalModel, Router
@@ -99,8 +100,14 @@ def serve(config: ServerConfig) -> None:
 
     app = create_app(config, load, expected_models=(model_id,))
     log.info("loading %s from %s", model_id, path)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
-                access_log=config.log_level == "debug", timeout_graceful_shutdown=5)
+    def stop_engines() -> None:
+        if hasattr(app.state, "router"):  # set once the lifespan has started
+            app.state.router.close()
+
+    server = GracefulServer(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level,
+        access_log=config.log_level == "debug", timeout_graceful_shutdown=5), on_exit=stop_engines)
+    server.run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@
     ├── PayloadTooLarge             413
     ├── RateLimited                 429 with Retry-After
     ├── NotReady                    503 while the model loads
+    ├── ShuttingDown                503 a request cut short by shutdown
     └── EngineError                 500 inference failed (foreign errors wrapped here)
 """
 
@@ -86,6 +87,12 @@ class NotReady(RillError):
     status = 503
     type = "server_error"
     code = "model_loading"
+
+
+class ShuttingDown(RillError):
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
 
 
 class EngineError(RillError):

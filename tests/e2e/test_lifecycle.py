@@ -186,10 +186,6 @@ def test_sigterm_during_a_stream_exits_cleanly_without_hanging_the_client(rill_f
     assert rc in CLEAN_EXIT
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on SIGTERM an in-flight SSE stream is cut after uvicorn's 5 s "
-                                       "grace period with no error event and no end of the chunked body "
-                                       "(client sees 'incomplete chunked read'); the contract says an error "
-                                       "after the stream began is one `data: {\"error\": ...}` event, then close")
 def test_sigterm_during_a_stream_ends_it_with_an_error_event(rill_factory: RillFactory) -> None:
     lines, ended_by, rc, killed = _stream_then_sigterm(rill_factory)
     assert ended_by is None, f"the stream was not terminated properly: {ended_by!r}"

@@ -16,13 +16,17 @@ from rill.api.chunks import ChunkBuilder, completion
 from rill.api.plan import Plan
 from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, TextDelta
-from rill.errors import EngineError, RillError, error_body
+from rill.errors import EngineError, RillError, ShuttingDown, error_body
 
 log = logging.getLogger("rill.api")
 
 KEEPALIVE_SECONDS = 15.0
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+
+
+def failure(event: Failed) -> RillError:
+    return ShuttingDown(event.message) if event.shutting_down else EngineError(event.message)
 
 
 def sse(obj: dict[str, Any]) -> bytes:
@@ -52,7 +56,7 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
                 return
             elif isinstance(event, Failed):
                 log.error("request %s failed mid-stream: %s", plan.id, event.message)
-                yield sse(error_body(EngineError(event.message)))
+                yield sse(error_body(failure(event)))
                 return
     finally:
         stream.close()
@@ -69,7 +73,7 @@ async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any
                 return 200, completion(plan, "".join(parts), event)
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
-                err = EngineError(event.message)
+                err = failure(event)
                 return err.status, error_body(err)
     finally:
         stream.close()

@@ -60,6 +60,8 @@ class Detokenizer:
         return self._stops.push(self._decoder.decode(piece))
 
     def finish(self) -> str:
-        """The remaining text when generation ends without a stop-string match."""
-        tail, matched = self._stops.push(self._decoder.decode(b"", final=True))
-        return tail if matched else tail + self._stops.flush()
+        """The remaining text when generation ends without a stop-string match. A character cut
+        off by the end of generation (its first bytes only) is dropped, not shown as U+FFFD, so
+        a shorter completion stays a prefix of a longer one."""
+        self._decoder.reset()
+        return self._stops.flush()

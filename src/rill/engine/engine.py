@@ -84,6 +84,9 @@ class Engine:
         self._loop.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():  # never free the model under a running step
+            log.error("engine thread did not stop within %.0f s; leaving the model loaded", timeout)
+            return
         self.backend.close()
 
     def submit(self, request: Request) -> RequestStream:

@@ -17,6 +17,8 @@ from rill.sampling.sampler import sample
 
 log = logging.getLogger("rill.engine")
 
+SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
+
 
 class EngineLoop:
     """Owns the backend and every Sequence; all methods but the inbox ones run on the engine thread."""
@@ -39,6 +41,9 @@ class EngineLoop:
 
     def add(self, seq: Sequence) -> None:
         with self._lock:
+            if self._stopping:
+                seq.publish([SHUTTING_DOWN])
+                return
             self._inbox.append(seq)
             self.num_waiting += 1
             self._lock.notify()
@@ -64,8 +69,11 @@ class EngineLoop:
                 except Exception as exc:  # a bug must fail these requests, not hang the server
                     log.exception("engine step failed")
                     self._fail_running(f"internal engine error: {exc}")
+        with self._lock:
+            self.waiting.extend(self._inbox)
+            self._inbox.clear()
         for seq in [*self.waiting, *self.running]:
-            self._finish(seq, Failed("the server is shutting down"))
+            self._finish(seq, SHUTTING_DOWN)
             self._flush(seq)
 
     def _drain(self) -> bool:

@@ -53,6 +53,7 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Failed:
     message: str
+    shutting_down: bool = False  # the server is stopping: the client may retry elsewhere/later
 
 
 Event = TextDelta | Finished | Failed

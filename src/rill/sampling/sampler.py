@@ -41,9 +41,14 @@ def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
     return keep, probs[keep]
 
 
+# Below this, logits / temperature can overflow to inf (NaN after softmax); the distribution is a
+# point mass on the argmax long before, so such temperatures are greedy.
+_MIN_TEMPERATURE = 1e-6
+
+
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     """One token id from a float logits vector. temperature 0 is greedy (argmax, no RNG used)."""
-    if temperature <= 0.0:
+    if temperature < _MIN_TEMPERATURE:
         return int(np.argmax(logits))
     probs = softmax(logits.astype(np.float64, copy=False) / temperature)
     ids, p = nucleus(probs, top_p)
