@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="context size in tokens (prompt + completion) [8192]")
     serve.add_argument("--threads", type=int, default=int(_env("THREADS", "0")),
                        help="compute threads; 0 = one per available core [0]")
-    serve.add_argument("--batch", type=int, default=512, help="prefill chunk in tokens [512]")
+    serve.add_argument("--parallel", type=int, default=int(_env("PARALLEL", "16")),
+                       help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
+    serve.add_argument("--kv-tokens", type=int, default=int(_env("KV_TOKENS", "16384")),
+                       help="KV cache size in tokens, shared by running sequences [16384]")
+    serve.add_argument("--batch-tokens", type=int, default=512,
+                       help="tokens per engine step: one per running stream plus prefill chunks [512]")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                        help="larger request bodies get 413 [8 MiB]")
@@ -70,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model = ModelConfig(path=args.model, name=args.name, n_ctx=args.ctx, n_threads=args.threads,
-                        n_batch=args.batch)
+                        n_batch=args.batch_tokens, parallel=args.parallel, kv_tokens=args.kv_tokens)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, model=model)
 
@@ -93,7 +98,7 @@ def serve(config: ServerConfig) -> None:
         backend = LlamaBackend(path, config.model, name=model_id)
         info = backend.info
         template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-        engine = Engine(backend, max_queue=config.max_queue)
+        engine = Engine(backend, max_queue=config.max_queue, max_running=config.model.parallel)
         engine.start()
         router.add(LocalModel(id=model_id, engine=engine, template=template, aliases=aliases))
         log.info("ready: serving %s on http://%s:%d/v1", model_id, config.host, config.port)

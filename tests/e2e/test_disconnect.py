@@ -1,6 +1,7 @@
-"""A client that goes away must not keep the (one-at-a-time) engine busy.
+"""A client that goes away must not keep the engine busy.
 
-Requests are served one at a time, FIFO. Each test starts a long generation, drops the connection
+These tests run a server with `--parallel 1`, so requests are served one at a time, FIFO: a
+request that was not aborted blocks the next one. Each test starts a long generation, drops the connection
 early, then sends a small request with a client timeout. Greedy "count from 1 to 1000" makes
 SmolLM2 emit "1234567890..." without ever stopping (checked to 2500 tokens); 4000 tokens take about
 90 s on this machine unloaded (decode slows as the context grows), so the small request can only
@@ -26,6 +27,12 @@ LONG = {
     "max_tokens": 4000,
 }
 FOLLOW_UP_TIMEOUT_S = 45.0
+
+
+@pytest.fixture(scope="module")
+def root(rill_factory) -> str:
+    """A one-slot server: the follow-up request can only run once the long one is gone."""
+    return rill_factory("--parallel", "1").url
 
 
 def follow_up(root: str) -> None:

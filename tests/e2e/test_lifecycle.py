@@ -91,7 +91,7 @@ def test_health_is_503_then_200_and_models_list(rill_factory: RillFactory) -> No
 
 @pytest.fixture(scope="module")
 def limited(rill_factory: RillFactory) -> str:
-    return rill_factory("--max-body-bytes", "2048", "--max-queue", "1").url
+    return rill_factory("--max-body-bytes", "2048", "--max-queue", "1", "--parallel", "1").url
 
 
 def test_body_over_the_limit_is_413(limited: str) -> None:

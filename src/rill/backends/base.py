@@ -39,6 +39,7 @@ class ModelInfo:
 class Backend(Protocol):
     info: ModelInfo
     max_sequences: int  # how many seq_ids (0..max_sequences-1) it can hold at once
+    kv_capacity: int  # tokens the KV cache holds, all sequences together
     max_batch_tokens: int  # the most tokens one forward() may take
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
@@ -65,4 +66,8 @@ class Backend(Protocol):
 
 
 class BackendError(RuntimeError):
-    """Inference failed inside a backend (e.g. the KV cache is full)."""
+    """Inference failed inside a backend."""
+
+
+class KVCacheFull(BackendError):
+    """forward() found no room in the KV cache; nothing was changed, the batch may be retried."""

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rill.backends.base import BackendError, BatchItem, ModelInfo
+from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
 from rill.sampling.template import CHATML
 
 IM_START, IM_END = 256, 257
@@ -37,12 +37,13 @@ class FakeBackend:
     max_batch_tokens = 512
 
     def __init__(self, *, n_ctx: int = 2048, max_sequences: int = 4, step_delay: float = 0.0,
-                 name: str = "fake-echo"):
+                 name: str = "fake-echo", kv_capacity: int | None = None):
         self.info = ModelInfo(
             name=name, n_ctx=n_ctx, n_vocab=258, chat_template=CHATML, bos_token="",
             eos_token="<|im_end|>", add_bos=False, fingerprint="fp_fake",
         )
         self.max_sequences = max_sequences
+        self.kv_capacity = kv_capacity or n_ctx * max_sequences
         self.step_delay = step_delay  # seconds per forward(): lets tests catch a stream mid-way
         self.num_forwards = 0
         self._seqs: dict[int, list[int]] = {}
@@ -74,6 +75,8 @@ class FakeBackend:
         if self.step_delay:
             self._wake.wait(self.step_delay)
         self.num_forwards += 1
+        if sum(map(len, self._seqs.values())) + sum(len(i.tokens) for i in batch) > self.kv_capacity:
+            raise KVCacheFull("no room in the KV cache")
         rows = []
         for item in batch:
             seq = self._seqs.setdefault(item.seq_id, [])

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 
-from rill.backends.base import Backend, BackendError, BatchItem
+from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
 from rill.engine.sequence import Sequence
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
 from rill.sampling.sampler import sample
@@ -93,50 +93,86 @@ class EngineLoop:
         return True
 
     def _admit(self) -> None:
-        """FIFO admission: the oldest waiting request gets the next free sequence slot."""
+        """FIFO admission into free sequence slots, while the KV cache has room for the whole
+        prefill (so a long prompt cannot be admitted only to be preempted again at once)."""
         while self.waiting and self._free_ids:
-            seq = self.waiting.popleft()
+            seq = self.waiting[0]
+            if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
+                break
+            self.waiting.popleft()
             seq.seq_id = self._free_ids.pop()
             seq.status = Status.PREFILLING
+            seq.num_cached = 0
             self.running.append(seq)
             self._update_counts()
 
+    def _kv_committed(self) -> int:
+        """Cache cells the running sequences hold or will hold once their prefill is done, plus
+        the one each needs for its next token."""
+        return sum(max(seq.num_cached, seq.num_to_prefill) + 1 for seq in self.running)
+
     def _schedule(self) -> list[tuple[Sequence, BatchItem]]:
-        """One decode token per decoding sequence, plus a prefill chunk within the token budget."""
+        """One step's batch: one token for every decoding sequence, then prefill chunks of the
+        admitted prompts, oldest first, within the per-step token budget (chunked prefill keeps
+        running streams flowing while a long prompt is read)."""
         budget = self.backend.max_batch_tokens
         plan = []
         for seq in self.running:
             if seq.status is Status.DECODING:
-                start = seq.num_prefilled + seq.num_generated - 1
-                plan.append((seq, BatchItem(seq.seq_id, (seq.last_token,), start)))
+                plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1],), seq.num_cached)))
                 budget -= 1
         for seq in self.running:
             if seq.status is Status.PREFILLING and budget > 0:
-                chunk = seq.request.prompt_tokens[seq.num_prefilled : seq.num_prefilled + budget]
-                done = seq.num_prefilled + len(chunk) == seq.num_prompt_tokens
-                plan.append((seq, BatchItem(seq.seq_id, chunk, seq.num_prefilled, want_logits=done)))
-                budget -= len(chunk)
+                stop = min(seq.num_to_prefill, seq.num_cached + budget)
+                # logits are needed at the end of a fresh prompt; a resumed sequence already
+                # has its next input token
+                wants = stop == seq.num_to_prefill and not seq.generated
+                plan.append((seq, BatchItem(seq.seq_id, seq.prefill_tokens(seq.num_cached, stop),
+                                            seq.num_cached, want_logits=wants)))
+                budget -= stop - seq.num_cached
         return plan
 
     def _step(self) -> None:
         plan = self._schedule()
         try:
             logits = self.backend.forward([item for _, item in plan])
+        except KVCacheFull:
+            if len(self.running) > 1:
+                self._preempt(self.running[-1])
+                return
+            self._fail_running("the sequence does not fit in the KV cache")
+            return
         except BackendError as exc:
             log.error("forward failed: %s", exc)
             self._fail_running(f"inference failed: {exc}")
             return
         row = 0
         for seq, item in plan:
+            seq.num_cached += len(item.tokens)
             if seq.status is Status.PREFILLING:
-                seq.num_prefilled += len(item.tokens)
-                if not item.want_logits:
+                if seq.num_cached < seq.num_to_prefill:
                     continue
                 seq.status = Status.DECODING
+                if not item.want_logits:  # resumed after preemption: decode from its last token
+                    continue
             self._accept(seq, sample(logits[row], seq.request.sampling.temperature,
                                      seq.request.sampling.top_p, seq.rng))
             row += 1
             self._flush(seq)
+
+    def _preempt(self, seq: Sequence) -> None:
+        """The KV cache is full: free the newest sequence and queue it first. It keeps what it
+        generated (and its RNG and detokenizer), and recomputes its cache when readmitted, so
+        its client sees the same stream, only later."""
+        log.info("%s preempted: KV cache full (%d running)", seq.request.id, len(self.running))
+        self.running.remove(seq)
+        self.backend.release(seq.seq_id)
+        self._free_ids.append(seq.seq_id)
+        seq.status = Status.WAITING
+        seq.num_cached = 0
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        self._update_counts()
 
     def _fail_running(self, message: str) -> None:
         for seq in list(self.running):
@@ -150,9 +186,8 @@ class EngineLoop:
             self._emit_text(seq, seq.detok.finish())
             self._finish(seq, self._finished(seq, FinishReason.STOP))
             return
-        seq.num_generated += 1
+        seq.generated.append(token)
         seq.num_unreported += 1
-        seq.last_token = token
         text, matched = seq.detok.push(self.backend.token_bytes(token))
         self._emit_text(seq, text)
         if matched:

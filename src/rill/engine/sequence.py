@@ -20,10 +20,10 @@ class Sequence:
     detok: Detokenizer
     seq_id: int = -1
     status: Status = Status.WAITING
-    num_prefilled: int = 0  # prompt tokens already in the KV cache
-    num_generated: int = 0
+    num_cached: int = 0  # tokens of this sequence in the KV cache (= the next token's position)
+    generated: list[int] = field(default_factory=list)
     num_unreported: int = 0  # tokens generated since the last TextDelta
-    last_token: int = -1
+    num_preemptions: int = 0
     outbox: list[Event] = field(default_factory=list)
     submitted_at: float = field(default_factory=time.monotonic)
 
@@ -32,9 +32,20 @@ class Sequence:
         return len(self.request.prompt_tokens)
 
     @property
-    def position(self) -> int:
-        """Tokens in this sequence's KV cache."""
-        return self.num_prefilled + max(0, self.num_generated - 1)
+    def num_generated(self) -> int:
+        return len(self.generated)
+
+    @property
+    def num_to_prefill(self) -> int:
+        """Tokens to put in the cache before decoding: the prompt, plus, for a sequence preempted
+        mid-generation, all it generated but the last token (which the next decode step feeds)."""
+        return self.num_prompt_tokens + max(0, self.num_generated - 1)
+
+    def prefill_tokens(self, start: int, stop: int) -> list[int]:
+        prompt = self.request.prompt_tokens
+        if stop <= len(prompt):
+            return list(prompt[start:stop])
+        return [*prompt[start:], *self.generated[max(0, start - len(prompt)) : stop - len(prompt)]]
 
     @property
     def is_done(self) -> bool:

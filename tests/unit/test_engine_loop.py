@@ -1,0 +1,114 @@
+"""rill.engine.loop driven step by step on the fake backend: continuous batching, the per-step
+token budget, chunked prefill, and preemption when the KV cache is full."""
+
+from __future__ import annotations
+
+from typing import Sequence as Seq
+
+import numpy as np
+
+from rill.backends.base import BatchItem
+from rill.backends.fake import FakeBackend
+from rill.engine.detokenize import Detokenizer
+from rill.engine.loop import EngineLoop
+from rill.engine.sequence import Sequence
+from rill.engine.types import Event, Failed, Finished, FinishReason, Request, SamplingParams, Status, TextDelta
+from rill.sampling.template import CHATML, ChatTemplate
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class RecordingBackend(FakeBackend):
+    """The fake backend, remembering every batch it was given."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches: list[list[BatchItem]] = []
+
+    def forward(self, batch: Seq[BatchItem]) -> np.ndarray:
+        self.batches.append(list(batch))
+        return super().forward(batch)
+
+
+def submit(loop: EngineLoop, rid: str, message: str, *, max_tokens: int = 10_000) -> list[Event]:
+    prompt = ChatTemplate(CHATML).render([{"role": "user", "content": message}])
+    tokens = tuple(loop.backend.tokenize(prompt, add_bos=False))
+    events: list[Event] = []
+    loop.add(Sequence(request=Request(rid, tokens, max_tokens, GREEDY), publish=events.extend,
+                      rng=np.random.default_rng(0), detok=Detokenizer()))
+    return events
+
+
+def run_until_idle(loop: EngineLoop, max_steps: int = 10_000) -> int:
+    """Drive the loop on this thread, as its thread would; returns the steps taken."""
+    for step in range(max_steps):
+        if not (loop.running or loop.waiting or loop._inbox):
+            return step
+        loop._drain()
+        loop._admit()
+        if loop.running:
+            loop._step()
+    raise AssertionError("the engine did not go idle")
+
+
+def text_of(events: list[Event]) -> str:
+    assert isinstance(events[-1], Finished)
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def test_sequences_are_decoded_together_in_one_batch():
+    backend = RecordingBackend(max_sequences=4)
+    loop = EngineLoop(backend, max_running=4)
+    outs = [submit(loop, f"r{i}", f"message number {i}") for i in range(4)]
+    run_until_idle(loop)
+    assert [text_of(o) for o in outs] == [f"message number {i}" for i in range(4)]
+    assert max(len({item.seq_id for item in batch}) for batch in backend.batches) == 4
+    assert not backend._seqs  # every sequence's cache was released
+
+
+def test_every_step_respects_the_token_budget_and_a_long_prompt_is_prefilled_in_chunks():
+    backend = RecordingBackend(max_sequences=2)
+    backend.max_batch_tokens = 64
+    loop = EngineLoop(backend, max_running=2)
+    short = submit(loop, "short", "a reply long enough to still be running " * 2)
+    while not loop.running or loop.running[0].status is not Status.DECODING:
+        loop._drain(), loop._admit(), loop._step()
+    long_ = submit(loop, "long", "x" * 300)
+    run_until_idle(loop)
+    assert all(sum(len(i.tokens) for i in batch) <= 64 for batch in backend.batches)
+    prefill_steps = [b for b in backend.batches if any(i.seq_id == 1 and len(i.tokens) > 1 for i in b)]
+    assert len(prefill_steps) >= 5  # ~320 prompt tokens in chunks of at most 63
+    # while the long prompt was read, the running stream got a token in every one of those steps
+    assert all(any(i.seq_id == 0 and len(i.tokens) == 1 for i in b) for b in prefill_steps)
+    assert text_of(short) == "a reply long enough to still be running " * 2
+    assert text_of(long_) == "x" * 300
+
+
+def test_a_full_kv_cache_preempts_the_newest_sequence_which_resumes_with_the_same_output():
+    backend = RecordingBackend(max_sequences=3, kv_capacity=220)
+    loop = EngineLoop(backend, max_running=3)
+    # prompts of ~75 tokens are admitted two at a time; their echoes then outgrow the cache
+    messages = [f"{i}: " + "the quick brown fox jumps over the lazy dog " for i in range(3)]
+    outs = [submit(loop, f"r{i}", m) for i, m in enumerate(messages)]
+    seqs = list(loop._inbox)
+    run_until_idle(loop)
+    assert [text_of(o) for o in outs] == messages  # nothing lost, nothing repeated
+    assert sum(s.num_preemptions for s in seqs) >= 1
+    assert not backend._seqs
+
+
+def test_a_sequence_alone_that_cannot_fit_fails_instead_of_looping():
+    backend = FakeBackend(max_sequences=1, kv_capacity=40)
+    loop = EngineLoop(backend, max_running=1)
+    events = submit(loop, "big", "y" * 100)
+    run_until_idle(loop)
+    assert isinstance(events[-1], Failed) and "KV cache" in events[-1].message
+
+
+def test_length_cap_and_finish_reason_with_several_running():
+    loop = EngineLoop(FakeBackend(max_sequences=2), max_running=2)
+    a = submit(loop, "a", "abcdefghij", max_tokens=3)
+    b = submit(loop, "b", "klm")
+    run_until_idle(loop)
+    assert text_of(a) == "abc" and a[-1].reason is FinishReason.LENGTH
+    assert text_of(b) == "klm" and b[-1].reason is FinishReason.STOP
