@@ -161,9 +161,6 @@ UNSUPPORTED = [
     ("tools-with-tool_choice", {"tools": [TOOL], "tool_choice": "required"}, "tools"),
     ("functions", {"functions": [{"name": "lookup", "parameters": {"type": "object"}}]}, "functions"),
     ("prediction", {"prediction": {"type": "content", "content": "hi"}}, "prediction"),
-    ("service_tier-flex", {"service_tier": "flex"}, "service_tier"),
-    ("service_tier-scale", {"service_tier": "scale"}, "service_tier"),
-    ("service_tier-priority", {"service_tier": "priority"}, "service_tier"),
     ("verbosity-low", {"verbosity": "low"}, "verbosity"),
     ("verbosity-high", {"verbosity": "high"}, "verbosity"),
     ("modalities-audio", {"modalities": ["text", "audio"]}, "modalities"),
@@ -207,6 +204,7 @@ NEUTRAL = [
     ("metadata-empty", {"metadata": {}}),
     ("service_tier-auto", {"service_tier": "auto"}),
     ("service_tier-default", {"service_tier": "default"}),
+    *[(f"service_tier-{t}", {"service_tier": t}) for t in ("flex", "scale", "priority")],
     ("modalities-text", {"modalities": ["text"]}),
     ("verbosity-medium", {"verbosity": "medium"}),
     # the fake model has no thinking section: the contract says accepted, no effect

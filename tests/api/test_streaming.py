@@ -240,3 +240,15 @@ async def test_waiting_stream_sends_keepalive_comments_then_completes(app, live_
     events = [e for e in text[:-2].split("\n\n") if not e.startswith(": ")]
     assert all(e.startswith(": ") or e.startswith("data: ") for e in text[:-2].split("\n\n"))
     assert stream_text(parse_sse("\n\n".join(events) + "\n\n")) == "after a wait"
+
+
+@pytest.mark.parametrize(("asked", "echoed"), [
+    (None, "default"), ("auto", "default"), ("default", "default"),
+    ("flex", "flex"), ("scale", "scale"), ("priority", "priority"),
+])
+async def test_every_chunk_and_the_completion_echo_the_service_tier_used(client, asked, echoed):
+    fields = {} if asked is None else {"service_tier": asked}
+    r = await client.post(CHAT_URL, json=chat("hi", stream=True, **fields))
+    assert {c["service_tier"] for c in chunks_of(parse_sse(r.text))} == {echoed}
+    r = await client.post(CHAT_URL, json=chat("hi", **fields))
+    assert r.json()["service_tier"] == echoed

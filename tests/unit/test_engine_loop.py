@@ -112,3 +112,23 @@ def test_length_cap_and_finish_reason_with_several_running():
     run_until_idle(loop)
     assert text_of(a) == "abc" and a[-1].reason is FinishReason.LENGTH
     assert text_of(b) == "klm" and b[-1].reason is FinishReason.STOP
+
+
+def test_service_tier_priority_orders_admission_fifo_within_a_tier():
+    backend = RecordingBackend(max_sequences=1)
+    loop = EngineLoop(backend, max_running=1)
+    order: list[str] = []
+
+    def submit_tier(rid: str, priority: int) -> None:
+        prompt = ChatTemplate(CHATML).render([{"role": "user", "content": rid}])
+        tokens = tuple(backend.tokenize(prompt, add_bos=False))
+        loop.add(Sequence(request=Request(rid, tokens, 100, GREEDY, priority=priority),
+                          publish=lambda events, rid=rid: order.append(rid) if isinstance(events[-1], Finished) else None,
+                          rng=np.random.default_rng(0), detok=Detokenizer()))
+
+    submit_tier("busy", 1)
+    loop._drain(), loop._admit(), loop._step()  # "busy" holds the only slot
+    for rid, priority in [("flex-1", 2), ("default-1", 1), ("priority-1", 0), ("default-2", 1), ("priority-2", 0)]:
+        submit_tier(rid, priority)
+    run_until_idle(loop)
+    assert order == ["busy", "priority-1", "priority-2", "default-1", "default-2", "flex-1"]

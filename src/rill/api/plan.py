@@ -33,6 +33,10 @@ class Plan:
     service_tier: str
 
 
+# `service_tier` -> admission priority (lower first); the chunks echo the tier used.
+TIER_PRIORITY = {"priority": 0, "scale": 0, "default": 1, "flex": 2}
+
+
 @functools.lru_cache(maxsize=256)
 def _note_unknown_field(name: str) -> None:
     log.debug("ignoring unknown request field %r (logged once)", name)
@@ -74,8 +78,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int, model_reasons: bo
                              param="function_call")
     if body.prediction is not None:
         raise _not_yet("prediction", "predicted outputs", "speculative decoding")
-    if body.service_tier in ("flex", "scale", "priority"):
-        raise _not_yet("service_tier", f"service tier `{body.service_tier}`", "priority scheduling")
     if body.reasoning_effort is not None and model_reasons:
         # For a model without a thinking section the contract's behaviour is "accepted, no
         # effect" (and /v1/models says it does not reason); budgets for one that has it are not built.
@@ -178,13 +180,14 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         seed=body.seed,
     )
     options = body.stream_options
+    tier = body.service_tier if body.service_tier not in (None, "auto") else "default"
     return Plan(
         id=request_id,
         created=int(time.time()),
         model=model,
-        request=Request(request_id, tuple(tokens), max_tokens, sampling, stop),
+        request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier]),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),
-        service_tier="default",
+        service_tier=tier,
     )

@@ -83,7 +83,8 @@ class EngineLoop:
                 self._lock.wait()
             if self._stopping:
                 return False
-            self.waiting.extend(self._inbox)
+            for seq in self._inbox:
+                self._enqueue(seq)
             self._inbox.clear()
             aborts, self._aborts = self._aborts, set()
         if aborts:
@@ -92,8 +93,15 @@ class EngineLoop:
                 self._release(seq, Status.ABORTED)
         return True
 
+    def _enqueue(self, seq: Sequence) -> None:
+        """Into the waiting line behind every request of the same or a higher priority."""
+        at = len(self.waiting)
+        while at > 0 and self.waiting[at - 1].request.priority > seq.request.priority:
+            at -= 1
+        self.waiting.insert(at, seq)
+
     def _admit(self) -> None:
-        """FIFO admission into free sequence slots, while the KV cache has room for the whole
+        """Admission in waiting-line order into free sequence slots, while the KV cache has room for the whole
         prefill (so a long prompt cannot be admitted only to be preempted again at once)."""
         while self.waiting and self._free_ids:
             seq = self.waiting[0]

@@ -33,6 +33,7 @@ class Request:
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
+    priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
 
 
 @dataclass(frozen=True, slots=True)
