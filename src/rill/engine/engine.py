@@ -70,6 +70,19 @@ class Engine:
     def num_running(self) -> int:
         return self._loop.num_running
 
+    def stats(self) -> dict[str, int]:
+        """Gauges and counters for /metrics (plain ints written by the engine thread)."""
+        loop = self._loop
+        return {
+            "running_sequences": loop.num_running,
+            "waiting_requests": loop.num_waiting,
+            "kv_cache_used_tokens": loop.num_kv_tokens,
+            "kv_cache_capacity_tokens": self.backend.kv_capacity,
+            "max_sequences": loop.max_running,
+            "preemptions_total": loop.num_preemptions,
+            "steps_total": loop.num_steps,
+        }
+
     def start(self) -> None:
         self._thread.start()
 

@@ -36,6 +36,9 @@ class EngineLoop:
         # What other threads may read for /health, metrics and tests (ints: atomic to read).
         self.num_waiting = 0
         self.num_running = 0
+        self.num_kv_tokens = 0  # cache cells the running sequences hold
+        self.num_preemptions = 0
+        self.num_steps = 0
 
     # -- called from other threads ------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class EngineLoop:
             log.error("forward failed: %s", exc)
             self._fail_running(f"inference failed: {exc}")
             return
+        self.num_steps += 1
         row = 0
         for seq, item in plan:
             seq.num_cached += len(item.tokens)
@@ -167,6 +171,7 @@ class EngineLoop:
                                      seq.request.sampling.top_p, seq.rng))
             row += 1
             self._flush(seq)
+        self.num_kv_tokens = sum(seq.num_cached for seq in self.running)
 
     def _preempt(self, seq: Sequence) -> None:
         """The KV cache is full: free the newest sequence and queue it first. It keeps what it
@@ -179,6 +184,7 @@ class EngineLoop:
         seq.status = Status.WAITING
         seq.num_cached = 0
         seq.num_preemptions += 1
+        self.num_preemptions += 1
         self.waiting.appendleft(seq)
         self._update_counts()
 
@@ -240,6 +246,7 @@ class EngineLoop:
         with self._lock:
             self.num_running = len(self.running)
             self.num_waiting = len(self.waiting) + len(self._inbox)
+            self.num_kv_tokens = sum(seq.num_cached for seq in self.running)
 
     @staticmethod
     def _flush(seq: Sequence) -> None:

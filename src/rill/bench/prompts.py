@@ -1,0 +1,80 @@
+"""Deterministic prompt sets, generated in code (no downloads).
+
+- short: one-line chat questions.
+- long: ~500-token user messages (about 2,300 characters of English-like text) plus a question.
+- shared-prefix: one long common system prompt (~500 tokens) and a distinct short question each,
+  for exercising prefix caches.
+"""
+
+from __future__ import annotations
+
+import random
+
+PROMPT_SETS = ("short", "long", "shared-prefix")
+
+Messages = list[dict[str, str]]
+
+_TOPICS = [
+    "photosynthesis", "the water cycle", "binary search", "the French Revolution", "black holes",
+    "compound interest", "TCP handshakes", "plate tectonics", "vaccines", "the Pythagorean theorem",
+    "hash tables", "supply and demand", "the immune system", "Roman aqueducts", "solar panels",
+    "garbage collection", "the printing press", "ocean tides", "neural networks", "bread baking",
+]
+_ASKS = [
+    "Explain {t} in two sentences.", "What is the most common misconception about {t}?",
+    "Give me three facts about {t}.", "How would you teach {t} to a ten-year-old?",
+    "Why does {t} matter?", "Summarize the history of {t} briefly.",
+]
+_WORDS = (
+    "system data model network signal energy process river market window theory method garden "
+    "engine language history memory pattern surface circuit balance harbor letter journey "
+    "measure number quiet rapid simple careful bright distant gentle heavy narrow early modern "
+    "between across through under before after while because although therefore however "
+    "builds carries shapes follows changes records observes explains connects divides"
+).split()
+
+# ~4 characters per token for English text: 2,300 characters is roughly 500-600 tokens.
+LONG_CHARS = 2300
+
+
+def _text(rng: random.Random, min_chars: int) -> str:
+    sentences: list[str] = []
+    size = 0
+    while size < min_chars:
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(8, 16))]
+        sentence = " ".join(words).capitalize() + "."
+        sentences.append(sentence)
+        size += len(sentence) + 1
+    return " ".join(sentences)
+
+
+def _question(i: int) -> str:
+    topic = _TOPICS[i % len(_TOPICS)]
+    ask = _ASKS[(i // len(_TOPICS)) % len(_ASKS)]
+    return ask.format(t=topic) + ("" if i < len(_TOPICS) * len(_ASKS) else f" (variant {i})")
+
+
+SHARED_SYSTEM_PROMPT = (
+    "You are a careful, concise assistant for a technical reference desk. Follow these rules. "
+    + _text(random.Random(1234), LONG_CHARS)
+)
+
+
+def make_prompts(kind: str, n: int) -> list[Messages]:
+    """`n` message lists of prompt set `kind`, identical on every call."""
+    if kind not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {kind!r}; choose from {', '.join(PROMPT_SETS)}")
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    out: list[Messages] = []
+    for i in range(n):
+        if kind == "short":
+            out.append([{"role": "user", "content": _question(i)}])
+        elif kind == "long":
+            body = _text(random.Random(10_000 + i), LONG_CHARS)
+            out.append([{"role": "user",
+                         "content": f"Read the following notes.\n\n{body}\n\n{_question(i)}"}])
+        else:
+            out.append([{"role": "system", "content": SHARED_SYSTEM_PROMPT},
+                        {"role": "user", "content": _question(i)}])
+    return out

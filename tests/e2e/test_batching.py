@@ -1,0 +1,66 @@
+"""Continuous batching on the real model: many concurrent streams, and clients that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.support import MODEL
+
+pytestmark = pytest.mark.e2e
+
+
+def engine_gauges(root: str) -> dict[str, float]:
+    text = httpx.get(root + "/metrics", timeout=30).text
+    return {line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("rill_engine_")}
+
+
+async def test_sixteen_concurrent_streams_all_complete(async_client: openai.AsyncOpenAI, root: str) -> None:
+    async def one(i: int) -> tuple[str, str | None, int]:
+        stream = await async_client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Name a color and the number {i}."}],
+            max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True})
+        text, finish, used = "", None, 0
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage:
+                used = chunk.usage.completion_tokens
+        return text, finish, used
+
+    results = await asyncio.gather(*(one(i) for i in range(16)))
+    for text, finish, used in results:
+        assert text and finish in ("stop", "length") and 0 < used <= 24
+    gauges = engine_gauges(root)
+    assert gauges["rill_engine_running_sequences"] == 0 and gauges["rill_engine_waiting_requests"] == 0
+    assert gauges["rill_engine_kv_cache_used_tokens"] == 0
+
+
+async def test_clients_that_drop_mid_stream_leave_no_running_sequence(root: str) -> None:
+    body = {"model": MODEL, "stream": True, "temperature": 0, "max_tokens": 2000,
+            "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]}
+
+    async def drop_after_first_content(http: httpx.AsyncClient) -> None:
+        async with http.stream("POST", root + "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if '"content":"' in line and '"role"' not in line:
+                    return  # leave while it is generating
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        await asyncio.gather(*(drop_after_first_content(http) for _ in range(24)))
+
+    deadline = time.monotonic() + 60
+    while (gauges := engine_gauges(root))["rill_engine_running_sequences"] or gauges["rill_engine_waiting_requests"]:
+        assert time.monotonic() < deadline, f"sequences still held after their clients left: {gauges}"
+        await asyncio.sleep(0.2)
+    assert gauges["rill_engine_kv_cache_used_tokens"] == 0
+    r = httpx.post(root + "/v1/chat/completions", timeout=60, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
