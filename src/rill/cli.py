@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from rill import __version__
+from rill.bench.command import add_bench_parser, run_bench
 from rill.config import ModelConfig, ServerConfig
 from rill.errors import ConfigError
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="larger request bodies get 413 [8 MiB]")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
+    add_bench_parser(sub)
     return parser
 
 
@@ -117,6 +119,8 @@ def serve(config: ServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return run_bench(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:

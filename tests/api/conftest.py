@@ -29,10 +29,10 @@ MODEL = "fake-echo"
 CHAT_URL = "/v1/chat/completions"
 
 
-def fake_loader(backend: FakeBackend, *, max_queue: int = 256) -> Callable[[Router], None]:
+def fake_loader(backend: FakeBackend, *, max_queue: int = 256, max_running: int = 1) -> Callable[[Router], None]:
     def load(router: Router) -> None:
         info = backend.info
-        engine = Engine(backend, max_queue=max_queue)
+        engine = Engine(backend, max_queue=max_queue, max_running=max_running)
         engine.start()
         template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
         router.add(LocalModel(id=MODEL, engine=engine, template=template, aliases=frozenset({"echo"})))
@@ -71,8 +71,15 @@ def config(request) -> ServerConfig:
 
 
 @pytest.fixture
-async def app(backend: FakeBackend, config: ServerConfig):
-    loader = fake_loader(backend, max_queue=config.max_queue)
+def engine_slots(request) -> int:
+    """Sequences the fake model's engine decodes at once (1: one request at a time, FIFO);
+    parametrize indirectly to batch."""
+    return getattr(request, "param", 1)
+
+
+@pytest.fixture
+async def app(backend: FakeBackend, config: ServerConfig, engine_slots: int):
+    loader = fake_loader(backend, max_queue=config.max_queue, max_running=engine_slots)
     app = create_app(config, loader, expected_models=(MODEL,), exit_on_load_failure=False)
     async with app.router.lifespan_context(app):
         assert await asyncio.to_thread(app.state.loaded.wait, 10)

@@ -36,7 +36,7 @@ def all_chunks(plan: Plan) -> list[dict[str, Any]]:
     chunks = ChunkBuilder(plan)
     out = [chunks.role(), chunks.content("Hel"), chunks.content("lo"), chunks.finish(FINISHED)]
     if plan.include_usage:
-        out.append(chunks.usage(FINISHED))
+        out.append(chunks.usage([FINISHED]))
     return out
 
 
@@ -88,7 +88,7 @@ def test_obfuscation_is_on_content_chunks_only_by_default(options):
         assert isinstance(chunk["obfuscation"], str) and 1 <= len(chunk["obfuscation"]) <= 24
         assert chunk["obfuscation"].isalnum()
     assert len({len(c["obfuscation"]) for c in contents}) > 1  # random length
-    for chunk in (chunks.role(), chunks.finish(FINISHED), chunks.usage(FINISHED)):
+    for chunk in (chunks.role(), chunks.finish(FINISHED), chunks.usage([FINISHED])):
         assert "obfuscation" not in chunk
 
 
@@ -99,7 +99,7 @@ def test_obfuscation_is_absent_when_turned_off():
 
 def test_non_streamed_completion_object():
     plan = make_plan()
-    body = completion(plan, "Hello", FINISHED)
+    body = completion(plan, ["Hello"], [FINISHED])
     assert {k: body[k] for k in SHARED} == {
         "id": plan.id, "object": "chat.completion", "created": plan.created, "model": "fake-echo",
         "system_fingerprint": "fp_fake", "service_tier": "default"}

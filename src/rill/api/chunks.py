@@ -59,16 +59,21 @@ class ChunkBuilder:
             chunk["obfuscation"] = "".join(self._rand.choices(_OBFUSCATION_ALPHABET, k=self._rand.randint(1, 24)))
         return chunk
 
-    def finish(self, event: Finished, index: int = 0) -> dict[str, Any]:
-        return self._chunk([{"index": index, "delta": {}, "logprobs": None,
+    def finish(self, event: Finished) -> dict[str, Any]:
+        return self._chunk([{"index": event.index, "delta": {}, "logprobs": None,
                              "finish_reason": event.reason.value}])
 
-    def usage(self, event: Finished) -> dict[str, Any]:
-        return self._chunk([], usage=usage(event.num_prompt_tokens, event.num_completion_tokens))
+    def usage(self, finished: list[Finished]) -> dict[str, Any]:
+        return self._chunk([], usage=total_usage(finished))
 
 
-def completion(plan: Plan, text: str, event: Finished) -> dict[str, Any]:
-    """The non-streamed `chat.completion` object."""
+def total_usage(finished: list[Finished]) -> dict[str, Any]:
+    """The prompt is counted once; completion tokens are summed over the choices."""
+    return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished))
+
+
+def completion(plan: Plan, texts: list[str], finished: list[Finished]) -> dict[str, Any]:
+    """The non-streamed `chat.completion` object; texts[i] is choice i's content."""
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -77,10 +82,10 @@ def completion(plan: Plan, text: str, event: Finished) -> dict[str, Any]:
         "system_fingerprint": plan.model.info.fingerprint,
         "service_tier": plan.service_tier,
         "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            "index": event.index,
+            "message": {"role": "assistant", "content": texts[event.index], "refusal": None, "annotations": []},
             "logprobs": None,
             "finish_reason": event.reason.value,
-        }],
-        "usage": usage(event.num_prompt_tokens, event.num_completion_tokens),
+        } for event in sorted(finished, key=lambda e: e.index)],
+        "usage": total_usage(finished),
     }

@@ -61,8 +61,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int, model_reasons: bo
         raise _not_yet("logprobs", "returning log probabilities", "sampling controls")
     if body.n is not None and body.n > max_n:
         raise InvalidRequest(f"`n` must be at most {max_n} on this server.", param="n")
-    if body.n is not None and body.n > 1:
-        raise _not_yet("n", "more than one choice per request", "batched decoding")
     if body.response_format is not None and body.response_format.type != "text":
         raise _not_yet("response_format", f"response_format `{body.response_format.type}`",
                        "constrained decoding")
@@ -166,6 +164,9 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
     for name in body.model_extra or {}:
         _note_unknown_field(name)
     refuse_unbuilt(body, max_n=max_n, model_reasons=model.template.has_thinking)
+    if body.n is not None and body.n > model.engine.max_sequences:
+        raise InvalidRequest(f"`n` must be at most {model.engine.max_sequences}, the number of sequences "
+                             "this server decodes at once (--parallel).", param="n")
     try:
         parts = model.template.render_parts(render_messages(body))
     except TemplateError as exc:
@@ -185,7 +186,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         id=request_id,
         created=int(time.time()),
         model=model,
-        request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier]),
+        request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
+                        n=body.n or 1),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

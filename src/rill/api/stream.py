@@ -34,10 +34,14 @@ def sse(obj: dict[str, Any]) -> bytes:
 
 
 async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
-    """The contract's stream: role chunk, content chunks, finish chunk, [usage chunk], [DONE].
-    An engine failure after the first byte becomes one error event, then the stream closes."""
+    """The contract's stream: a role chunk per choice, content chunks (interleaved by `index`
+    when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine failure after
+    the first byte becomes one error event, then the stream closes."""
     chunks = ChunkBuilder(plan)
-    yield sse(chunks.role())
+    n = plan.request.n
+    for index in range(n):
+        yield sse(chunks.role(index))
+    finished: list[Finished] = []
     try:
         while True:
             try:
@@ -47,11 +51,14 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
                 yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
                 continue
             if isinstance(event, TextDelta):
-                yield sse(chunks.content(event.text))
+                yield sse(chunks.content(event.text, event.index))
             elif isinstance(event, Finished):
                 yield sse(chunks.finish(event))
+                finished.append(event)
+                if len(finished) < n:
+                    continue
                 if plan.include_usage:
-                    yield sse(chunks.usage(event))
+                    yield sse(chunks.usage(finished))
                 yield DONE
                 return
             elif isinstance(event, Failed):
@@ -64,13 +71,17 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
 
 async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any]]:
     """Run the request to the end; (status, body) of the `chat.completion` or the error."""
-    parts: list[str] = []
+    n = plan.request.n
+    parts: list[list[str]] = [[] for _ in range(n)]
+    finished: list[Finished] = []
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
-                parts.append(event.text)
+                parts[event.index].append(event.text)
             elif isinstance(event, Finished):
-                return 200, completion(plan, "".join(parts), event)
+                finished.append(event)
+                if len(finished) == n:
+                    return 200, completion(plan, ["".join(p) for p in parts], finished)
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
                 err = failure(event)

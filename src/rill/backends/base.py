@@ -58,6 +58,10 @@ class Backend(Protocol):
         per item that wants them, in batch order. Raises BackendError on failure."""
         ...
 
+    def copy(self, src: int, dst: int) -> None:
+        """Give sequence dst the same cache as src (shared cells where the backend can)."""
+        ...
+
     def release(self, seq_id: int) -> None:
         """Forget a sequence's cache so its seq_id can be reused."""
         ...

@@ -103,6 +103,9 @@ class FakeBackend:
         logits[nxt] = TARGET_LOGIT
         return logits
 
+    def copy(self, src: int, dst: int) -> None:
+        self._seqs[dst] = list(self._seqs.get(src, []))
+
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
 

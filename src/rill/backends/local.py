@@ -204,6 +204,10 @@ class LlamaBackend:
         ptr = ll.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
 
+    def copy(self, src: int, dst: int) -> None:
+        ll.llama_memory_seq_rm(self._memory, dst, -1, -1)
+        ll.llama_memory_seq_cp(self._memory, src, dst, -1, -1)  # cells are shared, not duplicated
+
     def release(self, seq_id: int) -> None:
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
 

@@ -24,9 +24,10 @@ log = logging.getLogger("rill.engine")
 class RequestStream:
     """The events of one request, as an async iterator. Closing it before the end aborts it."""
 
-    def __init__(self, engine: Engine, request_id: str):
+    def __init__(self, engine: Engine, request_id: str, n: int = 1):
         self._engine = engine
         self.request_id = request_id
+        self._unfinished = n  # choices still generating
         self._queue: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._pending: list[Event] = []
         self._done = False
@@ -44,7 +45,9 @@ class RequestStream:
             self._pending = await self._queue.get()
             self._pending.reverse()
         event = self._pending.pop()
-        if isinstance(event, (Finished, Failed)):
+        if isinstance(event, Finished):
+            self._unfinished -= 1
+        if isinstance(event, Failed) or self._unfinished == 0:
             self._done = True
         return event
 
@@ -69,6 +72,11 @@ class Engine:
     @property
     def num_running(self) -> int:
         return self._loop.num_running
+
+    @property
+    def max_sequences(self) -> int:
+        """Choices of one request must fit in the batch together."""
+        return self._loop.max_running
 
     def stats(self) -> dict[str, int]:
         """Gauges and counters for /metrics (plain ints written by the engine thread)."""
@@ -107,7 +115,7 @@ class Engine:
         if self._loop.num_waiting >= self.max_queue:
             raise RateLimited(f"the server has {self.max_queue} requests waiting; retry shortly")
         loop = asyncio.get_running_loop()
-        stream = RequestStream(self, request.id)
+        stream = RequestStream(self, request.id, request.n)
 
         def publish(events: list[Event]) -> None:
             try:
@@ -115,10 +123,12 @@ class Engine:
             except RuntimeError:  # the event loop has closed: nobody is listening any more
                 pass
 
-        self._loop.add(Sequence(
-            request=request, publish=publish, rng=new_rng(request.sampling.seed),
-            detok=Detokenizer(request.stop),
-        ))
+        seed = request.sampling.seed
+        choices = [Sequence(request=request, publish=publish, index=i, detok=Detokenizer(request.stop),
+                            rng=new_rng(seed if i == 0 or seed is None else (seed, i)))
+                   for i in range(request.n)]
+        choices[0].forks = choices[1:]
+        self._loop.add(choices[0])
         return stream
 
     def abort(self, request_id: str) -> None:

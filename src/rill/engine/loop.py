@@ -106,12 +106,16 @@ class EngineLoop:
     def _admit(self) -> None:
         """Admission in waiting-line order into free sequence slots, while the KV cache has room for the whole
         prefill (so a long prompt cannot be admitted only to be preempted again at once)."""
-        while self.waiting and self._free_ids:
+        while self.waiting:
             seq = self.waiting[0]
+            if len(self._free_ids) < 1 + len(seq.forks):  # n choices need n slots
+                break
             if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
                 break
             self.waiting.popleft()
             seq.seq_id = self._free_ids.pop()
+            for fork in seq.forks:  # reserved now, used when the prompt is in the cache
+                fork.seq_id = self._free_ids.pop()
             seq.status = Status.PREFILLING
             seq.num_cached = 0
             self.running.append(seq)
@@ -167,11 +171,31 @@ class EngineLoop:
                 seq.status = Status.DECODING
                 if not item.want_logits:  # resumed after preemption: decode from its last token
                     continue
-            self._accept(seq, sample(logits[row], seq.request.sampling.temperature,
-                                     seq.request.sampling.top_p, seq.rng))
+            for choice in self._fork(seq):
+                self._accept(choice, sample(logits[row], choice.request.sampling.temperature,
+                                            choice.request.sampling.top_p, choice.rng))
+                self._flush(choice)
             row += 1
-            self._flush(seq)
         self.num_kv_tokens = sum(seq.num_cached for seq in self.running)
+
+    def _fork(self, seq: Sequence) -> list[Sequence]:
+        """At the end of a prompt's prefill, its other choices take a copy of its cache and
+        sample their first tokens from the same logits, each with its own RNG."""
+        forks, seq.forks = seq.forks, []
+        for fork in forks:
+            self.backend.copy(seq.seq_id, fork.seq_id)
+            fork.num_cached = seq.num_cached
+            fork.status = Status.DECODING
+            self.running.append(fork)
+        if forks:
+            self._update_counts()
+        return [seq, *forks]
+
+    def _unreserve(self, seq: Sequence) -> None:
+        """Give back the slots held for choices not forked yet."""
+        for fork in seq.forks:
+            self._free_ids.append(fork.seq_id)
+            fork.seq_id = -1
 
     def _preempt(self, seq: Sequence) -> None:
         """The KV cache is full: free the newest sequence and queue it first. It keeps what it
@@ -181,6 +205,7 @@ class EngineLoop:
         self.running.remove(seq)
         self.backend.release(seq.seq_id)
         self._free_ids.append(seq.seq_id)
+        self._unreserve(seq)
         seq.status = Status.WAITING
         seq.num_cached = 0
         seq.num_preemptions += 1
@@ -213,12 +238,12 @@ class EngineLoop:
     @staticmethod
     def _emit_text(seq: Sequence, text: str) -> None:
         if text:
-            seq.outbox.append(TextDelta(text, seq.num_unreported))
+            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index))
             seq.num_unreported = 0
 
     @staticmethod
     def _finished(seq: Sequence, reason: FinishReason) -> Finished:
-        return Finished(reason, seq.num_prompt_tokens, seq.num_generated)
+        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index)
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)
@@ -237,6 +262,7 @@ class EngineLoop:
             self.running.remove(seq)
             self.backend.release(seq.seq_id)
             self._free_ids.append(seq.seq_id)
+            self._unreserve(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = status

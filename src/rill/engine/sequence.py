@@ -18,6 +18,8 @@ class Sequence:
     publish: Callable[[list[Event]], None]  # hands events to the request's stream (thread-safe)
     rng: np.random.Generator
     detok: Detokenizer
+    index: int = 0  # which of the request's n choices
+    forks: list[Sequence] = field(default_factory=list)  # choices 1..n-1, forked after prefill
     seq_id: int = -1
     status: Status = Status.WAITING
     num_cached: int = 0  # tokens of this sequence in the KV cache (= the next token's position)

@@ -34,6 +34,7 @@ class Request:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
+    n: int = 1  # choices, decoded in parallel from one prefill of the prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class TextDelta:
 
     text: str
     num_tokens: int
+    index: int = 0  # the choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Finished:
     reason: FinishReason
     num_prompt_tokens: int
     num_completion_tokens: int
+    index: int = 0  # the choice that finished (a request ends when all of its n choices have)
 
 
 @dataclass(frozen=True, slots=True)

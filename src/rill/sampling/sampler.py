@@ -12,9 +12,14 @@ import numpy as np
 _TOP_P_CANDIDATES = 512
 
 
-def new_rng(seed: int | None) -> np.random.Generator:
-    """The request's own generator; an unseeded request gets a fresh random seed."""
-    return np.random.default_rng(secrets.randbits(64) if seed is None else seed & (2**64 - 1))
+def new_rng(seed: int | tuple[int, int] | None) -> np.random.Generator:
+    """The request's own generator; an unseeded request gets a fresh random seed. Choice i > 0
+    of a seeded request uses (seed, i), so choice 0 equals the n = 1 answer."""
+    if seed is None:
+        return np.random.default_rng(secrets.randbits(64))
+    if isinstance(seed, tuple):
+        return np.random.default_rng([seed[0] & (2**64 - 1), seed[1]])
+    return np.random.default_rng(seed & (2**64 - 1))
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
