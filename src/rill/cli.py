@@ -56,14 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model id clients send in `model` [default: from the file name]")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[env RILL_HOST; 127.0.0.1]")
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")), help="[env RILL_PORT; 8000]")
-    serve.add_argument("--ctx", type=int, default=int(_env("CTX", "8192")),
-                       help="context size in tokens (prompt + completion) [8192]")
+    serve.add_argument("--ctx", type=int, default=int(_env("CTX", "4096")),
+                       help="tokens per sequence, prompt + completion; the KV cache holds --ctx x "
+                            "--parallel tokens [env RILL_CTX; 4096]")
     serve.add_argument("--threads", type=int, default=int(_env("THREADS", "0")),
                        help="compute threads; 0 = one per available core [0]")
     serve.add_argument("--parallel", type=int, default=int(_env("PARALLEL", "16")),
                        help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
-    serve.add_argument("--kv-tokens", type=int, default=int(_env("KV_TOKENS", "16384")),
-                       help="KV cache size in tokens, shared by running sequences [16384]")
     serve.add_argument("--batch-tokens", type=int, default=512,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
@@ -77,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model = ModelConfig(path=args.model, name=args.name, n_ctx=args.ctx, n_threads=args.threads,
-                        n_batch=args.batch_tokens, parallel=args.parallel, kv_tokens=args.kv_tokens)
+                        n_batch=args.batch_tokens, parallel=args.parallel)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, model=model)
 

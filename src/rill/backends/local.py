@@ -88,7 +88,7 @@ class LlamaBackend:
         self._vocab = ll.llama_model_get_vocab(self._model)
         n_ctx_train = ll.llama_model_n_ctx_train(self._model)
         n_ctx = min(config.n_ctx, n_ctx_train) if n_ctx_train > 0 else config.n_ctx  # per sequence
-        self.kv_capacity = max(config.kv_tokens, n_ctx)
+        self.kv_capacity = n_ctx * config.parallel
         threads = config.n_threads or default_threads()
 
         cparams = ll.llama_context_default_params()
@@ -100,9 +100,10 @@ class LlamaBackend:
         cparams.n_threads_batch = threads
         # Flash attention halved decode speed at ~550 tokens of context on these CPUs.
         cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        # One pool of cells shared by all sequences (any one may use up to n_ctx of it). Split
-        # per-sequence caches measured no faster here: B = 16 decode is bound by the matmuls.
-        cparams.kv_unified = True
+        # Each sequence gets its own n_ctx cells. With one shared pool, a sequence's attention
+        # spans the other sequences' (masked) cells too, so its numbers, and greedy text, change
+        # with whatever else runs; split caches give the same output alone and in a batch.
+        cparams.kv_unified = False
         cparams.no_perf = True
         self._ctx = ll.llama_init_from_model(self._model, cparams)
         if not self._ctx:
