@@ -106,6 +106,7 @@ def serve(config: ServerConfig) -> None:
 
     app = create_app(config, load, expected_models=(model_id,))
     log.info("loading %s from %s", model_id, path)
+
     def stop_engines() -> None:
         if hasattr(app.state, "router"):  # set once the lifespan has started
             app.state.router.close()

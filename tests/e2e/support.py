@@ -17,6 +17,14 @@ import openai
 import pytest
 
 MODEL = "SmolLM2-135M-Instruct"
+# Greedy SmolLM2 answers this with digits and never stops (checked to 2,500 tokens): a generation
+# that runs far longer than any test waits, unless it is aborted.
+COUNT = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+    "temperature": 0,
+    "max_tokens": 4000,
+}
 RILL = Path(sys.executable).parent / "rill"
 
 READY_TIMEOUT_S = 90.0  # loading takes ~1-2 s; generous for a busy 2-core machine

@@ -16,16 +16,10 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.support import MODEL, make_client
+from tests.e2e.support import COUNT, MODEL, make_client
 
 pytestmark = pytest.mark.e2e
 
-LONG = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
-    "temperature": 0,
-    "max_tokens": 4000,
-}
 FOLLOW_UP_TIMEOUT_S = 45.0
 
 
@@ -50,7 +44,7 @@ def follow_up(root: str) -> None:
 def test_closing_a_raw_stream_aborts_the_generation(root: str) -> None:
     content_chunks = []
     with httpx.Client(timeout=httpx.Timeout(60.0)) as http:
-        with http.stream("POST", root + "/v1/chat/completions", json={**LONG, "stream": True}) as r:
+        with http.stream("POST", root + "/v1/chat/completions", json={**COUNT, "stream": True}) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
                 if not line.startswith("data: {"):
@@ -69,7 +63,7 @@ def test_closing_a_raw_stream_aborts_the_generation(root: str) -> None:
 def test_closing_an_openai_stream_aborts_the_generation(root: str) -> None:
     client = make_client(root)
     try:
-        s = client.chat.completions.create(stream=True, **LONG)
+        s = client.chat.completions.create(stream=True, **COUNT)
         got = 0
         for chunk in s:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -88,5 +82,5 @@ def test_a_non_streaming_client_that_gives_up_aborts_the_generation(root: str) -
     # the connection, which the server sees as a disconnect
     with httpx.Client(timeout=httpx.Timeout(30.0, read=2.0)) as http:
         with pytest.raises(httpx.ReadTimeout):
-            http.post(root + "/v1/chat/completions", json=LONG)
+            http.post(root + "/v1/chat/completions", json=COUNT)
     follow_up(root)

@@ -10,16 +10,10 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.support import CLIENT_TIMEOUT_S, MODEL, RILL, STOP_TIMEOUT_S, RillFactory
+from tests.e2e.support import CLIENT_TIMEOUT_S, COUNT, MODEL, RILL, STOP_TIMEOUT_S, RillFactory
 
 pytestmark = pytest.mark.e2e
 
-COUNT = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
-    "temperature": 0,
-    "max_tokens": 4000,
-}
 
 
 # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done, so a clean exit

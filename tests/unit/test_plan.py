@@ -10,7 +10,7 @@ from rill.api.plan import plan_chat
 from rill.api.schemas import ChatCompletionRequest
 from rill.backends.fake import IM_END, IM_START, FakeBackend
 from rill.engine.engine import Engine
-from rill.errors import UnsupportedParameter
+from rill.errors import InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
 from rill.sampling.template import CHATML, ChatTemplate
 
@@ -72,3 +72,13 @@ def test_render_parts_falls_back_to_one_part_when_the_template_rewrites_content(
     template = ChatTemplate("{% for m in messages %}{{ m['content'] | upper }}{% endfor %}")
     messages = [{"role": "user", "content": "abc"}]
     assert template.render_parts(messages) == [("ABC", False)]
+
+
+def test_n_is_limited_by_the_configured_maximum_and_by_the_engines_slots():
+    model = LocalModel(id="fake", engine=Engine(FakeBackend(max_sequences=8), max_running=8),
+                       template=ChatTemplate(CHATML))
+    assert plan_chat(body(n=4), model, max_n=4).request.n == 4
+    for n, max_n in [(5, 4), (9, 16)]:  # over the configured maximum; over the 8 slots
+        with pytest.raises(InvalidRequest) as caught:
+            plan_chat(body(n=n), model, max_n=max_n)
+        assert caught.value.param == "n" and f"at most {min(max_n, 8)}" in caught.value.message

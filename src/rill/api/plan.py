@@ -46,7 +46,7 @@ def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
     return UnsupportedParameter(f"`{param}`: {what} is not supported yet ({issue}).", param=param)
 
 
-def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int, model_reasons: bool) -> None:
+def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     """Fields that validate but whose behaviour is not built yet: 400 naming the field. Values that
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
     if body.frequency_penalty:
@@ -59,8 +59,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, max_n: int, model_reasons: bo
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
     if body.logprobs:
         raise _not_yet("logprobs", "returning log probabilities", "sampling controls")
-    if body.n is not None and body.n > max_n:
-        raise InvalidRequest(f"`n` must be at most {max_n} on this server.", param="n")
     if body.response_format is not None and body.response_format.type != "text":
         raise _not_yet("response_format", f"response_format `{body.response_format.type}`",
                        "constrained decoding")
@@ -163,10 +161,12 @@ def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> 
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
     for name in body.model_extra or {}:
         _note_unknown_field(name)
-    refuse_unbuilt(body, max_n=max_n, model_reasons=model.template.has_thinking)
-    if body.n is not None and body.n > model.engine.max_sequences:
-        raise InvalidRequest(f"`n` must be at most {model.engine.max_sequences}, the number of sequences "
-                             "this server decodes at once (--parallel).", param="n")
+    refuse_unbuilt(body, model_reasons=model.template.has_thinking)
+    # n choices are decoded together, so they must also fit in the engine's slots (--parallel)
+    n_limit = min(max_n, model.engine.max_sequences)
+    if body.n is not None and body.n > n_limit:
+        raise InvalidRequest(f"`n` must be at most {n_limit} on this server (the configured maximum is "
+                             f"{max_n}; --parallel is {model.engine.max_sequences}).", param="n")
     try:
         parts = model.template.render_parts(render_messages(body))
     except TemplateError as exc:

@@ -104,8 +104,8 @@ class EngineLoop:
         self.waiting.insert(at, seq)
 
     def _admit(self) -> None:
-        """Admission in waiting-line order into free sequence slots, while the KV cache has room for the whole
-        prefill (so a long prompt cannot be admitted only to be preempted again at once)."""
+        """Admission in waiting-line order into free sequence slots, while the KV cache has room
+        for the whole prefill (so a long prompt is not admitted only to be preempted at once)."""
         while self.waiting:
             seq = self.waiting[0]
             if len(self._free_ids) < 1 + len(seq.forks):  # n choices need n slots
@@ -176,7 +176,7 @@ class EngineLoop:
                                             choice.request.sampling.top_p, choice.rng))
                 self._flush(choice)
             row += 1
-        self.num_kv_tokens = sum(seq.num_cached for seq in self.running)
+        self._update_counts()
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """At the end of a prompt's prefill, its other choices take a copy of its cache and
@@ -191,8 +191,12 @@ class EngineLoop:
             self._update_counts()
         return [seq, *forks]
 
-    def _unreserve(self, seq: Sequence) -> None:
-        """Give back the slots held for choices not forked yet."""
+    def _vacate(self, seq: Sequence) -> None:
+        """Take a running sequence out of the batch: its cache, its slot, and the slots held for
+        its choices not forked yet are free again."""
+        self.running.remove(seq)
+        self.backend.release(seq.seq_id)
+        self._free_ids.append(seq.seq_id)
         for fork in seq.forks:
             self._free_ids.append(fork.seq_id)
             fork.seq_id = -1
@@ -202,10 +206,7 @@ class EngineLoop:
         generated (and its RNG and detokenizer), and recomputes its cache when readmitted, so
         its client sees the same stream, only later."""
         log.info("%s preempted: KV cache full (%d running)", seq.request.id, len(self.running))
-        self.running.remove(seq)
-        self.backend.release(seq.seq_id)
-        self._free_ids.append(seq.seq_id)
-        self._unreserve(seq)
+        self._vacate(seq)
         seq.status = Status.WAITING
         seq.num_cached = 0
         seq.num_preemptions += 1
@@ -259,10 +260,7 @@ class EngineLoop:
         if seq.is_done:
             return
         if seq in self.running:
-            self.running.remove(seq)
-            self.backend.release(seq.seq_id)
-            self._free_ids.append(seq.seq_id)
-            self._unreserve(seq)
+            self._vacate(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = status
