@@ -287,5 +287,8 @@ async def wait_until(condition: Callable[[], bool], *, what: str, deadline: floa
 
 
 def engine_idle(app, backend: FakeBackend) -> bool:
+    """Nothing running or waiting, and the backend holds no cache but what idle slots keep for
+    prefix reuse."""
     engine = engine_of(app)
-    return engine.num_running == 0 and engine.num_waiting == 0 and not backend._seqs
+    held = {seq_id: tokens for seq_id, tokens in backend._seqs.items() if tokens}
+    return engine.num_running == 0 and engine.num_waiting == 0 and held == engine._loop.slots.cached()

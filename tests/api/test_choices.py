@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import CHAT_URL, chat, chatml_prompt_tokens, chunks_of, parse_sse
+from tests.api.conftest import CHAT_URL, chat, chatml_prompt_tokens, chunks_of, engine_idle, engine_of, parse_sse
 
 BATCHING = pytest.mark.parametrize("engine_slots", [4], indirect=True)
 MESSAGE = "choices share the prompt"
 
 
 @BATCHING
-async def test_greedy_choices_are_all_the_greedy_answer_with_summed_usage(client, backend):
+async def test_greedy_choices_are_all_the_greedy_answer_with_summed_usage(client, backend, app):
     r = await client.post(CHAT_URL, json=chat(MESSAGE, n=3, temperature=0))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -21,7 +21,8 @@ async def test_greedy_choices_are_all_the_greedy_answer_with_summed_usage(client
     prompt = chatml_prompt_tokens([{"role": "user", "content": MESSAGE}])
     assert body["usage"]["prompt_tokens"] == prompt  # counted once
     assert body["usage"]["completion_tokens"] == 3 * len(MESSAGE.encode())
-    assert not backend._seqs  # all three sequences released
+    assert engine_idle(app, backend)  # all three sequences released (their caches kept idle)
+    assert len(engine_of(app)._loop.slots.cached()) == 3
 
 
 @BATCHING

@@ -127,7 +127,10 @@ async def test_same_seed_gives_the_same_output(client, seed):
     body = chat("sample me", temperature=1.0, seed=seed, max_tokens=32)
     first = await complete(client, body)
     second = await complete(client, body)
-    assert content_of(first) == content_of(second)
+    assert content_of(first) == content_of(second)  # also with the prompt now cached
+    cached = second["usage"]["prompt_tokens_details"].pop("cached_tokens")
+    assert cached == first["usage"]["prompt_tokens"] - 2
+    first["usage"]["prompt_tokens_details"].pop("cached_tokens")
     assert first["usage"] == second["usage"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import CHAT_URL, MODEL, chat, engine_of, wait_until
+from tests.api.conftest import CHAT_URL, MODEL, chat, chunks_of, engine_of, parse_sse, wait_until
 
 SLOW = pytest.mark.parametrize("backend", [{"step_delay": 0.01}], indirect=True)
 
@@ -55,3 +55,20 @@ async def test_running_gauge_shows_a_stream_and_drops_to_zero_after_its_client_l
     values = parse_metrics((await client.get("/metrics")).text)
     assert values["rill_engine_running_sequences"] == 0
     assert values["rill_engine_kv_cache_used_tokens"] == 0
+
+
+async def test_a_repeated_prompt_reports_cached_tokens_in_usage_and_metrics(client):
+    body = chat("the same question twice", temperature=0)
+    first = (await client.post(CHAT_URL, json=body)).json()["usage"]
+    before = parse_metrics((await client.get("/metrics")).text)
+    assert first["prompt_tokens_details"]["cached_tokens"] == 0
+    assert before["rill_engine_prefix_cache_tokens"] == first["prompt_tokens"]  # the prompt is kept
+
+    r = await client.post(CHAT_URL, json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    second = [c for c in chunks_of(parse_sse(r.text)) if c.get("usage")][0]["usage"]
+    assert second["prompt_tokens"] == first["prompt_tokens"]
+    assert second["prompt_tokens_details"]["cached_tokens"] == first["prompt_tokens"] - 2
+    after = parse_metrics((await client.get("/metrics")).text)
+    assert after["rill_engine_prefix_cache_hits_total"] == before["rill_engine_prefix_cache_hits_total"] + 1
+    assert (after["rill_engine_prefix_cache_reused_tokens_total"]
+            - before["rill_engine_prefix_cache_reused_tokens_total"]) == first["prompt_tokens"] - 2

@@ -19,15 +19,32 @@ GREEDY = SamplingParams(temperature=0.0)
 
 
 class RecordingBackend(FakeBackend):
-    """The fake backend, remembering every batch it was given."""
+    """The fake backend, remembering every batch it was given, and which cache positions were
+    written by one-token items (decode steps), which the prefix cache must never reuse."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.batches: list[list[BatchItem]] = []
+        self.lone: dict[int, list[bool]] = {}  # per seq_id and position: written by a 1-token item
 
     def forward(self, batch: Seq[BatchItem]) -> np.ndarray:
         self.batches.append(list(batch))
-        return super().forward(batch)
+        out = super().forward(batch)
+        for item in batch:
+            self.lone.setdefault(item.seq_id, []).extend([len(item.tokens) == 1] * len(item.tokens))
+        return out
+
+    def copy(self, src: int, dst: int) -> None:
+        super().copy(src, dst)
+        self.lone[dst] = list(self.lone.get(src, []))
+
+    def truncate(self, seq_id: int, keep: int) -> bool:
+        del self.lone.get(seq_id, [])[keep:]
+        return super().truncate(seq_id, keep)
+
+    def release(self, seq_id: int) -> None:
+        self.lone.pop(seq_id, None)
+        super().release(seq_id)
 
 
 def submit(loop: EngineLoop, rid: str, message: str, *, max_tokens: int = 10_000) -> list[Event]:
@@ -51,6 +68,15 @@ def run_until_idle(loop: EngineLoop, max_steps: int = 10_000) -> int:
     raise AssertionError("the engine did not go idle")
 
 
+def assert_only_idle_caches(loop: EngineLoop) -> None:
+    """Nothing runs, and the backend holds exactly the caches the idle slots say they keep."""
+    assert not loop.running
+    held = {seq_id: tokens for seq_id, tokens in loop.backend._seqs.items() if tokens}
+    assert held == loop.slots.cached()
+    if isinstance(loop.backend, RecordingBackend):  # no kept position was written by decode
+        assert not any(any(loop.backend.lone.get(seq_id, [])) for seq_id in held)
+
+
 def text_of(events: list[Event]) -> str:
     assert isinstance(events[-1], Finished)
     return "".join(e.text for e in events if isinstance(e, TextDelta))
@@ -63,7 +89,7 @@ def test_sequences_are_decoded_together_in_one_batch():
     run_until_idle(loop)
     assert [text_of(o) for o in outs] == [f"message number {i}" for i in range(4)]
     assert max(len({item.seq_id for item in batch}) for batch in backend.batches) == 4
-    assert not backend._seqs  # every sequence's cache was released
+    assert_only_idle_caches(loop)
 
 
 def test_every_step_respects_the_token_budget_and_a_long_prompt_is_prefilled_in_chunks():
@@ -94,7 +120,7 @@ def test_a_full_kv_cache_preempts_the_newest_sequence_which_resumes_with_the_sam
     run_until_idle(loop)
     assert [text_of(o) for o in outs] == messages  # nothing lost, nothing repeated
     assert sum(s.num_preemptions for s in seqs) >= 1
-    assert not backend._seqs
+    assert_only_idle_caches(loop)
 
 
 def test_a_sequence_alone_that_cannot_fit_fails_instead_of_looping():

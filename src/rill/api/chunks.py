@@ -13,12 +13,12 @@ from rill.engine.types import Finished
 _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0, "audio_tokens": 0,
             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
@@ -69,7 +69,8 @@ class ChunkBuilder:
 
 def total_usage(finished: list[Finished]) -> dict[str, Any]:
     """The prompt is counted once; completion tokens are summed over the choices."""
-    return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished))
+    return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
+                 max(e.num_cached_prompt_tokens for e in finished))
 
 
 def completion(plan: Plan, texts: list[str], finished: list[Finished]) -> dict[str, Any]:

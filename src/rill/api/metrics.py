@@ -15,6 +15,9 @@ _HELP = {
     "max_sequences": ("gauge", "Sequence slots (--parallel)."),
     "preemptions_total": ("counter", "Sequences preempted because the KV cache was full."),
     "steps_total": ("counter", "Engine steps (one forward pass each)."),
+    "prefix_cache_tokens": ("gauge", "KV cache cells idle slots keep for prefix reuse."),
+    "prefix_cache_hits_total": ("counter", "Admissions that reused a cached prompt prefix."),
+    "prefix_cache_reused_tokens_total": ("counter", "Prompt tokens taken from the prefix cache."),
 }
 
 

@@ -62,6 +62,11 @@ class Backend(Protocol):
         """Give sequence dst the same cache as src (shared cells where the backend can)."""
         ...
 
+    def truncate(self, seq_id: int, keep: int) -> bool:
+        """Keep only the first `keep` positions of a sequence's cache (prefix reuse). False if
+        the backend cannot, in which case the engine releases the whole sequence instead."""
+        ...
+
     def release(self, seq_id: int) -> None:
         """Forget a sequence's cache so its seq_id can be reused."""
         ...

@@ -106,6 +106,11 @@ class FakeBackend:
     def copy(self, src: int, dst: int) -> None:
         self._seqs[dst] = list(self._seqs.get(src, []))
 
+    def truncate(self, seq_id: int, keep: int) -> bool:
+        if seq_id in self._seqs:
+            del self._seqs[seq_id][keep:]
+        return True
+
     def release(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
 

@@ -209,6 +209,9 @@ class LlamaBackend:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)
         ll.llama_memory_seq_cp(self._memory, src, dst, -1, -1)  # cells are shared, not duplicated
 
+    def truncate(self, seq_id: int, keep: int) -> bool:
+        return bool(ll.llama_memory_seq_rm(self._memory, seq_id, keep, -1))
+
     def release(self, seq_id: int) -> None:
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
 

@@ -89,6 +89,9 @@ class Engine:
             "max_sequences": loop.max_running,
             "preemptions_total": loop.num_preemptions,
             "steps_total": loop.num_steps,
+            "prefix_cache_tokens": loop.num_cached_tokens,
+            "prefix_cache_hits_total": loop.num_prefix_hits,
+            "prefix_cache_reused_tokens_total": loop.num_prefix_tokens_reused,
         }
 
     def start(self) -> None:

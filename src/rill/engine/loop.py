@@ -12,12 +12,19 @@ import time
 
 from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
 from rill.engine.sequence import Sequence
+from rill.engine.slots import SlotPool, shared_prefix
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
 from rill.sampling.sampler import sample
 
 log = logging.getLogger("rill.engine")
 
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
+# A running sequence's cache is copied for a new prompt only when that saves at least this many
+# tokens of prefill over the best idle cache (a copy moves a whole sequence's cache buffer).
+MIN_COPY_GAIN = 32
+# Prefill chunks hold at least this many tokens of a sequence, so that every prefilled position is
+# computed by the same (multi-token) kernels whatever the chunking: see Sequence.num_reusable.
+MIN_PREFILL_CHUNK = 2
 
 
 class EngineLoop:
@@ -32,13 +39,16 @@ class EngineLoop:
         self._stopping = False
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
-        self._free_ids = list(range(self.max_running - 1, -1, -1))
+        self.slots = SlotPool(self.max_running)
         # What other threads may read for /health, metrics and tests (ints: atomic to read).
         self.num_waiting = 0
         self.num_running = 0
         self.num_kv_tokens = 0  # cache cells the running sequences hold
         self.num_preemptions = 0
         self.num_steps = 0
+        self.num_cached_tokens = 0  # cells idle slots keep for prefix reuse
+        self.num_prefix_hits = 0  # admissions that reused a cached prefix
+        self.num_prefix_tokens_reused = 0
 
     # -- called from other threads ------------------------------------------------------------
 
@@ -108,18 +118,69 @@ class EngineLoop:
         for the whole prefill (so a long prompt is not admitted only to be preempted at once)."""
         while self.waiting:
             seq = self.waiting[0]
-            if len(self._free_ids) < 1 + len(seq.forks):  # n choices need n slots
+            if self.slots.num_free < 1 + len(seq.forks):  # n choices need n slots
                 break
             if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
                 break
             self.waiting.popleft()
-            seq.seq_id = self._free_ids.pop()
+            self._place(seq)
             for fork in seq.forks:  # reserved now, used when the prompt is in the cache
-                fork.seq_id = self._free_ids.pop()
+                fork.seq_id = self.slots.victim()
+                self._take_empty(fork.seq_id)
             seq.status = Status.PREFILLING
-            seq.num_cached = 0
             self.running.append(seq)
+            while self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
+                if not self._evict_idle():
+                    break
             self._update_counts()
+
+    def _place(self, seq: Sequence) -> None:
+        """Give seq a slot, reusing the longest cached prefix of what it must prefill: an idle
+        slot's cache, or a copy of a running sequence's when that saves much more. The last two
+        tokens are always computed: the last one's logits are needed, and a prefill chunk of
+        one token would be computed like a decode step (see Sequence.num_reusable)."""
+        tokens = seq.cache_tokens(seq.num_to_prefill)
+        limit = seq.num_to_prefill - MIN_PREFILL_CHUNK
+        seq_id, reuse = self.slots.best_match(tokens)
+        source, source_reuse = None, 0
+        for other in self.running:
+            if other.num_reusable > reuse + MIN_COPY_GAIN:
+                n = shared_prefix(other.cache_tokens(other.num_reusable), tokens)
+                if n > max(reuse, source_reuse) + MIN_COPY_GAIN:
+                    source, source_reuse = other, n
+        if source is not None and min(source_reuse, limit) > min(reuse, limit) + MIN_COPY_GAIN:
+            seq_id, reuse = self.slots.victim(), source_reuse
+            self.slots.take(seq_id)
+            self.backend.copy(source.seq_id, seq_id)
+        elif seq_id < 0:
+            seq_id, reuse = self.slots.victim(), 0
+            self._take_empty(seq_id)
+        else:
+            self.slots.take(seq_id)
+        reuse = max(0, min(reuse, limit))
+        if reuse and not self.backend.truncate(seq_id, reuse):
+            reuse = 0
+        if not reuse:
+            self.backend.release(seq_id)
+        seq.seq_id, seq.num_cached = seq_id, reuse
+        if seq.num_preemptions == 0:
+            seq.num_reused = reuse
+        if reuse:
+            self.num_prefix_hits += 1
+            self.num_prefix_tokens_reused += reuse
+            log.debug("%s reuses %d cached tokens of %d", seq.request.id, reuse, tokens.size)
+
+    def _take_empty(self, seq_id: int) -> None:
+        self.slots.take(seq_id)
+        self.backend.release(seq_id)
+
+    def _evict_idle(self) -> bool:
+        """Drop the least recently used idle cache; False when there is none."""
+        seq_id = self.slots.evict_lru()
+        if seq_id is None:
+            return False
+        self.backend.release(seq_id)
+        return True
 
     def _kv_committed(self) -> int:
         """Cache cells the running sequences hold or will hold once their prefill is done, plus
@@ -137,8 +198,12 @@ class EngineLoop:
                 plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1],), seq.num_cached)))
                 budget -= 1
         for seq in self.running:
-            if seq.status is Status.PREFILLING and budget > 0:
+            if seq.status is Status.PREFILLING:
                 stop = min(seq.num_to_prefill, seq.num_cached + budget)
+                if seq.num_to_prefill - stop == 1:  # never leave a one-token tail
+                    stop -= 1
+                if stop - seq.num_cached < min(MIN_PREFILL_CHUNK, seq.num_to_prefill - seq.num_cached):
+                    continue
                 # logits are needed at the end of a fresh prompt; a resumed sequence already
                 # has its next input token
                 wants = stop == seq.num_to_prefill and not seq.generated
@@ -152,6 +217,8 @@ class EngineLoop:
         try:
             logits = self.backend.forward([item for _, item in plan])
         except KVCacheFull:
+            if self._evict_idle():  # memory pressure: idle caches go first, then sequences
+                return
             if len(self.running) > 1:
                 self._preempt(self.running[-1])
                 return
@@ -169,6 +236,7 @@ class EngineLoop:
                 if seq.num_cached < seq.num_to_prefill:
                     continue
                 seq.status = Status.DECODING
+                seq.num_prefilled = seq.num_cached
                 if not item.want_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
@@ -185,20 +253,25 @@ class EngineLoop:
         for fork in forks:
             self.backend.copy(seq.seq_id, fork.seq_id)
             fork.num_cached = seq.num_cached
+            fork.num_reused, fork.num_prefilled = seq.num_reused, seq.num_prefilled
             fork.status = Status.DECODING
             self.running.append(fork)
         if forks:
             self._update_counts()
         return [seq, *forks]
 
-    def _vacate(self, seq: Sequence) -> None:
-        """Take a running sequence out of the batch: its cache, its slot, and the slots held for
-        its choices not forked yet are free again."""
+    def _vacate(self, seq: Sequence, *, keep_cache: bool) -> None:
+        """Take a running sequence out of the batch: its slot, and the slots held for its choices
+        not forked yet, are free again. With keep_cache its cache stays for prefix reuse."""
         self.running.remove(seq)
-        self.backend.release(seq.seq_id)
-        self._free_ids.append(seq.seq_id)
+        keep = seq.num_reusable if keep_cache else 0
+        if keep and self.backend.truncate(seq.seq_id, keep):
+            self.slots.give_back(seq.seq_id, seq.cache_tokens(keep))
+        else:
+            self.backend.release(seq.seq_id)
+            self.slots.give_back(seq.seq_id)
         for fork in seq.forks:
-            self._free_ids.append(fork.seq_id)
+            self.slots.give_back(fork.seq_id)
             fork.seq_id = -1
 
     def _preempt(self, seq: Sequence) -> None:
@@ -206,7 +279,7 @@ class EngineLoop:
         generated (and its RNG and detokenizer), and recomputes its cache when readmitted, so
         its client sees the same stream, only later."""
         log.info("%s preempted: KV cache full (%d running)", seq.request.id, len(self.running))
-        self._vacate(seq)
+        self._vacate(seq, keep_cache=False)
         seq.status = Status.WAITING
         seq.num_cached = 0
         seq.num_preemptions += 1
@@ -215,7 +288,9 @@ class EngineLoop:
         self._update_counts()
 
     def _fail_running(self, message: str) -> None:
+        """A failed step leaves the caches in doubt: none is kept."""
         for seq in list(self.running):
+            self._vacate(seq, keep_cache=False)
             self._finish(seq, Failed(message))
             self._flush(seq)
 
@@ -244,7 +319,7 @@ class EngineLoop:
 
     @staticmethod
     def _finished(seq: Sequence, reason: FinishReason) -> Finished:
-        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index)
+        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused)
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)
@@ -260,7 +335,7 @@ class EngineLoop:
         if seq.is_done:
             return
         if seq in self.running:
-            self._vacate(seq)
+            self._vacate(seq, keep_cache=True)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = status
@@ -271,6 +346,7 @@ class EngineLoop:
             self.num_running = len(self.running)
             self.num_waiting = len(self.waiting) + len(self._inbox)
             self.num_kv_tokens = sum(seq.num_cached for seq in self.running)
+            self.num_cached_tokens = self.slots.num_cached_tokens
 
     @staticmethod
     def _flush(seq: Sequence) -> None:

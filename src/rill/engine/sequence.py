@@ -23,6 +23,8 @@ class Sequence:
     seq_id: int = -1
     status: Status = Status.WAITING
     num_cached: int = 0  # tokens of this sequence in the KV cache (= the next token's position)
+    num_reused: int = 0  # prompt tokens found in the prefix cache at admission, not prefilled
+    num_prefilled: int = 0  # cache positions written by prefill when it completed (see reusable)
     generated: list[int] = field(default_factory=list)
     num_unreported: int = 0  # tokens generated since the last TextDelta
     num_preemptions: int = 0
@@ -48,6 +50,19 @@ class Sequence:
         if stop <= len(prompt):
             return list(prompt[start:stop])
         return [*prompt[start:], *self.generated[max(0, start - len(prompt)) : stop - len(prompt)]]
+
+    def cache_tokens(self, stop: int | None = None) -> np.ndarray:
+        """The tokens at cache positions 0..stop-1 (default: all it has cached), as int32."""
+        stop = self.num_cached if stop is None else stop
+        return np.asarray(self.prefill_tokens(0, stop), np.int32)
+
+    @property
+    def num_reusable(self) -> int:
+        """Cache positions another prompt may reuse bit for bit: those written by prefill chunks.
+        llama.cpp computes attention for a lone token per sequence (decode) with other kernels
+        than for several (prefill), so the cache of generated tokens differs in the last bits
+        from what prefilling the same text writes, and reusing it could change greedy output."""
+        return self.num_cached if self.status is Status.PREFILLING else min(self.num_cached, self.num_prefilled)
 
     @property
     def is_done(self) -> bool:

@@ -52,6 +52,7 @@ class Finished:
     num_prompt_tokens: int
     num_completion_tokens: int
     index: int = 0  # the choice that finished (a request ends when all of its n choices have)
+    num_cached_prompt_tokens: int = 0  # prompt tokens taken from the prefix cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,56 @@
+"""Prefix reuse on the real model: cached tokens are reported, and greedy answers are the same
+whether the prompt was prefilled from scratch, partly from the cache, or almost wholly from it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.support import MODEL, RillFactory
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM = ("You are Rill's test assistant. You answer questions about geography, history and "
+          "science in plain words, one or two sentences at most, and you never invent facts. ") * 4
+
+
+def ask(root: str, messages: list[dict]) -> tuple[str, dict]:
+    r = httpx.post(root + "/v1/chat/completions", timeout=120, json={
+        "model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 40})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["choices"][0]["message"]["content"], body["usage"]
+
+
+def chat(question: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+
+
+def test_greedy_answers_are_the_same_cold_partly_cached_and_cached(rill_factory: RillFactory) -> None:
+    root = rill_factory("--parallel", "2", cached=False).url
+    cold, cold_usage = ask(root, chat("What is the capital of France?"))
+    assert cold_usage["prompt_tokens_details"]["cached_tokens"] == 0
+    # another question takes the same slot (longest shared prefix: the system prompt) ...
+    _, other_usage = ask(root, chat("Why is the sky blue?"))
+    shared = other_usage["prompt_tokens_details"]["cached_tokens"]
+    assert 100 < shared < other_usage["prompt_tokens"]
+    # ... so the first question now finds only the system prompt cached
+    partly, partly_usage = ask(root, chat("What is the capital of France?"))
+    assert partly_usage["prompt_tokens_details"]["cached_tokens"] == shared
+    # and asked once more, all of it but the last token
+    cached, cached_usage = ask(root, chat("What is the capital of France?"))
+    assert cached_usage["prompt_tokens_details"]["cached_tokens"] == cached_usage["prompt_tokens"] - 2
+    assert partly == cold and cached == cold
+
+
+def test_the_next_turn_of_a_chat_reuses_the_previous_prompt(rill_factory: RillFactory) -> None:
+    """The previous answer is prefilled again: its cache was written by decode steps, whose
+    kernels differ from prefill's in the last bits, and reusing it changed this very answer."""
+    root = rill_factory("--parallel", "2", cached=False).url
+    turn1 = chat("Name a large river in Europe.")
+    answer1, usage1 = ask(root, turn1)
+    turn2 = [*turn1, {"role": "assistant", "content": answer1}, {"role": "user", "content": "Which sea does it flow into?"}]
+    answer2, usage2 = ask(root, turn2)
+    assert usage2["prompt_tokens_details"]["cached_tokens"] == usage1["prompt_tokens"]
+    fresh = rill_factory("--parallel", "1", cached=False).url
+    assert ask(fresh, turn2)[0] == answer2  # the same answer from a server with nothing cached
