@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
     serve.add_argument("--batch-tokens", type=int, default=512,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
+    serve.add_argument("--max-stall", type=float, default=float(_env("MAX_STALL", "2.0")),
+                       help="while streams decode, prefilling a new prompt may stretch a step to "
+                            "this many times a decode-only step (or 50 ms); lower: smoother streams, "
+                            "higher: faster first token for new prompts [env RILL_MAX_STALL; 2.0]")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                        help="larger request bodies get 413 [8 MiB]")
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model = ModelConfig(path=args.model, name=args.name, n_ctx=args.ctx, n_threads=args.threads,
-                        n_batch=args.batch_tokens, parallel=args.parallel)
+                        n_batch=args.batch_tokens, parallel=args.parallel, max_stall=args.max_stall)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, model=model)
 
@@ -99,7 +103,8 @@ def serve(config: ServerConfig) -> None:
         backend = LlamaBackend(path, config.model, name=model_id)
         info = backend.info
         template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-        engine = Engine(backend, max_queue=config.max_queue, max_running=config.model.parallel)
+        engine = Engine(backend, max_queue=config.max_queue, max_running=config.model.parallel,
+                        max_stall=config.model.max_stall)
         engine.start()
         router.add(LocalModel(id=model_id, engine=engine, template=template, aliases=aliases))
         log.info("ready: serving %s on http://%s:%d/v1", model_id, config.host, config.port)

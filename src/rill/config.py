@@ -17,6 +17,7 @@ class ModelConfig:
     parallel: int = 16  # sequences decoded together (continuous batching)
     n_threads: int = 0  # 0: one per physical core
     n_batch: int = 512  # tokens per engine step (decode tokens + prefill chunks)
+    max_stall: float = 2.0  # a step with prefill may take this many decode-only steps' time
 
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.is_file():
@@ -30,6 +31,8 @@ class ModelConfig:
         if self.n_batch < self.parallel:
             raise ConfigError("--batch-tokens must be at least --parallel (one token per running sequence)")
 
+        if not 1.0 <= self.max_stall <= 100.0:
+            raise ConfigError("--max-stall must be between 1 and 100")
         if self.n_threads < 0:
             raise ConfigError("--threads must be >= 0")
 

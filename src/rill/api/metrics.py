@@ -18,6 +18,10 @@ _HELP = {
     "prefix_cache_tokens": ("gauge", "KV cache cells idle slots keep for prefix reuse."),
     "prefix_cache_hits_total": ("counter", "Admissions that reused a cached prompt prefix."),
     "prefix_cache_reused_tokens_total": ("counter", "Prompt tokens taken from the prefix cache."),
+    "busy_seconds_total": ("counter", "Engine thread time spent in steps (scheduling, forward pass, "
+                           "sampling, detokenizing)."),
+    "forward_seconds_total": ("counter", "Engine thread time inside the backend's forward pass; "
+                              "1 - forward/busy is the share spent in Python."),
 }
 
 

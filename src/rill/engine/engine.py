@@ -59,10 +59,11 @@ class RequestStream:
 
 
 class Engine:
-    def __init__(self, backend: Backend, *, max_queue: int = 256, max_running: int = 1):
+    def __init__(self, backend: Backend, *, max_queue: int = 256, max_running: int = 1,
+                 max_stall: float = 2.0):
         self.backend = backend
         self.max_queue = max_queue
-        self._loop = EngineLoop(backend, max_running=max_running)
+        self._loop = EngineLoop(backend, max_running=max_running, max_stall=max_stall)
         self._thread = threading.Thread(target=self._run, name="rill-engine", daemon=True)
 
     @property
@@ -78,7 +79,7 @@ class Engine:
         """Choices of one request must fit in the batch together."""
         return self._loop.max_running
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """Gauges and counters for /metrics (plain ints written by the engine thread)."""
         loop = self._loop
         return {
@@ -92,6 +93,8 @@ class Engine:
             "prefix_cache_tokens": loop.num_cached_tokens,
             "prefix_cache_hits_total": loop.num_prefix_hits,
             "prefix_cache_reused_tokens_total": loop.num_prefix_tokens_reused,
+            "busy_seconds_total": round(loop.busy_seconds, 6),
+            "forward_seconds_total": round(loop.forward_seconds, 6),
         }
 
     def start(self) -> None:

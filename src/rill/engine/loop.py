@@ -9,8 +9,10 @@ import collections
 import logging
 import threading
 import time
+from typing import Callable
 
 from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
+from rill.engine.pacing import PrefillPacer
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool, shared_prefix
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
@@ -30,9 +32,12 @@ MIN_PREFILL_CHUNK = 2
 class EngineLoop:
     """Owns the backend and every Sequence; all methods but the inbox ones run on the engine thread."""
 
-    def __init__(self, backend: Backend, *, max_running: int = 1):
+    def __init__(self, backend: Backend, *, max_running: int = 1, max_stall: float = 2.0,
+                 clock: Callable[[], float] = time.perf_counter):
         self.backend = backend
         self.max_running = min(max_running, backend.max_sequences)
+        self.pacer = PrefillPacer(backend.max_batch_tokens, max_stall)
+        self._clock = clock
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
         self._aborts: set[str] = set()
@@ -49,6 +54,8 @@ class EngineLoop:
         self.num_cached_tokens = 0  # cells idle slots keep for prefix reuse
         self.num_prefix_hits = 0  # admissions that reused a cached prefix
         self.num_prefix_tokens_reused = 0
+        self.busy_seconds = 0.0  # engine thread time in steps: scheduling, forward, sampling, ...
+        self.forward_seconds = 0.0  # ... of which inside backend.forward (the rest is Python)
 
     # -- called from other threads ------------------------------------------------------------
 
@@ -75,6 +82,7 @@ class EngineLoop:
 
     def run(self) -> None:
         while self._drain():
+            started = self._clock()
             self._admit()
             if self.running:
                 try:
@@ -82,6 +90,7 @@ class EngineLoop:
                 except Exception as exc:  # a bug must fail these requests, not hang the server
                     log.exception("engine step failed")
                     self._fail_running(f"internal engine error: {exc}")
+            self.busy_seconds += self._clock() - started
         with self._lock:
             self.waiting.extend(self._inbox)
             self._inbox.clear()
@@ -189,14 +198,13 @@ class EngineLoop:
 
     def _schedule(self) -> list[tuple[Sequence, BatchItem]]:
         """One step's batch: one token for every decoding sequence, then prefill chunks of the
-        admitted prompts, oldest first, within the per-step token budget (chunked prefill keeps
-        running streams flowing while a long prompt is read)."""
-        budget = self.backend.max_batch_tokens
+        admitted prompts, oldest first, as many tokens as the pacer allows next to the decoding
+        streams (chunked prefill keeps running streams flowing while a long prompt is read)."""
         plan = []
         for seq in self.running:
             if seq.status is Status.DECODING:
                 plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1],), seq.num_cached)))
-                budget -= 1
+        budget = self.pacer.allowance(len(plan))
         for seq in self.running:
             if seq.status is Status.PREFILLING:
                 stop = min(seq.num_to_prefill, seq.num_cached + budget)
@@ -214,6 +222,8 @@ class EngineLoop:
 
     def _step(self) -> None:
         plan = self._schedule()
+        num_decoding = sum(1 for seq, _ in plan if seq.status is Status.DECODING)
+        started = self._clock()
         try:
             logits = self.backend.forward([item for _, item in plan])
         except KVCacheFull:
@@ -228,6 +238,9 @@ class EngineLoop:
             log.error("forward failed: %s", exc)
             self._fail_running(f"inference failed: {exc}")
             return
+        elapsed = self._clock() - started
+        self.forward_seconds += elapsed
+        self.pacer.observe(elapsed, num_decoding, sum(len(item.tokens) for _, item in plan) - num_decoding)
         self.num_steps += 1
         row = 0
         for seq, item in plan:

@@ -1,0 +1,55 @@
+"""How many prompt tokens one step may prefill while other sequences are decoding.
+
+A step's time grows with the prefill tokens it carries, and every decoding stream waits for the
+whole step. The pacer learns, from the steps it has timed, what a decode-only step costs and what
+one prefill token adds, and sizes prefill chunks so that a step carrying prefill takes at most
+`max_stall` times a decode-only step, or STEP_FLOOR_S if that is longer (a lone stream on a fast
+machine need not wait for 3-token chunks). With nothing decoding, prefill takes the whole budget.
+"""
+
+from __future__ import annotations
+
+# Smoothing of the running estimates: recent steps weigh most, one outlier little.
+_EMA = 0.2
+# A step may always last this long: streams then still get 20 tokens/s, faster than anyone reads.
+STEP_FLOOR_S = 0.05
+# A chunk is never smaller than this, so a long prompt keeps moving even on a slow machine.
+MIN_PACED_CHUNK = 4
+# Until a step with prefill has been timed, chunks are this big.
+FIRST_CHUNK = 64
+
+
+class PrefillPacer:
+    def __init__(self, max_batch_tokens: int, max_stall: float = 2.0):
+        self.max_batch_tokens = max_batch_tokens
+        self.max_stall = max_stall
+        self.decode_step_s: float | None = None  # a decode-only step
+        self.prefill_token_s: float | None = None  # what one prefill token adds to a step
+
+    def allowance(self, num_decoding: int) -> int:
+        """Prompt tokens the next step may prefill, next to num_decoding one-token items."""
+        room = self.max_batch_tokens - num_decoding
+        if num_decoding == 0:
+            return room
+        if self.decode_step_s is None:
+            return max(0, min(room, FIRST_CHUNK))
+        # Untimed yet, a prompt token is taken to cost what a decoding stream's token does: an
+        # overestimate (prefill is the cheaper per token), so the first chunk errs small.
+        per_token = self.prefill_token_s or self.decode_step_s / num_decoding
+        step = max(self.max_stall * self.decode_step_s, STEP_FLOOR_S)
+        paced = int((step - self.decode_step_s) / per_token)
+        return max(0, min(room, max(MIN_PACED_CHUNK, paced)))
+
+    def observe(self, seconds: float, num_decoding: int, num_prefill: int) -> None:
+        """Learn from one timed step of num_decoding one-token items and num_prefill prompt tokens."""
+        if num_prefill == 0:
+            self.decode_step_s = _smooth(self.decode_step_s, seconds)
+            return
+        base = self.decode_step_s if num_decoding and self.decode_step_s is not None else 0.0
+        per_token = max(seconds - base, 0.0) / num_prefill
+        if per_token > 0:
+            self.prefill_token_s = _smooth(self.prefill_token_s, per_token)
+
+
+def _smooth(old: float | None, new: float) -> float:
+    return new if old is None else old + _EMA * (new - old)

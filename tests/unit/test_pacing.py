@@ -1,0 +1,100 @@
+"""The prefill pacer: chunk sizes learnt from timed steps keep decoding streams flowing."""
+
+from __future__ import annotations
+
+import pytest
+
+from rill.backends.fake import FakeBackend
+from rill.engine.loop import EngineLoop
+from rill.engine.types import Status
+from rill.engine.pacing import FIRST_CHUNK, MIN_PACED_CHUNK, STEP_FLOOR_S, PrefillPacer
+from tests.unit.test_engine_loop import run_until_idle, submit, text_of
+
+
+def trained(decode_s: float, per_token_s: float, decoding: int = 8, stall: float = 2.0) -> PrefillPacer:
+    pacer = PrefillPacer(512, max_stall=stall)
+    for _ in range(30):
+        pacer.observe(decode_s, decoding, 0)
+        pacer.observe(decode_s + 40 * per_token_s, decoding, 40)
+    return pacer
+
+
+def test_nothing_decoding_gets_the_whole_budget():
+    assert PrefillPacer(512).allowance(0) == 512
+
+
+def test_before_any_timing_chunks_are_the_first_chunk_size_within_the_room():
+    pacer = PrefillPacer(512)
+    assert pacer.allowance(4) == FIRST_CHUNK
+    assert pacer.allowance(500) == 12
+
+
+def test_with_only_decode_steps_timed_a_prompt_token_is_priced_like_a_decoding_one():
+    pacer = PrefillPacer(512)
+    pacer.observe(0.4, 8, 0)  # 50 ms per decoding stream's token
+    assert pacer.allowance(8) == 8  # (2 * 0.4 - 0.4) / 0.05
+
+
+def test_a_paced_step_takes_about_max_stall_decode_steps():
+    pacer = trained(decode_s=0.2, per_token_s=0.004)  # slow steps: the ratio decides
+    chunk = pacer.allowance(8)
+    assert chunk == pytest.approx(50, abs=1)  # (2 - 1) * 0.2 s / 4 ms
+    assert 0.2 + chunk * 0.004 <= 2.0 * 0.2 + 1e-9
+
+
+def test_fast_steps_may_stretch_to_the_floor():
+    pacer = trained(decode_s=0.005, per_token_s=0.001)
+    assert pacer.allowance(1) == pytest.approx((STEP_FLOOR_S - 0.005) / 0.001, abs=1)
+
+
+def test_a_lower_stall_ratio_gives_smaller_chunks_but_never_below_the_minimum():
+    smooth = trained(decode_s=0.2, per_token_s=0.004, stall=1.5)
+    assert smooth.allowance(8) < trained(decode_s=0.2, per_token_s=0.004).allowance(8)
+    tiny = trained(decode_s=0.2, per_token_s=10.0)
+    assert tiny.allowance(8) == MIN_PACED_CHUNK
+
+
+def test_estimates_follow_a_changing_machine():
+    pacer = trained(decode_s=0.2, per_token_s=0.004)
+    before = pacer.allowance(8)
+    for _ in range(40):  # prefill got 4x slower (longer contexts, a busy neighbour)
+        pacer.observe(0.2, 8, 0)
+        pacer.observe(0.2 + 40 * 0.016, 8, 40)
+    assert pacer.allowance(8) == pytest.approx(before / 4, abs=2)
+
+
+class TimedBackend(FakeBackend):
+    """The fake backend on a simulated clock: a step costs 40 ms, plus 5 ms per one-token item
+    and 1 ms per prefill token."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.now = 0.0
+        self.steps: list[tuple[float, int]] = []  # (seconds, prefill tokens) of each step
+
+    def forward(self, batch):
+        prefill = sum(len(i.tokens) for i in batch if len(i.tokens) > 1)
+        cost = 0.040 + 0.005 * sum(1 for i in batch if len(i.tokens) == 1) + 0.001 * prefill
+        self.now += cost
+        self.steps.append((cost, prefill))
+        return super().forward(batch)
+
+
+@pytest.mark.parametrize("stall", [2.0, 1.5])
+def test_streams_keep_flowing_while_a_long_prompt_is_prefilled(stall):
+    backend = TimedBackend(max_sequences=9, n_ctx=4096)
+    loop = EngineLoop(backend, max_running=9, max_stall=stall, clock=lambda: backend.now)
+    streams = [submit(loop, f"s{i}", f"stream {i} " * 30) for i in range(8)]
+    while len(loop.running) < 8 or any(seq.status is not Status.DECODING for seq in loop.running):
+        loop._drain(), loop._admit(), loop._step()
+    for _ in range(5):  # the pacer times decode-only steps
+        loop._step()
+    decode_step = 0.040 + 8 * 0.005
+    backend.steps.clear()
+    long_prompt = submit(loop, "long", "a thousand tokens of prompt " * 36)
+    run_until_idle(loop)
+    with_prefill = [(cost, n) for cost, n in backend.steps if n]
+    assert sum(n for _, n in with_prefill) >= 1000
+    assert max(cost for cost, _ in with_prefill) <= stall * decode_step + 0.0015
+    assert text_of(long_prompt) == "a thousand tokens of prompt " * 36
+    assert [text_of(s) for s in streams] == [f"stream {i} " * 30 for i in range(8)]
