@@ -2,7 +2,7 @@
 it. Prefills B short prompts, then times greedy decode steps of B tokens (one per sequence), and
 times the prefill of one ~500-token prompt.
 
-    .venv/bin/python benchmarks/raw_decode.py [--batch 1,16] [--steps 64] [--model PATH]
+    .venv/bin/python benchmarks/raw_decode.py [--batch 1,16] [--steps 64] [--model PATH] [--threads N]
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def main() -> None:
     parser.add_argument("--batch", default="1,16")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="compute threads [one per core]")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
-    config = ModelConfig(parallel=max(batches), n_ctx=2048)
+    config = ModelConfig(parallel=max(batches), n_ctx=2048, n_threads=args.threads)
     backend = LlamaBackend(args.model or embedded_model_path(), config, name="raw", on_progress=lambda _: None)
     n, rate = prefill_rate(backend)
     print(f"prefill: {n} tokens at {rate:.0f} tokens/s")

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.support import MODEL
+from tests.e2e.support import MODEL, RillFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ async def test_clients_that_drop_mid_stream_leave_no_running_sequence(root: str)
                     return  # leave while it is generating
 
     async with httpx.AsyncClient(timeout=120) as http:
-        await asyncio.gather(*(drop_after_first_content(http) for _ in range(24)))
+        await asyncio.gather(*(drop_after_first_content(http) for _ in range(50)))
 
     deadline = time.monotonic() + 60
     while (gauges := engine_gauges(root))["rill_engine_running_sequences"] or gauges["rill_engine_waiting_requests"]:
@@ -98,3 +98,26 @@ async def test_answers_are_the_same_alone_and_amid_fifteen_others(async_client: 
     alone = [await answer(i, **settings[i]) for i in picked]
     together = await asyncio.gather(*(answer(i, **s) for i, s in enumerate(settings)))
     assert [together[i] for i in picked] == alone
+
+
+async def test_a_flood_beyond_the_queue_gets_429s_while_admitted_requests_all_finish(
+        rill_factory: RillFactory) -> None:
+    root = rill_factory("--parallel", "4", "--max-queue", "4").url
+
+    async def one(http: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await http.post(root + "/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": f"Tell me a story about {i} cats."}],
+            "max_tokens": 64, "temperature": 0})
+
+    limits = httpx.Limits(max_connections=40)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        responses = await asyncio.gather(*(one(http, i) for i in range(40)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(429) >= 1 and codes.count(200) >= 8  # 4 running + 4 waiting at least
+    for r in responses:
+        if r.status_code == 429:
+            assert r.json()["error"]["type"] == "rate_limit_error" and int(r.headers["retry-after"]) >= 1
+        else:
+            choice = r.json()["choices"][0]
+            assert choice["message"]["content"] and choice["finish_reason"] in ("stop", "length")

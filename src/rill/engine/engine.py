@@ -118,7 +118,9 @@ class Engine:
 
     def submit(self, request: Request) -> RequestStream:
         """Queue a request; raises RateLimited when the waiting queue is full."""
-        if self._loop.num_waiting >= self.max_queue:
+        # requests that will find a free slot at the engine's next step are not queued ones
+        free_slots = self._loop.max_running - self._loop.num_running
+        if self._loop.num_waiting - max(free_slots, 0) >= self.max_queue:
             raise RateLimited(f"the server has {self.max_queue} requests waiting; retry shortly")
         loop = asyncio.get_running_loop()
         stream = RequestStream(self, request.id, request.n)
