@@ -182,8 +182,11 @@ class LlamaBackend:
         return bool(self._eog[token])
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
+        # llama.cpp splits a batch over split caches into one pass per run of consecutive
+        # seq_ids, in batch order: sorted, consecutive sequences share one pass (2x faster at 16).
+        order = sorted(range(len(batch)), key=lambda i: batch[i].seq_id)
         n = 0
-        for item in batch:
+        for item in (batch[i] for i in order):
             k = len(item.tokens)
             if n + k > self._tok.size:
                 raise BackendError(f"batch of {n + k} tokens exceeds the {self._tok.size}-token buffer")
@@ -203,7 +206,11 @@ class LlamaBackend:
         if n_out == 0:
             return np.empty((0, self.n_vocab), np.float32)
         ptr = ll.llama_get_logits(self._ctx)
-        return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
+        logits = np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab))
+        wanted = [i for i in order if batch[i].want_logits]  # batch index of each logits row
+        if wanted == sorted(wanted):
+            return logits.copy()
+        return logits[np.argsort(wanted)]  # fancy indexing copies; rows back in batch order
 
     def copy(self, src: int, dst: int) -> None:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)

@@ -21,9 +21,10 @@ from rill.sampling.sampler import sample
 log = logging.getLogger("rill.engine")
 
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
-# A running sequence's cache is copied for a new prompt only when that saves at least this many
-# tokens of prefill over the best idle cache (a copy moves a whole sequence's cache buffer).
-MIN_COPY_GAIN = 32
+# Another slot's cache is copied for a new prompt only when that saves at least this many tokens
+# of prefill (llama.cpp copies a whole sequence's cache buffer: ~7 ms for 4,096 cells of SmolLM2,
+# the time of about three prefill tokens).
+MIN_COPY_GAIN = 8
 # Prefill chunks hold at least this many tokens of a sequence, so that every prefilled position is
 # computed by the same (multi-token) kernels whatever the chunking: see Sequence.num_reusable.
 MIN_PREFILL_CHUNK = 2
@@ -134,7 +135,8 @@ class EngineLoop:
             self.waiting.popleft()
             self._place(seq)
             for fork in seq.forks:  # reserved now, used when the prompt is in the cache
-                fork.seq_id = self.slots.victim()
+                fork.seq_id = self.slots.lowest_free()
+                self._keep_elsewhere(fork.seq_id)
                 self._take_empty(fork.seq_id)
             seq.status = Status.PREFILLING
             self.running.append(seq)
@@ -144,40 +146,48 @@ class EngineLoop:
             self._update_counts()
 
     def _place(self, seq: Sequence) -> None:
-        """Give seq a slot, reusing the longest cached prefix of what it must prefill: an idle
-        slot's cache, or a copy of a running sequence's when that saves much more. The last two
-        tokens are always computed: the last one's logits are needed, and a prefill chunk of
-        one token would be computed like a decode step (see Sequence.num_reusable)."""
+        """Give seq the lowest free slot, so that running sequences sit on consecutive seq_ids
+        (llama.cpp decodes split caches in one pass only for consecutive ones), and reuse the
+        longest cached prefix of what it must prefill: the slot's own cache, or a copy of another
+        idle slot's or a running sequence's when that saves MIN_COPY_GAIN more tokens. The last
+        two tokens are always computed: the last one's logits are needed, and a one-token
+        prefill chunk would be computed like a decode step (see Sequence.num_reusable)."""
         tokens = seq.cache_tokens(seq.num_to_prefill)
-        limit = seq.num_to_prefill - MIN_PREFILL_CHUNK
-        seq_id, reuse = self.slots.best_match(tokens)
-        source, source_reuse = None, 0
+        limit = max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
+        target = self.slots.lowest_free()
+        reuse = min(self.slots.match(target, tokens), limit)
+        source, source_reuse = target, reuse
+        idle_id, n = self.slots.best_match(tokens)
+        if min(n, limit) > source_reuse:
+            source, source_reuse = idle_id, min(n, limit)
         for other in self.running:
-            if other.num_reusable > reuse + MIN_COPY_GAIN:
-                n = shared_prefix(other.cache_tokens(other.num_reusable), tokens)
-                if n > max(reuse, source_reuse) + MIN_COPY_GAIN:
-                    source, source_reuse = other, n
-        if source is not None and min(source_reuse, limit) > min(reuse, limit) + MIN_COPY_GAIN:
-            seq_id, reuse = self.slots.victim(), source_reuse
-            self.slots.take(seq_id)
-            self.backend.copy(source.seq_id, seq_id)
-        elif seq_id < 0:
-            seq_id, reuse = self.slots.victim(), 0
-            self._take_empty(seq_id)
-        else:
-            self.slots.take(seq_id)
-        reuse = max(0, min(reuse, limit))
-        if reuse and not self.backend.truncate(seq_id, reuse):
+            if other.num_reusable > source_reuse:
+                n = min(shared_prefix(other.cache_tokens(other.num_reusable), tokens), limit)
+                if n > source_reuse:
+                    source, source_reuse = other.seq_id, n
+        if source != target and source_reuse >= reuse + MIN_COPY_GAIN:
+            self._keep_elsewhere(target, avoid=source)
+            self.backend.copy(source, target)
+            reuse = source_reuse
+        self.slots.take(target)
+        if not (reuse and self.backend.truncate(target, reuse)):
             reuse = 0
-        if not reuse:
-            self.backend.release(seq_id)
-        seq.seq_id, seq.num_cached = seq_id, reuse
+            self.backend.release(target)
+        seq.seq_id, seq.num_cached = target, reuse
         if seq.num_preemptions == 0:
             seq.num_reused = reuse
         if reuse:
             self.num_prefix_hits += 1
             self.num_prefix_tokens_reused += reuse
             log.debug("%s reuses %d cached tokens of %d", seq.request.id, reuse, tokens.size)
+
+    def _keep_elsewhere(self, seq_id: int, avoid: int = -1) -> None:
+        """Idle slot seq_id is about to be overwritten: move its cache to the free slot whose
+        cache is worth least, if that one's is worth less (so eviction stays least recently used)."""
+        spare = self.slots.victim(exclude=(seq_id, avoid))
+        if spare is not None and self.slots.holds(seq_id) and self.slots.worth_less(spare, seq_id):
+            self.backend.copy(seq_id, spare)
+            self.slots.copied(seq_id, spare)
 
     def _take_empty(self, seq_id: int) -> None:
         self.slots.take(seq_id)

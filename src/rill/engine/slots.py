@@ -1,9 +1,9 @@
 """The backend's sequence slots (seq_ids): which are in use, and what each idle one still holds.
 
-A sequence that ends leaves its KV cache in its slot. The next prompt that starts with the same
-tokens (a shared system prompt, the previous turn of the same chat) takes that slot and skips
-prefilling them. Idle caches are dropped least recently used first, when a slot or cache memory
-is needed.
+A sequence that ends leaves its prompt's KV cache in its slot. The next prompt that starts with
+the same tokens (a shared system prompt, the previous turn of the same chat) reuses that cache
+and skips prefilling them. Idle caches are dropped least recently used first, when a slot or
+cache memory is needed.
 """
 
 from __future__ import annotations
@@ -53,6 +53,17 @@ class SlotPool:
         """What each idle slot's cache holds, for slots holding anything (inspection, tests)."""
         return {s.seq_id: s.tokens.tolist() for s in self._idle.values() if s.tokens.size}
 
+    def lowest_free(self) -> int:
+        return min(self._idle)
+
+    def holds(self, seq_id: int) -> bool:
+        """Whether idle slot seq_id still has a cache."""
+        return self._idle[seq_id].tokens.size > 0
+
+    def match(self, seq_id: int, prompt: np.ndarray) -> int:
+        """How many leading tokens of prompt idle slot seq_id's cache holds."""
+        return shared_prefix(self._idle[seq_id].tokens, prompt)
+
     def best_match(self, prompt: np.ndarray) -> tuple[int, int]:
         """The idle slot whose cache shares the longest prefix with prompt, and that length;
         (-1, 0) when none shares any. Among equals the least recently used is taken, since what
@@ -68,9 +79,22 @@ class SlotPool:
         """Mark seq_id in use; returns what its cache holds (the caller trims what it doesn't need)."""
         return self._idle.pop(seq_id).tokens
 
-    def victim(self) -> int:
+    def victim(self, exclude: tuple[int, ...] = ()) -> int | None:
         """The idle slot whose cache is worth least: an empty one, else the least recently used."""
-        return min(self._idle.values(), key=lambda s: (s.tokens.size > 0, s.last_used)).seq_id
+        candidates = [s for s in self._idle.values() if s.seq_id not in exclude]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda s: (s.tokens.size > 0, s.last_used)).seq_id
+
+    def worth_less(self, a: int, b: int) -> bool:
+        """Whether idle slot a's cache is worth less than idle slot b's (empty, or older)."""
+        sa, sb = self._idle[a], self._idle[b]
+        return (sa.tokens.size > 0, sa.last_used) < (sb.tokens.size > 0, sb.last_used)
+
+    def copied(self, src: int, dst: int) -> None:
+        """The backend copied idle slot src's cache into idle slot dst."""
+        s = self._idle[src]
+        self._idle[dst] = IdleSlot(dst, s.tokens, s.last_used)
 
     def give_back(self, seq_id: int, tokens: np.ndarray = _EMPTY) -> None:
         """seq_id is free again; its cache holds `tokens` (empty: the caller released it)."""
