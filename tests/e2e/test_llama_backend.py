@@ -64,3 +64,33 @@ def test_prefill_chunking_does_not_change_the_numbers(backend: LlamaBackend) -> 
     whole = logits([n])
     for chunks in ([n - 2, 2], [64, 64, n - 128], [7, n - 7]):
         assert np.array_equal(logits(chunks), whole), chunks
+
+
+def test_a_prompt_prefilled_next_to_decoding_streams_gets_the_same_numbers(backend: LlamaBackend) -> None:
+    """A prefill chunk in the same forward() as one-token decode items of neighbouring seq_ids
+    is computed exactly as alone (llama.cpp would otherwise give the chunk's first token to the
+    decode pass), and so are the tokens decoded after it."""
+    tokens = prompt(backend, "Write one sentence about each of the numbers from one to twenty. " * 4)
+
+    def generate(split: int, neighbours: bool) -> list[np.ndarray]:
+        fresh(backend)
+        others = [prompt(backend, f"Count to {i}.") for i in (0, 2)] if neighbours else []
+        positions = {}
+        for seq_id, p in zip((0, 2), others):
+            backend.forward([BatchItem(seq_id, p, 0)])
+            positions[seq_id] = len(p)
+        backend.forward([BatchItem(1, tokens[:split], 0, want_logits=False)])  # a first chunk alone
+        out, last, pos = [], None, len(tokens)
+        for step in range(6):
+            decoding = [BatchItem(s, (7,), positions[s]) for s in positions]
+            mine = BatchItem(1, tokens[split:], split) if step == 0 else BatchItem(1, (last,), pos)
+            pos += step > 0
+            rows = backend.forward([*decoding, mine])
+            out.append(rows[-1])
+            last = int(rows[-1].argmax())
+            positions = {s: p + 1 for s, p in positions.items()}
+        return out
+
+    for split in range(20, 60, 4):
+        alone, together = generate(split, False), generate(split, True)
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together)), split

@@ -62,9 +62,7 @@ def run_until_idle(loop: EngineLoop, max_steps: int = 10_000) -> int:
         if not (loop.running or loop.waiting or loop._inbox):
             return step
         loop._drain()
-        loop._admit()
-        if loop.running:
-            loop._step()
+        loop._tick()
     raise AssertionError("the engine did not go idle")
 
 
@@ -158,3 +156,19 @@ def test_service_tier_priority_orders_admission_fifo_within_a_tier():
         submit_tier(rid, priority)
     run_until_idle(loop)
     assert order == ["busy", "priority-1", "priority-2", "default-1", "default-2", "flex-1"]
+
+
+def test_a_gap_in_the_running_seq_ids_is_closed_by_moving_the_highest_sequence_down():
+    backend = RecordingBackend(max_sequences=4)
+    loop = EngineLoop(backend, max_running=4)
+    messages = ["a long reply that keeps going for a while", "ab", "a long reply that keeps going, too",
+                "another long reply that keeps going on"]
+    outs = [submit(loop, f"r{i}", m) for i, m in enumerate(messages)]
+    run_until_idle(loop)
+    assert [text_of(o) for o in outs] == messages  # a moved sequence continues where it was
+    decode_steps = [sorted(i.seq_id for i in b) for b in backend.batches if all(len(i.tokens) == 1 for i in b)]
+    assert [0, 1, 2, 3] in decode_steps
+    # once "ab" (slot 1) ended, slot 3's sequence moved to 1: from then on no decode step has a gap
+    ended = next(n for n, ids in enumerate(decode_steps) if len(ids) == 3)
+    assert all(ids == list(range(len(ids))) for ids in decode_steps[ended + 1:])
+    assert_only_idle_caches(loop)

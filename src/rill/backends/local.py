@@ -182,11 +182,41 @@ class LlamaBackend:
         return bool(self._eog[token])
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
-        # llama.cpp splits a batch over split caches into one pass per run of consecutive
-        # seq_ids, in batch order: sorted, consecutive sequences share one pass (2x faster at 16).
-        order = sorted(range(len(batch)), key=lambda i: batch[i].seq_id)
+        """One llama_decode for all one-token items, then one per prefill chunk.
+
+        llama.cpp splits a batch over split caches into passes ("ubatches") of consecutive
+        seq_ids taking the same number of tokens from each. Mixed in one call, a prefill chunk
+        would give its first token to the decode pass, where attention for a lone token runs
+        on other kernels, and its cache cell would differ in the last bits from what the same
+        prompt alone writes: output would depend on the batch. Apart, every prefill token is
+        computed the same way whatever else runs. Decode items are sorted by seq_id, so
+        consecutive sequences share one pass (2x faster at 16 than in arrival order).
+        """
+        singles = sorted((i for i, item in enumerate(batch) if len(item.tokens) == 1),
+                         key=lambda i: batch[i].seq_id)
+        groups = [singles] if singles else []
+        groups += [[i] for i, item in enumerate(batch) if len(item.tokens) > 1]
+        rows: dict[int, np.ndarray] = {}
+        done: list[BatchItem] = []
+        try:
+            for group in groups:
+                items = [batch[i] for i in group]
+                logits = self._decode(items)
+                done.extend(items)
+                for i, row in zip((i for i in group if batch[i].want_logits), logits):
+                    rows[i] = row
+        except KVCacheFull:
+            for item in done:  # undo the calls that went through: the step is retried whole
+                self.truncate(item.seq_id, item.start)
+            raise
+        if not rows:
+            return np.empty((0, self.n_vocab), np.float32)
+        return np.stack([rows[i] for i in sorted(rows)])
+
+    def _decode(self, items: list[BatchItem]) -> np.ndarray:
+        """One llama_decode over items; their logits rows (copied), in items order."""
         n = 0
-        for item in (batch[i] for i in order):
+        for item in items:
             k = len(item.tokens)
             if n + k > self._tok.size:
                 raise BackendError(f"batch of {n + k} tokens exceeds the {self._tok.size}-token buffer")
@@ -206,11 +236,7 @@ class LlamaBackend:
         if n_out == 0:
             return np.empty((0, self.n_vocab), np.float32)
         ptr = ll.llama_get_logits(self._ctx)
-        logits = np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab))
-        wanted = [i for i in order if batch[i].want_logits]  # batch index of each logits row
-        if wanted == sorted(wanted):
-            return logits.copy()
-        return logits[np.argsort(wanted)]  # fancy indexing copies; rows back in batch order
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
 
     def copy(self, src: int, dst: int) -> None:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)
