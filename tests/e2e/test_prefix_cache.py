@@ -27,10 +27,10 @@ def chat(question: str) -> list[dict]:
 
 
 def test_greedy_answers_are_the_same_cold_partly_cached_and_cached(rill_factory: RillFactory) -> None:
-    root = rill_factory("--parallel", "2", cached=False).url
+    root = rill_factory("--parallel", "1", cached=False).url  # one slot: one cached prompt
     cold, cold_usage = ask(root, chat("What is the capital of France?"))
     assert cold_usage["prompt_tokens_details"]["cached_tokens"] == 0
-    # another question takes the same slot (longest shared prefix: the system prompt) ...
+    # another question takes the only slot and reuses the system prompt ...
     _, other_usage = ask(root, chat("Why is the sky blue?"))
     shared = other_usage["prompt_tokens_details"]["cached_tokens"]
     assert 100 < shared < other_usage["prompt_tokens"]
@@ -54,3 +54,13 @@ def test_the_next_turn_of_a_chat_reuses_the_previous_prompt(rill_factory: RillFa
     assert usage2["prompt_tokens_details"]["cached_tokens"] == usage1["prompt_tokens"]
     fresh = rill_factory("--parallel", "1", cached=False).url
     assert ask(fresh, turn2)[0] == answer2  # the same answer from a server with nothing cached
+
+
+def test_with_free_slots_each_recent_prompt_stays_cached(rill_factory: RillFactory) -> None:
+    root = rill_factory("--parallel", "4", cached=False).url
+    questions = ["What is the capital of France?", "Why is the sky blue?", "Who wrote Hamlet?"]
+    first = [ask(root, chat(q)) for q in questions]
+    for q, (answer, _) in zip(questions, first):
+        again, usage = ask(root, chat(q))
+        assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 2
+        assert again == answer

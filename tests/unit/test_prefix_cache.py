@@ -196,3 +196,19 @@ def test_a_preempted_sequence_reports_the_reuse_of_its_first_admission(message):
     run_until_idle(loop)
     assert text_of(again) == message
     assert finished(again).num_cached_prompt_tokens == reused
+
+
+def test_one_client_at_a_time_keeps_a_cache_per_prompt_in_the_idle_slots():
+    backend = RecordingBackend(max_sequences=4)
+    loop = EngineLoop(backend, max_running=4)
+    questions = ["first question", "second question", "third question"]
+    for q in questions:  # each runs alone, in slot 0, whose cache moves aside for the next
+        submit(loop, q, user(q))
+        run_until_idle(loop)
+    assert len(loop.slots.cached()) == 3
+    again = [submit(loop, f"{q} again", user(q)) for q in questions]
+    run_until_idle(loop)
+    for q, events in zip(questions, again):
+        assert text_of(events) == q
+        assert finished(events).num_cached_prompt_tokens == finished(events).num_prompt_tokens - 2
+    assert_only_idle_caches(loop)

@@ -170,8 +170,10 @@ class EngineLoop:
                 n = min(shared_prefix(other.cache_tokens(other.num_reusable), tokens), limit)
                 if n > source_reuse:
                     source, source_reuse = other.seq_id, n
-        if source != target and source_reuse >= reuse + MIN_COPY_GAIN:
+        copy = source != target and source_reuse >= reuse + MIN_COPY_GAIN
+        if copy or self.slots.holds(target) > reuse:  # what the target holds beyond the reuse
             self._keep_elsewhere(target, avoid=source)
+        if copy:
             self.backend.copy(source, target)
             reuse = source_reuse
         self.slots.take(target)

@@ -56,9 +56,9 @@ class SlotPool:
     def lowest_free(self) -> int:
         return min(self._idle)
 
-    def holds(self, seq_id: int) -> bool:
-        """Whether idle slot seq_id still has a cache."""
-        return self._idle[seq_id].tokens.size > 0
+    def holds(self, seq_id: int) -> int:
+        """How many tokens idle slot seq_id's cache holds."""
+        return self._idle[seq_id].tokens.size
 
     def match(self, seq_id: int, prompt: np.ndarray) -> int:
         """How many leading tokens of prompt idle slot seq_id's cache holds."""
