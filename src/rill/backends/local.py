@@ -98,7 +98,9 @@ class LlamaBackend:
         cparams.n_seq_max = config.parallel
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        # Flash attention halved decode speed at ~550 tokens of context on these CPUs.
+        # Flash attention's results depend on the batch shape (greedy logits differed alone and
+        # batched in every step measured), so output would depend on the load; it also halved
+        # decode speed at ~550 tokens of context on an earlier Intel machine.
         cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         # Each sequence gets its own n_ctx cells. With one shared pool, a sequence's attention
         # spans the other sequences' (masked) cells too, so its numbers, and greedy text, change
