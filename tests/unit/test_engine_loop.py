@@ -10,7 +10,7 @@ import numpy as np
 from rill.backends.base import BatchItem
 from rill.backends.fake import FakeBackend
 from rill.engine.detokenize import Detokenizer
-from rill.engine.loop import EngineLoop
+from rill.engine.loop import MAX_WAIT_S, EngineLoop
 from rill.engine.sequence import Sequence
 from rill.engine.types import Event, Failed, Finished, FinishReason, Request, SamplingParams, Status, TextDelta
 from rill.sampling.template import CHATML, ChatTemplate
@@ -172,3 +172,31 @@ def test_a_gap_in_the_running_seq_ids_is_closed_by_moving_the_highest_sequence_d
     ended = next(n for n, ids in enumerate(decode_steps) if len(ids) == 3)
     assert all(ids == list(range(len(ids))) for ids in decode_steps[ended + 1:])
     assert_only_idle_caches(loop)
+
+
+def test_a_flex_request_is_not_starved_by_a_steady_flow_of_priority_requests():
+    backend = RecordingBackend(max_sequences=1)
+    now = [0.0]
+    loop = EngineLoop(backend, max_running=1, clock=lambda: now[0])
+    finished_at: dict[str, float] = {}
+
+    def submit_tier(rid: str, priority: int) -> None:
+        prompt = ChatTemplate(CHATML).render([{"role": "user", "content": "ten chars!"}])
+        tokens = tuple(backend.tokenize(prompt, add_bos=False))
+        loop.add(Sequence(request=Request(rid, tokens, 100, GREEDY, priority=priority),
+                          publish=lambda events, rid=rid: finished_at.setdefault(rid, now[0])
+                          if isinstance(events[-1], Finished) else None,
+                          rng=np.random.default_rng(0), detok=Detokenizer()))
+
+    submit_tier("flex", 2)
+    for i in range(200):  # a new priority request is always waiting; each step takes a second
+        if sum(s.request.priority == 0 for s in [*loop.waiting, *loop._inbox]) < 2:
+            submit_tier(f"priority-{i}", 0)
+        loop._drain()
+        loop._tick()
+        now[0] += 1.0
+        if "flex" in finished_at:
+            break
+    assert "flex" in finished_at, "the flex request never ran"
+    assert MAX_WAIT_S < finished_at["flex"] < MAX_WAIT_S + 30  # admitted once it had waited MAX_WAIT_S
+    assert sum(rid.startswith("priority") for rid in finished_at) >= 2  # priority went first until then

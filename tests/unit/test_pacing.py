@@ -54,6 +54,14 @@ def test_a_lower_stall_ratio_gives_smaller_chunks_but_never_below_the_minimum():
     assert tiny.allowance(8) == MIN_PACED_CHUNK
 
 
+def test_steps_too_fast_for_the_clock_do_not_break_the_pacer():
+    pacer = PrefillPacer(512)
+    pacer.observe(0.0, 4, 0)
+    assert pacer.allowance(4) == 508
+    pacer.observe(0.0, 4, 40)
+    assert pacer.allowance(4) == 508
+
+
 def test_estimates_follow_a_changing_machine():
     pacer = trained(decode_s=0.2, per_token_s=0.004)
     before = pacer.allowance(8)

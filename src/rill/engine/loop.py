@@ -28,6 +28,9 @@ MIN_COPY_GAIN = 8
 # Prefill chunks hold at least this many tokens of a sequence, so that every prefilled position is
 # computed by the same (multi-token) kernels whatever the chunking: see Sequence.num_reusable.
 MIN_PREFILL_CHUNK = 2
+# A request that has waited this long is admitted next whatever its tier, so a steady flow of
+# `priority` requests cannot starve a `flex` one for ever.
+MAX_WAIT_S = 30.0
 
 
 class EngineLoop:
@@ -123,6 +126,7 @@ class EngineLoop:
 
     def _enqueue(self, seq: Sequence) -> None:
         """Into the waiting line behind every request of the same or a higher priority."""
+        seq.queued_at = self._clock()
         at = len(self.waiting)
         while at > 0 and self.waiting[at - 1].request.priority > seq.request.priority:
             at -= 1
@@ -132,12 +136,12 @@ class EngineLoop:
         """Admission in waiting-line order into free sequence slots, while the KV cache has room
         for the whole prefill (so a long prompt is not admitted only to be preempted at once)."""
         while self.waiting:
-            seq = self.waiting[0]
+            seq = self._next_waiting()
             if self.slots.num_free < 1 + len(seq.forks):  # n choices need n slots
                 break
             if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
                 break
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             self._place(seq)
             for fork in seq.forks:  # reserved now, used when the prompt is in the cache
                 fork.seq_id = self.slots.lowest_free()
@@ -149,6 +153,13 @@ class EngineLoop:
                 if not self._evict_idle():
                     break
             self._update_counts()
+
+    def _next_waiting(self) -> Sequence:
+        """The head of the waiting line, unless a request further back has waited MAX_WAIT_S."""
+        oldest = min(self.waiting, key=lambda seq: seq.queued_at)
+        if oldest is not self.waiting[0] and self._clock() - oldest.queued_at > MAX_WAIT_S:
+            return oldest
+        return self.waiting[0]
 
     def _place(self, seq: Sequence) -> None:
         """Give seq the lowest free slot, so that running sequences sit on consecutive seq_ids

@@ -36,6 +36,8 @@ class PrefillPacer:
         # Untimed yet, a prompt token is taken to cost what a decoding stream's token does: an
         # overestimate (prefill is the cheaper per token), so the first chunk errs small.
         per_token = self.prefill_token_s or self.decode_step_s / num_decoding
+        if per_token <= 0:  # a clock too coarse to see a step: nothing to pace by
+            return room
         step = max(self.max_stall * self.decode_step_s, STEP_FLOOR_S)
         paced = int((step - self.decode_step_s) / per_token)
         return max(0, min(room, max(MIN_PACED_CHUNK, paced)))

@@ -30,6 +30,7 @@ class Sequence:
     num_preemptions: int = 0
     outbox: list[Event] = field(default_factory=list)
     submitted_at: float = field(default_factory=time.monotonic)
+    queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
 
     @property
     def num_prompt_tokens(self) -> int:
