@@ -143,12 +143,6 @@ TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type"
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 UNSUPPORTED = [
-    ("frequency_penalty", {"frequency_penalty": 0.5}, "frequency_penalty"),
-    ("frequency_penalty-negative", {"frequency_penalty": -2}, "frequency_penalty"),
-    ("presence_penalty", {"presence_penalty": -0.5}, "presence_penalty"),
-    ("presence_penalty-max", {"presence_penalty": 2}, "presence_penalty"),
-    ("logit_bias", {"logit_bias": {"65": 10}}, "logit_bias"),
-    ("logit_bias-ban", {"logit_bias": {"65": -100}}, "logit_bias"),
     ("logprobs", {"logprobs": True}, "logprobs"),
     ("logprobs-with-top_logprobs", {"logprobs": True, "top_logprobs": 5}, "logprobs"),
     ("response_format-json_object", {"response_format": {"type": "json_object"}}, "response_format"),
@@ -168,7 +162,6 @@ UNSUPPORTED = [
     ("store", {"store": True}, "store"),
     ("metadata", {"metadata": {"team": "search"}}, "metadata"),
     ("metadata-at-its-limits", {"metadata": {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}}, "metadata"),
-    ("logit_bias-max", {"logit_bias": {"65": 100}}, "logit_bias"),
     ("logprobs-with-top_logprobs-20", {"logprobs": True, "top_logprobs": 20}, "logprobs"),
     ("tags", {"tags": {"team": "search"}}, "tags"),
     ("parent_span_id", {"parent_span_id": "span_123"}, "parent_span_id"),

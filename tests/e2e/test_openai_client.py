@@ -403,7 +403,6 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
     ({"tools": [TOOL]}, "tools"),
     ({"logprobs": True}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty"),
 ])
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
 def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict[str, Any], param: str,

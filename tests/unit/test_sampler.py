@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rill.sampling.sampler import new_rng, nucleus, sample, softmax
+from rill.sampling.sampler import adjust_logits, new_rng, nucleus, sample, softmax
 
 
 class NoRandomness:
@@ -162,3 +162,38 @@ def test_high_temperature_flattens_and_low_temperature_sharpens():
     logits = np.array([2.0, 0.0, 0.0, 0.0])
     top_share = [np.mean(draws(logits, t, 1.0, 5, 4_000) == 0) for t in (0.25, 1.0, 2.0)]
     assert top_share[0] > top_share[1] > top_share[2]
+
+
+# ---- adjust_logits: OpenAI's penalties and bias, against hand-computed values ---------------
+
+def test_no_adjustment_returns_the_row_itself():
+    row = np.array([1.0, 2.0, 3.0], np.float32)
+    assert adjust_logits(row, [0, 1]) is row
+    assert adjust_logits(row, [], frequency_penalty=1.0, presence_penalty=1.0) is row  # nothing generated
+
+
+def test_frequency_and_presence_penalties_follow_openais_formula():
+    row = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    out = adjust_logits(row, [2, 2, 0, 2], frequency_penalty=0.5, presence_penalty=0.25)
+    # token 0 came once: 1 - 0.5 - 0.25; token 2 three times: 3 - 1.5 - 0.25; 1 and 3 never
+    assert out.tolist() == [0.25, 2.0, 1.25, 4.0]
+    assert row.tolist() == [1.0, 2.0, 3.0, 4.0]  # the engine's logits row is left alone
+
+
+def test_negative_penalties_reward_repetition():
+    out = adjust_logits(np.zeros(3, np.float32), [1, 1], frequency_penalty=-1.0, presence_penalty=-0.5)
+    assert out.tolist() == [0.0, 2.5, 0.0]
+
+
+def test_logit_bias_is_added_and_minus_100_bans_plus_100_forces():
+    row = np.array([5.0, 1.0, 0.0], np.float32)
+    assert adjust_logits(row, [], logit_bias=((1, 2.5),)).tolist() == [5.0, 3.5, 0.0]
+    assert sample(adjust_logits(row, [], logit_bias=((0, -100.0),)), 0.0, 1.0, np.random.default_rng(0)) == 1
+    rng = np.random.default_rng(0)
+    forced = adjust_logits(row, [], logit_bias=((2, 100.0),))
+    assert all(sample(forced, 1.0, 1.0, rng) == 2 for _ in range(200))
+
+
+def test_penalties_and_bias_combine():
+    out = adjust_logits(np.array([1.0, 1.0], np.float32), [0], frequency_penalty=1.0, logit_bias=((0, 3.0), (1, -1.0)))
+    assert out.tolist() == [3.0, 0.0]

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
-from rill.api import chat, health, metrics
+from rill.api import chat, health, metrics, tokens
 from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.schemas import ChatCompletionRequest
 from rill.config import ServerConfig
@@ -68,6 +68,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(tokens.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app

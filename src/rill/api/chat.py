@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+from typing import TypeVar
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rill.api.errors import invalid_body
 from rill.errors import InvalidRequest
@@ -17,6 +18,7 @@ from rill.api.schemas import ChatCompletionRequest, ErrorResponse
 from rill.api.stream import EngineResponse, collect, sse_events
 
 router = APIRouter()
+T = TypeVar("T", bound=BaseModel)
 
 CHAT_PATHS = (
     "/v1/chat/completions",
@@ -40,6 +42,11 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json
 
 
 async def read_request(request: Request) -> ChatCompletionRequest:
+    return await read_body(request, ChatCompletionRequest)
+
+
+async def read_body(request: Request, schema: type[T]) -> T:
+    """The JSON body validated against schema; any problem is a 400 naming the field."""
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -48,7 +55,7 @@ async def read_request(request: Request) -> ChatCompletionRequest:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     try:
-        return ChatCompletionRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc.errors(), data) from None
 

@@ -49,12 +49,6 @@ def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
 def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     """Fields that validate but whose behaviour is not built yet: 400 naming the field. Values that
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
-    if body.frequency_penalty:
-        raise _not_yet("frequency_penalty", "a non-zero frequency penalty", "sampling penalties")
-    if body.presence_penalty:
-        raise _not_yet("presence_penalty", "a non-zero presence penalty", "sampling penalties")
-    if body.logit_bias:
-        raise _not_yet("logit_bias", "logit bias", "sampling controls")
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
     if body.logprobs:
@@ -158,6 +152,29 @@ def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> 
     return min(caps) if caps else room
 
 
+MAX_LOGIT_BIAS = 1024  # entries; OpenAI documents no limit, and each costs a little per token
+
+
+def logit_bias(bias: dict[str, float] | None, n_vocab: int) -> tuple[tuple[int, float], ...]:
+    """`logit_bias`'s keys are token ids as JSON strings; each must name a token of this model."""
+    if not bias:
+        return ()
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise InvalidRequest(f"`logit_bias` may hold at most {MAX_LOGIT_BIAS} tokens, got {len(bias)}.",
+                             param="logit_bias")
+    out = []
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not (0 <= token < n_vocab and key == str(token)):
+            raise InvalidRequest(f"`logit_bias` key {key!r} is not a token id of this model "
+                                 f"(0..{n_vocab - 1}; POST /tokenize finds ids).", param=f"logit_bias.{key}")
+        out.append((token, float(value)))
+    return tuple(out)
+
+
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
     for name in body.model_extra or {}:
         _note_unknown_field(name)
@@ -179,6 +196,9 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         seed=body.seed,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        logit_bias=logit_bias(body.logit_bias, model.info.n_vocab),
     )
     options = body.stream_options
     tier = body.service_tier if body.service_tier not in (None, "auto") else "default"

@@ -238,3 +238,17 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class TokenizeRequest(_Strict):
+    """Exactly one of `content` (plain text: special-token text stays text) or `messages` (the
+    prompt a chat request with these messages would send the model, chat template included)."""
+
+    model: str | None = None
+    content: str | None = None
+    messages: Annotated[list[Message], Field(min_length=1)] | None = None
+
+
+class DetokenizeRequest(_Strict):
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]

@@ -11,12 +11,14 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
+
 from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
 from rill.engine.pacing import PrefillPacer
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool, shared_prefix
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
-from rill.sampling.sampler import sample
+from rill.sampling.sampler import adjust_logits, sample
 
 log = logging.getLogger("rill.engine")
 
@@ -299,11 +301,17 @@ class EngineLoop:
                 if not item.want_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
-                self._accept(choice, sample(logits[row], choice.request.sampling.temperature,
-                                            choice.request.sampling.top_p, choice.rng))
+                self._accept(choice, self._sample(choice, logits[row]))
                 self._flush(choice)
             row += 1
         self._update_counts()
+
+    @staticmethod
+    def _sample(seq: Sequence, row: np.ndarray) -> int:
+        params = seq.request.sampling
+        row = adjust_logits(row, seq.generated, frequency_penalty=params.frequency_penalty,
+                            presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
+        return sample(row, params.temperature, params.top_p, seq.rng)
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """At the end of a prompt's prefill, its other choices take a copy of its cache and

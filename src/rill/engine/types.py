@@ -24,6 +24,9 @@ class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request
+    frequency_penalty: float = 0.0  # minus this per time a token was generated (OpenAI's formula)
+    presence_penalty: float = 0.0  # minus this once a token was generated at all
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
 
 
 @dataclass(frozen=True, slots=True)

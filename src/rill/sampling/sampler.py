@@ -51,6 +51,24 @@ def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
 _MIN_TEMPERATURE = 1e-6
 
 
+def adjust_logits(logits: np.ndarray, generated: list[int], *, frequency_penalty: float = 0.0,
+                  presence_penalty: float = 0.0, logit_bias: tuple[tuple[int, float], ...] = ()) -> np.ndarray:
+    """OpenAI's adjustments, applied before temperature and top-p (and to greedy decoding):
+    logit[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty + logit_bias[j], where
+    c[j] counts the times token j was generated so far in this choice. The row is not modified."""
+    penalised = bool(generated) and bool(frequency_penalty or presence_penalty)
+    if not (penalised or logit_bias):
+        return logits
+    out = logits.astype(np.float32, copy=True)
+    if penalised:
+        ids, counts = np.unique(np.asarray(generated, dtype=np.int64), return_counts=True)
+        out[ids] -= counts * np.float32(frequency_penalty) + np.float32(presence_penalty)
+    if logit_bias:
+        bias = np.asarray(logit_bias, dtype=np.float64)
+        out[bias[:, 0].astype(np.int64)] += bias[:, 1].astype(np.float32)
+    return out
+
+
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     """One token id from a float logits vector. temperature 0 is greedy (argmax, no RNG used)."""
     if temperature < _MIN_TEMPERATURE:

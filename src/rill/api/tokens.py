@@ -1,0 +1,72 @@
+"""POST /tokenize and /detokenize (also under /v1/): the served model's token ids and pieces, so
+a client can find the ids `logit_bias` takes and count a prompt's tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+
+from rill.api.chat import read_body
+from rill.api.errors import JSONResponse
+from rill.api.plan import render_messages
+from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
+from rill.errors import InvalidRequest
+from rill.router import LocalModel
+from rill.sampling.template import TemplateError
+
+router = APIRouter()
+
+
+def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
+    backend = model.engine.backend
+    if (body.content is None) == (body.messages is None):
+        raise InvalidRequest("Send exactly one of `content` (text) or `messages` (a chat prompt).",
+                             param="content")
+    if body.content is not None:
+        ids = backend.tokenize(body.content, add_bos=False, parse_special=False)
+    else:
+        chat = ChatCompletionRequest.model_construct(messages=body.messages)
+        try:
+            ids = model.tokenize_prompt(model.template.render_parts(render_messages(chat)))
+        except TemplateError as exc:
+            raise InvalidRequest(str(exc), param="messages") from exc
+    tokens, pieces = [], []
+    for token in ids:
+        piece = backend.token_bytes(token)
+        pieces.append(piece)
+        tokens.append({"id": token, "piece": piece.decode("utf-8", "replace"), "bytes": list(piece)})
+    out: dict[str, Any] = {"model": model.id, "count": len(ids), "tokens": tokens}
+    if body.content is not None:
+        # A vocabulary may lack some byte values (SmolLM2 has no token for the bytes that start
+        # U+40000..U+BFFFF, nor for a few control characters): llama.cpp drops them silently.
+        out["exact"] = b"".join(pieces) == body.content.encode("utf-8", "surrogatepass")
+    return out
+
+
+def detokenize(body: DetokenizeRequest, model: LocalModel) -> dict[str, Any]:
+    backend = model.engine.backend
+    n_vocab = model.info.n_vocab
+    for i, token in enumerate(body.tokens):
+        if token >= n_vocab:
+            raise InvalidRequest(f"Token id {token} is not in this model's vocabulary (0..{n_vocab - 1}).",
+                                 param=f"tokens[{i}]")
+    text = b"".join(backend.token_bytes(t) for t in body.tokens).decode("utf-8", "replace")
+    return {"model": model.id, "content": text}
+
+
+@router.post("/tokenize", summary="Text or chat messages -> the model's token ids and pieces")
+@router.post("/v1/tokenize", include_in_schema=False)
+async def tokenize_route(request: Request) -> JSONResponse:
+    body = await read_body(request, TokenizeRequest)
+    model = request.app.state.router.resolve(body.model)
+    return JSONResponse(await anyio.to_thread.run_sync(tokenize, body, model))
+
+
+@router.post("/detokenize", summary="Token ids -> text (control tokens contribute no text)")
+@router.post("/v1/detokenize", include_in_schema=False)
+async def detokenize_route(request: Request) -> JSONResponse:
+    body = await read_body(request, DetokenizeRequest)
+    model = request.app.state.router.resolve(body.model)
+    return JSONResponse(await anyio.to_thread.run_sync(detokenize, body, model))
