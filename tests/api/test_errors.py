@@ -143,8 +143,6 @@ TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type"
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 UNSUPPORTED = [
-    ("logprobs", {"logprobs": True}, "logprobs"),
-    ("logprobs-with-top_logprobs", {"logprobs": True, "top_logprobs": 5}, "logprobs"),
     ("response_format-json_object", {"response_format": {"type": "json_object"}}, "response_format"),
     ("response_format-json_schema",
      {"response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}}}},
@@ -162,7 +160,6 @@ UNSUPPORTED = [
     ("store", {"store": True}, "store"),
     ("metadata", {"metadata": {"team": "search"}}, "metadata"),
     ("metadata-at-its-limits", {"metadata": {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}}, "metadata"),
-    ("logprobs-with-top_logprobs-20", {"logprobs": True, "top_logprobs": 20}, "logprobs"),
     ("tags", {"tags": {"team": "search"}}, "tags"),
     ("parent_span_id", {"parent_span_id": "span_123"}, "parent_span_id"),
     ("assistant-tool_calls",

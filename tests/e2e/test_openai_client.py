@@ -401,7 +401,6 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
 
 @pytest.mark.parametrize(("fields", "param"), [
     ({"tools": [TOOL]}, "tools"),
-    ({"logprobs": True}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
 ])
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])

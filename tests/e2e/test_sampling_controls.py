@@ -72,3 +72,40 @@ def test_tokenize_then_detokenize_round_trips_any_text(root: str, text: str) -> 
 def test_text_the_vocabulary_cannot_spell_is_flagged(root: str) -> None:
     r = httpx.post(root + "/tokenize", json={"content": "a\U00040000b"}, timeout=30).json()
     assert r["exact"] is False
+
+
+def check_logprobs(content: str, entries, k: int, *, greedy: bool) -> None:
+    assert "".join(e.token for e in entries) == content
+    for e in entries:
+        assert e.logprob <= 0.0
+        assert len(e.top_logprobs) == k
+        values = [t.logprob for t in e.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        if greedy:  # the sampled token is the argmax of its top_logprobs
+            assert e.top_logprobs[0].bytes == e.bytes and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
+
+
+def test_logprobs_non_streaming(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=MODEL, messages=WATER, max_tokens=32, temperature=0,
+                                       logprobs=True, top_logprobs=5)
+    choice = r.choices[0]
+    check_logprobs(choice.message.content, choice.logprobs.content, 5, greedy=True)
+    assert len(choice.logprobs.content) == r.usage.completion_tokens
+
+
+def test_logprobs_streaming_every_text_chunk_carries_its_tokens(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model=MODEL, messages=WATER, max_tokens=32, temperature=0,
+                                            logprobs=True, top_logprobs=3, stream=True)
+    text = ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            check_logprobs(chunk.choices[0].delta.content, chunk.choices[0].logprobs.content, 3, greedy=True)
+            text += chunk.choices[0].delta.content
+    plain = client.chat.completions.create(model=MODEL, messages=WATER, max_tokens=32, temperature=0)
+    assert text == plain.choices[0].message.content  # asking for logprobs changes nothing else
+
+
+def test_logprobs_of_sampled_tokens(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=MODEL, messages=WATER, max_tokens=32, temperature=1.0,
+                                       seed=7, logprobs=True, top_logprobs=2)
+    check_logprobs(r.choices[0].message.content, r.choices[0].logprobs.content, 2, greedy=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rill.sampling.sampler import adjust_logits, new_rng, nucleus, sample, softmax
+from rill.sampling.sampler import adjust_logits, token_logprobs, new_rng, nucleus, sample, softmax
 
 
 class NoRandomness:
@@ -197,3 +197,22 @@ def test_logit_bias_is_added_and_minus_100_bans_plus_100_forces():
 def test_penalties_and_bias_combine():
     out = adjust_logits(np.array([1.0, 1.0], np.float32), [0], frequency_penalty=1.0, logit_bias=((0, 3.0), (1, -1.0)))
     assert out.tolist() == [3.0, 0.0]
+
+
+# ---- token_logprobs -----------------------------------------------------------------------
+
+def test_token_logprobs_are_log_softmax_with_the_best_first():
+    row = np.array([1.0, 3.0, 2.0, 3.0], np.float32)
+    lse = np.log(np.exp(row.astype(np.float64)).sum())
+    logprob, top = token_logprobs(row, 2, 3)
+    assert logprob == pytest.approx(2.0 - lse)
+    assert [t for t, _ in top] == [1, 3, 2]  # tie between 1 and 3 broken by id
+    assert [lp for _, lp in top] == pytest.approx([3.0 - lse, 3.0 - lse, 2.0 - lse])
+
+
+def test_token_logprobs_edge_cases():
+    row = np.array([0.0, 50.0], np.float32)
+    logprob, top = token_logprobs(row, 1, 0)
+    assert top == () and logprob == 0.0  # never positive, even rounded
+    _, top = token_logprobs(row, 0, 20)  # more asked than the vocabulary has
+    assert [t for t, _ in top] == [1, 0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Any
+from typing import Any, Sequence
 
 from rill.api.plan import Plan
-from rill.engine.types import Finished
+from rill.engine.types import Finished, TokenLogprob
 
 _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
@@ -51,9 +51,9 @@ class ChunkBuilder:
         return self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}])
 
-    def content(self, text: str, index: int = 0) -> dict[str, Any]:
+    def content(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:
         chunk = self._chunk([{"index": index, "delta": {"content": text},
-                              "logprobs": None, "finish_reason": None}])
+                              "logprobs": logprobs_object(self._plan, logprobs), "finish_reason": None}])
         if self._plan.include_obfuscation:
             # random-length padding so chunk sizes do not reveal token lengths (OpenAI's field)
             chunk["obfuscation"] = "".join(self._rand.choices(_OBFUSCATION_ALPHABET, k=self._rand.randint(1, 24)))
@@ -67,14 +67,31 @@ class ChunkBuilder:
         return self._chunk([], usage=total_usage(finished))
 
 
+def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+    """`choices[].logprobs` for these tokens; None when the request did not ask for logprobs."""
+    if plan.request.top_logprobs is None:
+        return None
+    token_bytes = plan.model.engine.backend.token_bytes
+
+    def alternative(token: int, logprob: float) -> dict[str, Any]:
+        piece = token_bytes(token)
+        return {"token": piece.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(piece)}
+
+    return {"content": [{"token": e.text, "logprob": e.logprob, "bytes": list(token_bytes(e.token)),
+                         "top_logprobs": [alternative(t, lp) for t, lp in e.top]} for e in entries],
+            "refusal": None}
+
+
 def total_usage(finished: list[Finished]) -> dict[str, Any]:
     """The prompt is counted once; completion tokens are summed over the choices."""
     return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
                  max(e.num_cached_prompt_tokens for e in finished))
 
 
-def completion(plan: Plan, texts: list[str], finished: list[Finished]) -> dict[str, Any]:
-    """The non-streamed `chat.completion` object; texts[i] is choice i's content."""
+def completion(plan: Plan, texts: list[str], finished: list[Finished],
+               logprobs: list[list[TokenLogprob]] | None = None) -> dict[str, Any]:
+    """The non-streamed `chat.completion` object; texts[i] is choice i's content, logprobs[i]
+    its tokens' logprobs."""
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -85,7 +102,7 @@ def completion(plan: Plan, texts: list[str], finished: list[Finished]) -> dict[s
         "choices": [{
             "index": event.index,
             "message": {"role": "assistant", "content": texts[event.index], "refusal": None, "annotations": []},
-            "logprobs": None,
+            "logprobs": logprobs_object(plan, logprobs[event.index] if logprobs else ()),
             "finish_reason": event.reason.value,
         } for event in sorted(finished, key=lambda e: e.index)],
         "usage": total_usage(finished),

@@ -51,8 +51,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
-    if body.logprobs:
-        raise _not_yet("logprobs", "returning log probabilities", "sampling controls")
     if body.response_format is not None and body.response_format.type != "text":
         raise _not_yet("response_format", f"response_format `{body.response_format.type}`",
                        "constrained decoding")
@@ -207,7 +205,7 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         created=int(time.time()),
         model=model,
         request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
-                        n=body.n or 1),
+                        n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from rill.api.chunks import ChunkBuilder, completion
 from rill.api.plan import Plan
 from rill.engine.engine import RequestStream
-from rill.engine.types import Failed, Finished, TextDelta
+from rill.engine.types import Failed, Finished, TextDelta, TokenLogprob
 from rill.errors import EngineError, RillError, ShuttingDown, error_body
 
 log = logging.getLogger("rill.api")
@@ -51,7 +51,7 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
                 yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
                 continue
             if isinstance(event, TextDelta):
-                yield sse(chunks.content(event.text, event.index))
+                yield sse(chunks.content(event.text, event.index, event.logprobs))
             elif isinstance(event, Finished):
                 yield sse(chunks.finish(event))
                 finished.append(event)
@@ -73,15 +73,17 @@ async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any
     """Run the request to the end; (status, body) of the `chat.completion` or the error."""
     n = plan.request.n
     parts: list[list[str]] = [[] for _ in range(n)]
+    logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
     finished: list[Finished] = []
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
                 parts[event.index].append(event.text)
+                logprobs[event.index].extend(event.logprobs)
             elif isinstance(event, Finished):
                 finished.append(event)
                 if len(finished) == n:
-                    return 200, completion(plan, ["".join(p) for p in parts], finished)
+                    return 200, completion(plan, ["".join(p) for p in parts], finished, logprobs)
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
                 err = failure(event)

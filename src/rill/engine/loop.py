@@ -5,6 +5,7 @@ Only this thread touches the backend, so llama.cpp's compute threads are started
 
 from __future__ import annotations
 
+import codecs
 import collections
 import logging
 import threading
@@ -17,8 +18,8 @@ from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
 from rill.engine.pacing import PrefillPacer
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool, shared_prefix
-from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta
-from rill.sampling.sampler import adjust_logits, sample
+from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta, TokenLogprob
+from rill.sampling.sampler import adjust_logits, sample, token_logprobs
 
 log = logging.getLogger("rill.engine")
 
@@ -306,12 +307,19 @@ class EngineLoop:
             row += 1
         self._update_counts()
 
-    @staticmethod
-    def _sample(seq: Sequence, row: np.ndarray) -> int:
+    def _sample(self, seq: Sequence, row: np.ndarray) -> int:
         params = seq.request.sampling
-        row = adjust_logits(row, seq.generated, frequency_penalty=params.frequency_penalty,
-                            presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
-        return sample(row, params.temperature, params.top_p, seq.rng)
+        adjusted = adjust_logits(row, seq.generated, frequency_penalty=params.frequency_penalty,
+                                 presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
+        token = sample(adjusted, params.temperature, params.top_p, seq.rng)
+        k = seq.request.top_logprobs
+        if k is not None and not self.backend.is_end_of_generation(token):
+            if seq.utf8 is None:
+                seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            logprob, top = token_logprobs(row, token, k)
+            text = seq.utf8.decode(self.backend.token_bytes(token))
+            seq.logprobs.append(TokenLogprob(token, text, logprob, top))
+        return token
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """At the end of a prompt's prefill, its other choices take a copy of its cache and
@@ -381,8 +389,9 @@ class EngineLoop:
     @staticmethod
     def _emit_text(seq: Sequence, text: str) -> None:
         if text:
-            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index))
+            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index, tuple(seq.logprobs)))
             seq.num_unreported = 0
+            seq.logprobs.clear()
 
     @staticmethod
     def _finished(seq: Sequence, reason: FinishReason) -> Finished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -9,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from rill.engine.detokenize import Detokenizer
-from rill.engine.types import Event, Request, Status
+from rill.engine.types import Event, Request, Status, TokenLogprob
 
 
 @dataclass(slots=True)
@@ -29,6 +30,8 @@ class Sequence:
     num_unreported: int = 0  # tokens generated since the last TextDelta
     num_preemptions: int = 0
     outbox: list[Event] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens not reported yet
+    utf8: codecs.IncrementalDecoder | None = None  # token texts for logprobs
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
 

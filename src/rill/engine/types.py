@@ -38,6 +38,19 @@ class Request:
     stop: tuple[str, ...] = ()
     priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
     n: int = 1  # choices, decoded in parallel from one prefill of the prompt
+    top_logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k best
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token under the model's own distribution (log-softmax of the raw logits,
+    before penalties, bias, temperature and top-p). `text` is what the token adds to the content
+    ("" for a token ending inside a UTF-8 character; the character goes with its last byte)."""
+
+    token: int
+    text: str
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # the most likely tokens, best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,7 @@ class TextDelta:
     text: str
     num_tokens: int
     index: int = 0  # the choice
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens of this text, when the request asked
 
 
 @dataclass(frozen=True, slots=True)

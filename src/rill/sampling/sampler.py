@@ -69,6 +69,20 @@ def adjust_logits(logits: np.ndarray, generated: list[int], *, frequency_penalty
     return out
 
 
+def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """The sampled token's log-probability under softmax(logits), and the k most likely tokens
+    with theirs, best first (ties by token id): one log-sum-exp and one partition, O(V)."""
+    row = logits.astype(np.float64, copy=False)
+    top = row.max()
+    lse = top + np.log(np.exp(row - top).sum())
+    best: tuple[tuple[int, float], ...] = ()
+    if k > 0:
+        ids = np.argpartition(-row, k - 1)[:k] if k < row.size else np.arange(row.size)
+        ids = ids[np.lexsort((ids, -row[ids]))]
+        best = tuple((int(i), min(float(row[i] - lse), 0.0)) for i in ids)
+    return min(float(row[token] - lse), 0.0), best
+
+
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
     """One token id from a float logits vector. temperature 0 is greedy (argmax, no RNG used)."""
     if temperature < _MIN_TEMPERATURE:
