@@ -8,7 +8,8 @@ import pytest
 
 from rill.backends.fake import FakeBackend
 from rill.engine.detokenize import Detokenizer
-from rill.engine.loop import MIN_COPY_GAIN, EngineLoop
+from rill.engine.loop import EngineLoop
+from rill.engine.placement import MIN_COPY_GAIN
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool, shared_prefix
 from rill.engine.types import Event, Failed, Finished, Request

@@ -3,7 +3,7 @@ a client can find the ids `logit_bias` takes and count a prompt's tokens."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -17,6 +17,7 @@ from rill.router import LocalModel
 from rill.sampling.template import TemplateError
 
 router = APIRouter()
+T = TypeVar("T", TokenizeRequest, DetokenizeRequest)
 
 
 def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
@@ -56,17 +57,19 @@ def detokenize(body: DetokenizeRequest, model: LocalModel) -> dict[str, Any]:
     return {"model": model.id, "content": text}
 
 
+async def _answer(request: Request, schema: type[T], handle: Callable[[T, LocalModel], dict[str, Any]]) -> JSONResponse:
+    body = await read_body(request, schema)
+    model = request.app.state.router.resolve(body.model)
+    return JSONResponse(await anyio.to_thread.run_sync(handle, body, model))
+
+
 @router.post("/tokenize", summary="Text or chat messages -> the model's token ids and pieces")
 @router.post("/v1/tokenize", include_in_schema=False)
 async def tokenize_route(request: Request) -> JSONResponse:
-    body = await read_body(request, TokenizeRequest)
-    model = request.app.state.router.resolve(body.model)
-    return JSONResponse(await anyio.to_thread.run_sync(tokenize, body, model))
+    return await _answer(request, TokenizeRequest, tokenize)
 
 
 @router.post("/detokenize", summary="Token ids -> text (control tokens contribute no text)")
 @router.post("/v1/detokenize", include_in_schema=False)
 async def detokenize_route(request: Request) -> JSONResponse:
-    body = await read_body(request, DetokenizeRequest)
-    model = request.app.state.router.resolve(body.model)
-    return JSONResponse(await anyio.to_thread.run_sync(detokenize, body, model))
+    return await _answer(request, DetokenizeRequest, detokenize)

@@ -91,8 +91,8 @@ class Engine:
             "preemptions_total": loop.num_preemptions,
             "steps_total": loop.num_steps,
             "prefix_cache_tokens": loop.num_cached_tokens,
-            "prefix_cache_hits_total": loop.num_prefix_hits,
-            "prefix_cache_reused_tokens_total": loop.num_prefix_tokens_reused,
+            "prefix_cache_hits_total": loop.placement.num_prefix_hits,
+            "prefix_cache_reused_tokens_total": loop.placement.num_prefix_tokens_reused,
             "busy_seconds_total": round(loop.busy_seconds, 6),
             "forward_seconds_total": round(loop.forward_seconds, 6),
         }

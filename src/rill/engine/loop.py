@@ -16,21 +16,15 @@ import numpy as np
 
 from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
 from rill.engine.pacing import PrefillPacer
+from rill.engine.placement import MIN_PREFILL_CHUNK, Placement
 from rill.engine.sequence import Sequence
-from rill.engine.slots import SlotPool, shared_prefix
+from rill.engine.slots import SlotPool
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta, TokenLogprob
 from rill.sampling.sampler import adjust_logits, sample, token_logprobs
 
 log = logging.getLogger("rill.engine")
 
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
-# Another slot's cache is copied for a new prompt only when that saves at least this many tokens
-# of prefill (llama.cpp copies a whole sequence's cache buffer: ~7 ms for 4,096 cells of SmolLM2,
-# the time of about three prefill tokens).
-MIN_COPY_GAIN = 8
-# Prefill chunks hold at least this many tokens of a sequence, so that every prefilled position is
-# computed by the same (multi-token) kernels whatever the chunking: see Sequence.num_reusable.
-MIN_PREFILL_CHUNK = 2
 # A request that has waited this long is admitted next whatever its tier, so a steady flow of
 # `priority` requests cannot starve a `flex` one for ever.
 MAX_WAIT_S = 30.0
@@ -51,7 +45,8 @@ class EngineLoop:
         self._stopping = False
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
-        self.slots = SlotPool(self.max_running)
+        self.placement = Placement(backend, SlotPool(self.max_running))
+        self.slots = self.placement.slots
         # What other threads may read for /health, metrics and tests (ints: atomic to read).
         self.num_waiting = 0
         self.num_running = 0
@@ -59,8 +54,6 @@ class EngineLoop:
         self.num_preemptions = 0
         self.num_steps = 0
         self.num_cached_tokens = 0  # cells idle slots keep for prefix reuse
-        self.num_prefix_hits = 0  # admissions that reused a cached prefix
-        self.num_prefix_tokens_reused = 0
         self.busy_seconds = 0.0  # engine thread time in steps: scheduling, forward, sampling, ...
         self.forward_seconds = 0.0  # ... of which inside backend.forward (the rest is Python)
 
@@ -102,7 +95,7 @@ class EngineLoop:
     def _tick(self) -> None:
         """One round of work after draining the inbox: admit, compact, step."""
         self._admit()
-        self._compact()
+        self.placement.compact(self.running)
         if self.running:
             try:
                 self._step()
@@ -145,15 +138,11 @@ class EngineLoop:
             if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
                 break
             self.waiting.remove(seq)
-            self._place(seq)
-            for fork in seq.forks:  # reserved now, used when the prompt is in the cache
-                fork.seq_id = self.slots.lowest_free()
-                self._keep_elsewhere(fork.seq_id)
-                self._take_empty(fork.seq_id)
+            self.placement.place(seq, self.running)
             seq.status = Status.PREFILLING
             self.running.append(seq)
             while self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
-                if not self._evict_idle():
+                if not self.placement.evict_idle():
                     break
             self._update_counts()
 
@@ -163,82 +152,6 @@ class EngineLoop:
         if oldest is not self.waiting[0] and self._clock() - oldest.queued_at > MAX_WAIT_S:
             return oldest
         return self.waiting[0]
-
-    def _place(self, seq: Sequence) -> None:
-        """Give seq the lowest free slot, so that running sequences sit on consecutive seq_ids
-        (llama.cpp decodes split caches in one pass only for consecutive ones), and reuse the
-        longest cached prefix of what it must prefill: the slot's own cache, or a copy of another
-        idle slot's or a running sequence's when that saves MIN_COPY_GAIN more tokens. The last
-        two tokens are always computed: the last one's logits are needed, and a one-token
-        prefill chunk would be computed like a decode step (see Sequence.num_reusable)."""
-        tokens = seq.cache_tokens(seq.num_to_prefill)
-        limit = max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
-        target = self.slots.lowest_free()
-        reuse = min(self.slots.match(target, tokens), limit)
-        source, source_reuse = target, reuse
-        idle_id, n = self.slots.best_match(tokens)
-        if min(n, limit) > source_reuse:
-            source, source_reuse = idle_id, min(n, limit)
-        for other in self.running:
-            if other.num_reusable > source_reuse:
-                n = min(shared_prefix(other.cache_tokens(other.num_reusable), tokens), limit)
-                if n > source_reuse:
-                    source, source_reuse = other.seq_id, n
-        copy = source != target and source_reuse >= reuse + MIN_COPY_GAIN
-        if copy or self.slots.holds(target) > reuse:  # what the target holds beyond the reuse
-            self._keep_elsewhere(target, avoid=source)
-        if copy:
-            self.backend.copy(source, target)
-            reuse = source_reuse
-        self.slots.take(target)
-        if not (reuse and self.backend.truncate(target, reuse)):
-            reuse = 0
-            self.backend.release(target)
-        seq.seq_id, seq.num_cached = target, reuse
-        if seq.num_preemptions == 0:
-            seq.num_reused = reuse
-        if reuse:
-            self.num_prefix_hits += 1
-            self.num_prefix_tokens_reused += reuse
-            log.debug("%s reuses %d cached tokens of %d", seq.request.id, reuse, tokens.size)
-
-    def _compact(self) -> None:
-        """Close a gap in the running seq_ids, one sequence per step: the highest decoding one
-        moves into the lowest free slot below it. llama.cpp decodes each run of consecutive
-        seq_ids in a pass of its own (16 streams with one gap: 20% slower); a move copies one
-        cache buffer, bit for bit, which costs about one decode step."""
-        if not self.running or not self.slots.num_free:
-            return
-        low = self.slots.lowest_free()
-        top = max(self.running, key=lambda seq: seq.seq_id)
-        if top.seq_id < low or top.status is not Status.DECODING:
-            return
-        self._keep_elsewhere(low)
-        self.slots.take(low)
-        self.backend.copy(top.seq_id, low)
-        self.backend.release(top.seq_id)
-        self.slots.give_back(top.seq_id)
-        top.seq_id = low
-
-    def _keep_elsewhere(self, seq_id: int, avoid: int = -1) -> None:
-        """Idle slot seq_id is about to be overwritten: move its cache to the free slot whose
-        cache is worth least, if that one's is worth less (so eviction stays least recently used)."""
-        spare = self.slots.victim(exclude=(seq_id, avoid))
-        if spare is not None and self.slots.holds(seq_id) and self.slots.worth_less(spare, seq_id):
-            self.backend.copy(seq_id, spare)
-            self.slots.copied(seq_id, spare)
-
-    def _take_empty(self, seq_id: int) -> None:
-        self.slots.take(seq_id)
-        self.backend.release(seq_id)
-
-    def _evict_idle(self) -> bool:
-        """Drop the least recently used idle cache; False when there is none."""
-        seq_id = self.slots.evict_lru()
-        if seq_id is None:
-            return False
-        self.backend.release(seq_id)
-        return True
 
     def _kv_committed(self) -> int:
         """Cache cells the running sequences hold or will hold once their prefill is done, plus
@@ -276,7 +189,7 @@ class EngineLoop:
         try:
             logits = self.backend.forward([item for _, item in plan])
         except KVCacheFull:
-            if self._evict_idle():  # memory pressure: idle caches go first, then sequences
+            if self.placement.evict_idle():  # memory pressure: idle caches go first, then sequences
                 return
             if len(self.running) > 1:
                 self._preempt(self.running[-1])
@@ -336,18 +249,9 @@ class EngineLoop:
         return [seq, *forks]
 
     def _vacate(self, seq: Sequence, *, keep_cache: bool) -> None:
-        """Take a running sequence out of the batch: its slot, and the slots held for its choices
-        not forked yet, are free again. With keep_cache its cache stays for prefix reuse."""
+        """Take a running sequence out of the batch (see Placement.free)."""
         self.running.remove(seq)
-        keep = seq.num_reusable if keep_cache else 0
-        if keep and self.backend.truncate(seq.seq_id, keep):
-            self.slots.give_back(seq.seq_id, seq.cache_tokens(keep))
-        else:
-            self.backend.release(seq.seq_id)
-            self.slots.give_back(seq.seq_id)
-        for fork in seq.forks:
-            self.slots.give_back(fork.seq_id)
-            fork.seq_id = -1
+        self.placement.free(seq, keep_cache=keep_cache)
 
     def _preempt(self, seq: Sequence) -> None:
         """The KV cache is full: free the newest sequence and queue it first. It keeps what it
