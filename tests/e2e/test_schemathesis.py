@@ -82,3 +82,27 @@ def test_chat_completions_never_5xx(fuzz_target, mode: GenerationMode, examples:
         assert seen.get(200, 0) > 0, seen  # some valid requests reached the model
     if mode is GenerationMode.NEGATIVE:
         assert any(400 <= s < 500 for s in seen), seen
+
+
+@pytest.mark.parametrize("path", ["/tokenize", "/detokenize"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
+def test_token_endpoints_never_5xx(fuzz_target, path: str, mode: GenerationMode) -> None:
+    base_url, _, session = fuzz_target
+    schema = schemathesis.openapi.from_url(base_url + "/openapi.json", timeout=30)
+    operation = schema[path]["POST"]
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True, print_blob=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: Any) -> None:
+        response = case.call(base_url=base_url, session=session, timeout=CALL_TIMEOUT_S)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, response.text
+        if 400 <= response.status_code < 500:
+            assert_openai_error_shape(response)
+
+    run()
+    assert sum(seen.values()) > 0
+    if mode is GenerationMode.POSITIVE:
+        assert seen.get(200, 0) > 0, seen

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from rill import __version__
 from rill.api import chat, health, metrics, tokens
 from rill.api.errors import BodyLimit, install_error_handlers
-from rill.api.schemas import ChatCompletionRequest
+from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
 from rill.config import ServerConfig
 from rill.router import Router
 
@@ -75,13 +75,14 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the chat request schema (its body is parsed by hand, see chat.py)."""
+    """FastAPI's document plus the request schemas of the bodies parsed by hand (see chat.py)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
-        request = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(request.pop("$defs", {}))
-        components["ChatCompletionRequest"] = request
+        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest):
+            request = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(request.pop("$defs", {}))
+            components[model.__name__] = request
         app.openapi_schema = schema
     return app.openapi_schema

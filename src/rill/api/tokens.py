@@ -63,13 +63,20 @@ async def _answer(request: Request, schema: type[T], handle: Callable[[T, LocalM
     return JSONResponse(await anyio.to_thread.run_sync(handle, body, model))
 
 
-@router.post("/tokenize", summary="Text or chat messages -> the model's token ids and pieces")
+def _body(schema: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema}"}}}}}
+
+
+@router.post("/tokenize", summary="Text or chat messages -> the model's token ids and pieces",
+             openapi_extra=_body("TokenizeRequest"))
 @router.post("/v1/tokenize", include_in_schema=False)
 async def tokenize_route(request: Request) -> JSONResponse:
     return await _answer(request, TokenizeRequest, tokenize)
 
 
-@router.post("/detokenize", summary="Token ids -> text (control tokens contribute no text)")
+@router.post("/detokenize", summary="Token ids -> text (control tokens contribute no text)",
+             openapi_extra=_body("DetokenizeRequest"))
 @router.post("/v1/detokenize", include_in_schema=False)
 async def detokenize_route(request: Request) -> JSONResponse:
     return await _answer(request, DetokenizeRequest, detokenize)
