@@ -37,6 +37,7 @@ def assert_error(r: httpx.Response, status: int, code: str | None) -> dict:
     (["--ctx", "100"], "--ctx must be at least 256"),
     (["--model", "/nonexistent/model.gguf"], "model file not found"),
     (["--port", "70000"], "port out of range"),
+    (["--max-stall", "0.5"], "--max-stall must be between 1 and 100"),
 ])
 def test_bad_flags_exit_2_with_a_message(flags: list[str], message: str) -> None:
     p = subprocess.run([str(RILL), "serve", *flags], capture_output=True, text=True, timeout=60)
