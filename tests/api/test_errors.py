@@ -143,10 +143,6 @@ TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type"
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 UNSUPPORTED = [
-    ("response_format-json_object", {"response_format": {"type": "json_object"}}, "response_format"),
-    ("response_format-json_schema",
-     {"response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}}}},
-     "response_format"),
     ("tools", {"tools": [TOOL]}, "tools"),
     ("tools-with-tool_choice", {"tools": [TOOL], "tool_choice": "required"}, "tools"),
     ("functions", {"functions": [{"name": "lookup", "parameters": {"type": "object"}}]}, "functions"),

@@ -401,7 +401,6 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
 
 @pytest.mark.parametrize(("fields", "param"), [
     ({"tools": [TOOL]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
 ])
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
 def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict[str, Any], param: str,

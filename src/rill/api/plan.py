@@ -16,6 +16,7 @@ from rill.api.schemas import AssistantMessage, ChatCompletionRequest, ContentPar
 from rill.engine.types import Request, SamplingParams
 from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
+from rill.sampling.grammar import GrammarError
 from rill.sampling.template import TemplateError
 
 log = logging.getLogger("rill.api")
@@ -51,9 +52,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise _not_yet("response_format", f"response_format `{body.response_format.type}`",
-                       "constrained decoding")
     if body.tools:
         raise _not_yet("tools", "tool calling", "constrained decoding")
     if body.tool_choice not in (None, "none", "auto"):
@@ -150,6 +148,25 @@ def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> 
     return min(caps) if caps else room
 
 
+def output_grammar(body: ChatCompletionRequest, model: LocalModel) -> str | None:
+    """`response_format` -> the grammar the output must follow (compiled before the first byte;
+    a schema that cannot be compiled is a 400 saying why)."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        schema: dict[str, Any] = {"type": "object"}
+        param = "response_format"
+    else:
+        schema = fmt.json_schema.schema_ if fmt.json_schema.schema_ is not None else {}
+        param = "response_format.json_schema.schema"
+    try:
+        return model.engine.grammars.json_schema(schema)
+    except GrammarError as exc:
+        raise InvalidRequest(f"This JSON schema cannot be used for structured output: {exc}",
+                             param=param) from None
+
+
 MAX_LOGIT_BIAS = 1024  # entries; OpenAI documents no limit, and each costs a little per token
 
 
@@ -205,7 +222,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         created=int(time.time()),
         model=model,
         request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
-                        n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None),
+                        n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+                        grammar=output_grammar(body, model)),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

@@ -7,7 +7,7 @@ KV cache; the engine only says which sequence a token belongs to and at which po
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -56,6 +56,11 @@ class Backend(Protocol):
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         """Append every item's tokens to its sequence's cache; return float32 logits with one row
         per item that wants them, in batch order. Raises BackendError on failure."""
+        ...
+
+    def guidance_tokenizer(self) -> Any:
+        """An llguidance tokenizer for this vocabulary, for constrained decoding (built on first
+        use, then cached)."""
         ...
 
     def copy(self, src: int, dst: int) -> None:

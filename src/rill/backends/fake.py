@@ -10,7 +10,7 @@ A user message containing FAIL makes forward() fail after two generated tokens.
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class FakeBackend:
         self.num_forwards = 0
         self._seqs: dict[int, list[int]] = {}
         self._wake = threading.Event()  # set by close() to cut a delay short
+        self._guidance: Any = None
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         if not parse_special:
@@ -103,6 +104,13 @@ class FakeBackend:
         logits[nxt] = TARGET_LOGIT
         return logits
 
+    def guidance_tokenizer(self) -> Any:
+        if self._guidance is None:
+            import llguidance
+
+            self._guidance = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_FakeVocab(self)))
+        return self._guidance
+
     def copy(self, src: int, dst: int) -> None:
         self._seqs[dst] = list(self._seqs.get(src, []))
 
@@ -119,3 +127,17 @@ class FakeBackend:
 
 
 FAIL = b"FAIL"
+
+
+class _FakeVocab:
+    """The fake vocabulary as llguidance's TokenizerWrapper wants it (control tokens marked 0xff)."""
+
+    def __init__(self, backend: FakeBackend):
+        self.eos_token_id = IM_END
+        self.bos_token_id = None
+        self.tokens = [bytes([b]) for b in range(256)] + [b"\xff<|im_start|>", b"\xff<|im_end|>"]
+        self.special_token_ids = [IM_START, IM_END]
+        self._backend = backend
+
+    def __call__(self, data: bytes) -> list[int]:
+        return list(data)

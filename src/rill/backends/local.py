@@ -11,7 +11,7 @@ import hashlib
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import llama_cpp as ll
 import numpy as np
@@ -112,6 +112,7 @@ class LlamaBackend:
             ll.llama_model_free(self._model)
             raise BackendError("llama.cpp could not create a context (out of memory?)")
         self._memory = ll.llama_get_memory(self._ctx)
+        self._guidance: Any = None
         self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
         self._pieces = [self._piece(t, special=False) for t in range(self.n_vocab)]
         self._eog = np.array([ll.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)])
@@ -239,6 +240,13 @@ class LlamaBackend:
             return np.empty((0, self.n_vocab), np.float32)
         ptr = ll.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
+
+    def guidance_tokenizer(self) -> Any:
+        if self._guidance is None:
+            from llguidance.llamacpp import lltokenizer_from_vocab  # ~1 s: only when first needed
+
+            self._guidance = lltokenizer_from_vocab(self._vocab)
+        return self._guidance
 
     def copy(self, src: int, dst: int) -> None:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)

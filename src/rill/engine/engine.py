@@ -7,6 +7,7 @@ The event loop never blocks on inference: the engine thread hands events over wi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 
@@ -16,6 +17,7 @@ from rill.engine.loop import EngineLoop
 from rill.engine.sequence import Sequence
 from rill.engine.types import Event, Failed, Finished, Request
 from rill.errors import RateLimited
+from rill.sampling.grammar import Grammars
 from rill.sampling.sampler import new_rng
 
 log = logging.getLogger("rill.engine")
@@ -65,6 +67,11 @@ class Engine:
         self.max_queue = max_queue
         self._loop = EngineLoop(backend, max_running=max_running, max_stall=max_stall)
         self._thread = threading.Thread(target=self._run, name="rill-engine", daemon=True)
+
+    @functools.cached_property
+    def grammars(self) -> Grammars:
+        """Grammar compilation for this model's vocabulary (its tokenizer is built on first use)."""
+        return Grammars(self.backend.guidance_tokenizer(), self.backend.info.n_vocab)
 
     @property
     def num_waiting(self) -> int:
@@ -133,7 +140,8 @@ class Engine:
 
         seed = request.sampling.seed
         choices = [Sequence(request=request, publish=publish, index=i, detok=Detokenizer(request.stop),
-                            rng=new_rng(seed if i == 0 or seed is None else (seed, i)))
+                            rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
+                            constraint=self.grammars.constraint(request.grammar) if request.grammar else None)
                    for i in range(request.n)]
         choices[0].forks = choices[1:]
         self._loop.add(choices[0])

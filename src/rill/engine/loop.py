@@ -224,7 +224,11 @@ class EngineLoop:
         params = seq.request.sampling
         adjusted = adjust_logits(row, seq.generated, frequency_penalty=params.frequency_penalty,
                                  presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
+        if seq.constraint is not None:
+            adjusted = seq.constraint.mask(adjusted)
         token = sample(adjusted, params.temperature, params.top_p, seq.rng)
+        if seq.constraint is not None:
+            seq.constraint.advance(token)
         k = seq.request.top_logprobs
         if k is not None and not self.backend.is_end_of_generation(token):
             if seq.utf8 is None:
@@ -284,7 +288,9 @@ class EngineLoop:
         seq.num_unreported += 1
         text, matched = seq.detok.push(self.backend.token_bytes(token))
         self._emit_text(seq, text)
-        if matched:
+        if matched or (seq.constraint is not None and seq.constraint.done):
+            if not matched:  # the grammar is complete: nothing may follow
+                self._emit_text(seq, seq.detok.finish())
             self._finish(seq, self._finished(seq, FinishReason.STOP))
         elif seq.num_generated >= req.max_tokens:
             self._emit_text(seq, seq.detok.finish())

@@ -11,6 +11,7 @@ import numpy as np
 
 from rill.engine.detokenize import Detokenizer
 from rill.engine.types import Event, Request, Status, TokenLogprob
+from rill.sampling.grammar import Constraint
 
 
 @dataclass(slots=True)
@@ -32,6 +33,7 @@ class Sequence:
     outbox: list[Event] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens not reported yet
     utf8: codecs.IncrementalDecoder | None = None  # token texts for logprobs
+    constraint: Constraint | None = None  # the grammar state, for constrained output
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
 

@@ -39,6 +39,7 @@ class Request:
     priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
     n: int = 1  # choices, decoded in parallel from one prefill of the prompt
     top_logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k best
+    grammar: str | None = None  # an llguidance grammar the output must follow (response_format)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,88 @@
+"""Constrained decoding with llguidance: `response_format` JSON schemas compiled to grammars, and a
+token mask per step that only lets through tokens that keep the output valid.
+
+The compiled grammar (a string) is cached by schema; each choice gets its own matcher, which the
+engine thread advances with every sampled token.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+import llguidance
+import llguidance.numpy as llg_np
+import numpy as np
+import orjson
+
+# JSON output as compact as the model likes to write it, with no whitespace to wander in.
+_JSON_OPTIONS: Any = {"whitespace_flexible": False}
+
+
+class GrammarError(ValueError):
+    """The schema cannot be turned into a grammar; the message says why."""
+
+
+class Constraint:
+    """One choice's grammar state: the mask for its next token, advanced token by token."""
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, n_vocab: int):
+        self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self._mask = llg_np.allocate_token_bitmask(1, tokenizer.vocab_size)
+        self._n_vocab = n_vocab
+
+    def copy(self) -> Constraint:
+        twin = object.__new__(Constraint)
+        twin._matcher = self._matcher.deep_copy()
+        twin._mask = self._mask.copy()
+        twin._n_vocab = self._n_vocab
+        return twin
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        """A copy of logits with every token the grammar forbids next set to -inf."""
+        llg_np.fill_next_token_bitmask(self._matcher, self._mask)
+        bits = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: self._n_vocab]
+        return np.where(bits.astype(bool), logits, np.float32(-np.inf)).astype(np.float32, copy=False)
+
+    def advance(self, token: int) -> None:
+        self._matcher.consume_token(token)
+
+    @property
+    def done(self) -> bool:
+        """The grammar is complete: nothing more may follow."""
+        return self._matcher.is_stopped()
+
+    @property
+    def error(self) -> str | None:
+        return self._matcher.get_error() if self._matcher.is_error() else None
+
+
+class Grammars:
+    """Compiles and caches grammars for one model's vocabulary."""
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, n_vocab: int):
+        self.tokenizer = tokenizer
+        self.n_vocab = n_vocab
+        self._compile = functools.lru_cache(maxsize=256)(self._compile_uncached)
+
+    def json_schema(self, schema: dict[str, Any]) -> str:
+        """The grammar for output that is one JSON value valid against schema."""
+        key = orjson.dumps(schema)  # key order kept: properties are generated in schema order
+        return self._compile(hashlib.sha256(key).hexdigest(), key)
+
+    def _compile_uncached(self, _digest: str, key: bytes) -> str:
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(key.decode(), defaults=_JSON_OPTIONS)
+        except ValueError as exc:
+            raise GrammarError(str(exc)) from None
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
+        if is_error:
+            raise GrammarError(messages[0])
+        return grammar
+
+    def constraint(self, grammar: str) -> Constraint:
+        c = Constraint(self.tokenizer, grammar, self.n_vocab)
+        if c.error:
+            raise GrammarError(c.error)
+        return c
