@@ -72,3 +72,11 @@ async def test_a_schema_that_cannot_be_compiled_is_a_400_before_the_stream(clien
 async def test_text_format_changes_nothing(client):
     r = await client.post(CHAT_URL, json=chat("plain", temperature=0, response_format={"type": "text"}))
     assert r.json()["choices"][0]["message"]["content"] == "plain"
+
+
+@pytest.mark.parametrize("keyword", [{"uniqueItems": True}, {"not": {"type": "string"}}])
+async def test_unimplemented_schema_keywords_are_named_in_the_400(client, keyword):
+    schema = {"type": "array", "items": {"type": "integer"}, **keyword}
+    r = await client.post(CHAT_URL, json=chat("x", response_format=schema_format(schema)))
+    err = assert_error(r, 400, param="response_format.json_schema.schema")
+    assert next(iter(keyword)) in err["message"]
