@@ -23,6 +23,14 @@ class LocalModel:
     def info(self) -> ModelInfo:
         return self.engine.backend.info
 
+    def tokenize_text(self, text: str) -> list[int]:
+        """Plain text -> tokens: control-token text stays text, no BOS."""
+        return self.engine.backend.tokenize(text, add_bos=False, parse_special=False)
+
+    def token_bytes(self, token: int) -> bytes:
+        """What a token adds to the output (b"" for control tokens)."""
+        return self.engine.backend.token_bytes(token)
+
     def tokenize_prompt(self, parts: list[tuple[str, bool]]) -> list[int]:
         """Rendered prompt parts (text, is_message_text) -> tokens, BOS added only when the
         template did not write it. The whole prompt is tokenized in one go, as the model was

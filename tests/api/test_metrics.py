@@ -72,3 +72,15 @@ async def test_a_repeated_prompt_reports_cached_tokens_in_usage_and_metrics(clie
     assert after["rill_engine_prefix_cache_hits_total"] == before["rill_engine_prefix_cache_hits_total"] + 1
     assert (after["rill_engine_prefix_cache_reused_tokens_total"]
             - before["rill_engine_prefix_cache_reused_tokens_total"]) == first["prompt_tokens"] - 2
+
+
+async def test_engine_time_is_counted_with_the_forward_pass_inside_it(app, client):
+    engine = engine_of(app)
+    before = engine.stats()
+    assert (await client.post(CHAT_URL, json=chat("time me", temperature=0))).status_code == 200
+    # busy time is added after the step that published the answer: wait for it (bounded)
+    await wait_until(lambda: engine.stats()["busy_seconds_total"] - before["busy_seconds_total"]
+                     >= engine.stats()["forward_seconds_total"] - before["forward_seconds_total"] > 0,
+                     what="the step's time was counted")
+    values = parse_metrics((await client.get("/metrics")).text)
+    assert 0 < values["rill_engine_forward_seconds_total"] <= values["rill_engine_busy_seconds_total"]

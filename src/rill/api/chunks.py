@@ -71,7 +71,7 @@ def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, An
     """`choices[].logprobs` for these tokens; None when the request did not ask for logprobs."""
     if plan.request.top_logprobs is None:
         return None
-    token_bytes = plan.model.engine.backend.token_bytes
+    token_bytes = plan.model.token_bytes
 
     def alternative(token: int, logprob: float) -> dict[str, Any]:
         piece = token_bytes(token)
@@ -85,7 +85,7 @@ def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, An
 def total_usage(finished: list[Finished]) -> dict[str, Any]:
     """The prompt is counted once; completion tokens are summed over the choices."""
     return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
-                 max(e.num_cached_prompt_tokens for e in finished))
+                 finished[0].num_cached_prompt_tokens)
 
 
 def completion(plan: Plan, texts: list[str], finished: list[Finished],

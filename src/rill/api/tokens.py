@@ -21,12 +21,11 @@ T = TypeVar("T", TokenizeRequest, DetokenizeRequest)
 
 
 def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
-    backend = model.engine.backend
     if (body.content is None) == (body.messages is None):
         raise InvalidRequest("Send exactly one of `content` (text) or `messages` (a chat prompt).",
                              param="content")
     if body.content is not None:
-        ids = backend.tokenize(body.content, add_bos=False, parse_special=False)
+        ids = model.tokenize_text(body.content)
     else:
         chat = ChatCompletionRequest.model_construct(messages=body.messages)
         try:
@@ -35,7 +34,7 @@ def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
             raise InvalidRequest(str(exc), param="messages") from exc
     tokens, pieces = [], []
     for token in ids:
-        piece = backend.token_bytes(token)
+        piece = model.token_bytes(token)
         pieces.append(piece)
         tokens.append({"id": token, "piece": piece.decode("utf-8", "replace"), "bytes": list(piece)})
     out: dict[str, Any] = {"model": model.id, "count": len(ids), "tokens": tokens}
@@ -47,13 +46,12 @@ def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
 
 
 def detokenize(body: DetokenizeRequest, model: LocalModel) -> dict[str, Any]:
-    backend = model.engine.backend
     n_vocab = model.info.n_vocab
     for i, token in enumerate(body.tokens):
         if token >= n_vocab:
             raise InvalidRequest(f"Token id {token} is not in this model's vocabulary (0..{n_vocab - 1}).",
                                  param=f"tokens[{i}]")
-    text = b"".join(backend.token_bytes(t) for t in body.tokens).decode("utf-8", "replace")
+    text = b"".join(model.token_bytes(t) for t in body.tokens).decode("utf-8", "replace")
     return {"model": model.id, "content": text}
 
 

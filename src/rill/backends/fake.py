@@ -108,7 +108,7 @@ class FakeBackend:
         if self._guidance is None:
             import llguidance
 
-            self._guidance = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_FakeVocab(self)))
+            self._guidance = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_FakeVocab()))
         return self._guidance
 
     def copy(self, src: int, dst: int) -> None:
@@ -132,12 +132,11 @@ FAIL = b"FAIL"
 class _FakeVocab:
     """The fake vocabulary as llguidance's TokenizerWrapper wants it (control tokens marked 0xff)."""
 
-    def __init__(self, backend: FakeBackend):
+    def __init__(self) -> None:
         self.eos_token_id = IM_END
         self.bos_token_id = None
         self.tokens = [bytes([b]) for b in range(256)] + [b"\xff<|im_start|>", b"\xff<|im_end|>"]
         self.special_token_ids = [IM_START, IM_END]
-        self._backend = backend
 
     def __call__(self, data: bytes) -> list[int]:
         return list(data)

@@ -32,13 +32,6 @@ class Constraint:
         self._mask = llg_np.allocate_token_bitmask(1, tokenizer.vocab_size)
         self._n_vocab = n_vocab
 
-    def copy(self) -> Constraint:
-        twin = object.__new__(Constraint)
-        twin._matcher = self._matcher.deep_copy()
-        twin._mask = self._mask.copy()
-        twin._n_vocab = self._n_vocab
-        return twin
-
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of logits with every token the grammar forbids next set to -inf."""
         llg_np.fill_next_token_bitmask(self._matcher, self._mask)
