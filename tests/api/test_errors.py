@@ -139,13 +139,8 @@ async def test_empty_string_inside_stop_list_is_explained(client):
 
 # ---- fields whose behaviour is not built yet: 400 unsupported_parameter -----------------------
 
-TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
-TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 UNSUPPORTED = [
-    ("tools", {"tools": [TOOL]}, "tools"),
-    ("tools-with-tool_choice", {"tools": [TOOL], "tool_choice": "required"}, "tools"),
-    ("functions", {"functions": [{"name": "lookup", "parameters": {"type": "object"}}]}, "functions"),
     ("prediction", {"prediction": {"type": "content", "content": "hi"}}, "prediction"),
     ("verbosity-low", {"verbosity": "low"}, "verbosity"),
     ("verbosity-high", {"verbosity": "high"}, "verbosity"),
@@ -158,14 +153,6 @@ UNSUPPORTED = [
     ("metadata-at-its-limits", {"metadata": {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}}, "metadata"),
     ("tags", {"tags": {"team": "search"}}, "tags"),
     ("parent_span_id", {"parent_span_id": "span_123"}, "parent_span_id"),
-    ("assistant-tool_calls",
-     {"messages": [user("hi"), {"role": "assistant", "tool_calls": [TOOL_CALL]},
-                   {"role": "tool", "tool_call_id": "call_1", "content": "42"}, user("and?")]},
-     "messages[1].tool_calls"),
-    ("assistant-function_call",
-     {"messages": [user("hi"), {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
-                   user("and?")]},
-     "messages[1].function_call"),
 ]
 
 

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from rill.api.chunks import ChunkBuilder, completion
+from rill.api.output import ChoiceOutput
 from rill.api.plan import Plan, plan_chat
 from rill.api.schemas import ChatCompletionRequest
 from rill.api.stream import DONE, sse, sse_events
@@ -99,7 +100,10 @@ def test_obfuscation_is_absent_when_turned_off():
 
 def test_non_streamed_completion_object():
     plan = make_plan()
-    body = completion(plan, ["Hello"], [FINISHED])
+    output = ChoiceOutput()
+    output.feed("Hel")
+    output.feed("lo")
+    body = completion(plan, [FINISHED], [output])
     assert {k: body[k] for k in SHARED} == {
         "id": plan.id, "object": "chat.completion", "created": plan.created, "model": "fake-echo",
         "system_fingerprint": "fp_fake", "service_tier": "default"}

@@ -1,5 +1,6 @@
 """The tool-call delta builder: for any split of the model's output into pieces, the deltas give
-the same content and the same calls, with id/type/name only in each call's first fragment."""
+the same content and the same calls, with id/type/name only in each call's first fragment; the
+per-choice output gives content deltas the logprobs of exactly their tokens."""
 
 from __future__ import annotations
 
@@ -10,75 +11,143 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rill.api.tool_calls import CLOSE, OPEN, ToolCallStreamer
+from rill.api.output import ToolCallOutput
+from rill.api.tool_calls import ToolCallStreamer
+from rill.engine.types import FinishReason, TokenLogprob
+from rill.sampling.tool_format import OPEN, SEPARATOR, call_text
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8)
-_calls = st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+_calls = st.lists(st.tuples(st.from_regex(r"[a-zA-Z0-9_-]{1,12}", fullmatch=True),
                             st.dictionaries(st.text(max_size=8), _json, max_size=4)), max_size=3)
 _text = st.text(max_size=30).filter(lambda t: "<tool_call>" not in t)
+SPACE = " \t\r\n"
 
 
 def render(text: str, calls: list[tuple[str, dict]]) -> str:
-    body = "".join(OPEN + json.dumps({"name": name, "arguments": args}, separators=(",", ":"))
-                   + CLOSE for name, args in calls)
-    return text + body
+    """A turn as the grammar lets the model write it: text, then calls separated by newlines."""
+    markup = SEPARATOR.join(call_text(name, args) for name, args in calls)
+    return text + ("\n" if text and calls else "") + markup
 
 
-def run(pieces: list[str]) -> tuple[str, list[dict], list[dict]]:
+def split(output: str, cuts: list[int]) -> list[str]:
+    bounds = sorted({c % (len(output) + 1) for c in cuts} | {0, len(output)})
+    return [output[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def run(pieces: list[str]) -> tuple[str, list[dict], ToolCallStreamer]:
     ids = (f"call_{i}" for i in itertools.count())
     streamer = ToolCallStreamer(make_id=lambda: next(ids))
-    deltas = [d for p in pieces for d in streamer.feed(p)] + streamer.finish()
-    content = "".join(d.get("content", "") for d in deltas)
-    return content, deltas, streamer.calls
+    pairs = [d for p in pieces for d in streamer.feed(p)] + streamer.finish()
+    output = "".join(pieces)
+    for delta, end in pairs:  # a content delta is the generated text just before its end offset
+        if "content" in delta:
+            assert output[end - len(delta["content"]) : end] == delta["content"]
+    deltas = [d for d, _ in pairs]
+    return "".join(d.get("content", "") for d in deltas), deltas, streamer
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=_text, calls=_calls, cuts=st.lists(st.integers(0, 400), max_size=30))
 def test_any_split_gives_the_same_content_and_calls(text, calls, cuts):
-    output = render(text, calls)
-    bounds = sorted({c % (len(output) + 1) for c in cuts} | {0, len(output)})
-    pieces = [output[a:b] for a, b in zip(bounds, bounds[1:])]
-    content, deltas, finished = run(pieces)
-    assert content == text
-    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in finished] == \
-        [(name, args) for name, args in calls]
+    content, deltas, streamer = run(split(render(text, calls), cuts))
+    # whitespace just before a call is markup, not content
+    assert content == (text.rstrip(SPACE) if calls else text)
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in streamer.calls] == calls
+    assert not streamer.in_call
     seen: set[int] = set()
     for d in deltas:
+        assert set(d) in ({"content"}, {"tool_calls"})
         for frag in d.get("tool_calls", []):
             i = frag["index"]
             if i not in seen:  # the first fragment names the call
                 seen.add(i)
                 assert frag["id"] == f"call_{i}" and frag["type"] == "function"
-                assert frag["function"]["arguments"] == "" and frag["function"]["name"] == calls[i][0]
+                assert frag["function"] == {"name": calls[i][0], "arguments": ""}
             else:
                 assert set(frag) == {"index", "function"} and set(frag["function"]) == {"arguments"}
-    # fragments of each call's arguments concatenate to its JSON
-    for i, (_, args) in enumerate(calls):
+    assert seen == set(range(len(calls)))
+    for i, (_, args) in enumerate(calls):  # fragments of each call's arguments concatenate to its JSON
         pieces_i = [f["function"]["arguments"] for d in deltas for f in d.get("tool_calls", []) if f["index"] == i]
         assert json.loads("".join(pieces_i)) == args
 
 
 def test_markup_inside_an_argument_string_does_not_end_the_call():
-    args = {"note": "}</tool_call><tool_call>", "n": [1, {"x": 'a "quoted" \\ }]'}]}
-    output = render("", [("echo", args)]) + "after"
+    args = {"note": "}\n</tool_call>\n<tool_call>\n", "n": [1, {"x": 'a "quoted" \\ }]'}]}
+    output = call_text("echo", args)
     for size in (1, 2, 5, len(output)):
-        content, _, calls = run([output[i:i + size] for i in range(0, len(output), size)])
-        assert content == "after" and json.loads(calls[0]["function"]["arguments"]) == args
+        content, _, streamer = run([output[i:i + size] for i in range(0, len(output), size)])
+        assert content == "" and json.loads(streamer.calls[0]["function"]["arguments"]) == args
 
 
 def test_text_that_only_looks_like_the_start_of_markup_is_released():
-    content, deltas, calls = run(["a <tool", "_ca", "t> b <"])
-    assert content == "a <tool_cat> b <" and not calls
+    content, _, streamer = run(["a <tool", "_ca", "t> b <", "tool_call>x"])
+    assert content == "a <tool_cat> b <tool_call>x" and not streamer.calls
+
+
+def test_whitespace_is_content_unless_a_call_follows():
+    assert run(["one \n", "\n"])[0] == "one \n\n"
+    assert run(["one \n", "\n" + OPEN[:3]])[0] == "one \n\n<to"
 
 
 def test_a_cut_off_call_passes_on_its_partial_arguments():
-    content, deltas, calls = run([OPEN + '{"name":"f","arguments":{"a":1'])
-    assert calls[0]["function"]["arguments"] == '{"a":1'
+    _, _, streamer = run([OPEN + '{"name":"f","arguments":{"a":1'])
+    assert streamer.calls[0]["function"]["arguments"] == '{"a":1' and streamer.in_call
 
 
 def test_malformed_markup_is_an_error():
     with pytest.raises(ValueError):
         run([OPEN + '{"nom":"f"}'])
+
+
+# ---- one choice's output: logprobs, finish reason, message, the legacy form -------------------
+
+
+def entry(text: str) -> TokenLogprob:
+    return TokenLogprob(token=0, text=text, logprob=-1.0, top=())
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=_text, calls=_calls, cuts=st.lists(st.integers(0, 60), max_size=10), data=st.data())
+def test_content_deltas_carry_exactly_their_tokens(text, calls, cuts, data):
+    """Tokens that split content from markup exactly: the content's tokens are reported, in order,
+    each once, with the delta that completes its text; no token of the markup is reported."""
+    content = text.rstrip(SPACE) if calls else text
+    content_tokens = split(content, cuts)
+    markup = render(text, calls)[len(content):]
+    tokens = content_tokens + split(markup, data.draw(st.lists(st.integers(0, 400), max_size=20)))
+    output = ToolCallOutput(legacy=False)
+    pieces = [p for t in tokens for p in output.feed(t, (entry(t),))] + output.finish()
+    sent = ""
+    for delta, entries in pieces:
+        sent += delta.get("content", "")
+        assert entries == () or "content" in delta
+        assert content.startswith(sent)
+    assert [e.text for _, es in pieces for e in es] == [t for t in content_tokens if t]
+    reason = output.finish_reason(FinishReason.STOP)
+    assert reason == ("tool_calls" if calls else "stop")
+    message = output.message()
+    assert message["content"] == (content if content or not calls else None)
+    assert [c["function"]["name"] for c in message.get("tool_calls", [])] == [name for name, _ in calls]
+
+
+def test_a_call_cut_by_max_tokens_finishes_with_length():
+    output = ToolCallOutput(legacy=False)
+    output.feed(OPEN + '{"name":"f","arguments":{"a"')
+    output.finish()
+    assert output.finish_reason(FinishReason.LENGTH) == "length"
+    assert output.finish_reason(FinishReason.STOP) == "stop"  # a stop string inside the call
+
+
+def test_the_legacy_form_streams_function_call_fragments():
+    output = ToolCallOutput(legacy=True)
+    text = call_text("lookup", {"q": "x"})
+    pieces = [p for ch in text for p in output.feed(ch)] + output.finish()
+    deltas = [d for d, _ in pieces]
+    assert deltas[0] == {"function_call": {"name": "lookup", "arguments": ""}}
+    assert all(set(d) == {"function_call"} and set(d["function_call"]) == {"arguments"} for d in deltas[1:])
+    assert json.loads("".join(d["function_call"]["arguments"] for d in deltas)) == {"q": "x"}
+    assert output.finish_reason(FinishReason.STOP) == "function_call"
+    assert output.message() == {"content": None, "function_call": {"name": "lookup", "arguments": '{"q":"x"}'}}

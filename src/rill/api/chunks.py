@@ -7,6 +7,7 @@ import random
 import string
 from typing import Any, Sequence
 
+from rill.api.output import ChoiceOutput
 from rill.api.plan import Plan
 from rill.engine.types import Finished, TokenLogprob
 
@@ -52,16 +53,22 @@ class ChunkBuilder:
                              "logprobs": None, "finish_reason": None}])
 
     def content(self, text: str, index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:
-        chunk = self._chunk([{"index": index, "delta": {"content": text},
-                              "logprobs": logprobs_object(self._plan, logprobs), "finish_reason": None}])
+        return self.delta({"content": text}, index, logprobs)
+
+    def delta(self, delta: dict[str, Any], index: int = 0, logprobs: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:
+        """A chunk of content or of tool-call fragments; logprobs only ever come with content."""
+        chunk = self._chunk([{"index": index, "delta": delta,
+                              "logprobs": logprobs_object(self._plan, logprobs) if "content" in delta else None,
+                              "finish_reason": None}])
         if self._plan.include_obfuscation:
             # random-length padding so chunk sizes do not reveal token lengths (OpenAI's field)
             chunk["obfuscation"] = "".join(self._rand.choices(_OBFUSCATION_ALPHABET, k=self._rand.randint(1, 24)))
         return chunk
 
-    def finish(self, event: Finished) -> dict[str, Any]:
+    def finish(self, event: Finished, reason: str | None = None) -> dict[str, Any]:
+        """The choice's last chunk; `reason` overrides the engine's (`tool_calls`, ...)."""
         return self._chunk([{"index": event.index, "delta": {}, "logprobs": None,
-                             "finish_reason": event.reason.value}])
+                             "finish_reason": reason or event.reason.value}])
 
     def usage(self, finished: list[Finished]) -> dict[str, Any]:
         return self._chunk([], usage=total_usage(finished))
@@ -88,10 +95,10 @@ def total_usage(finished: list[Finished]) -> dict[str, Any]:
                  finished[0].num_cached_prompt_tokens)
 
 
-def completion(plan: Plan, texts: list[str], finished: list[Finished],
+def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOutput],
                logprobs: list[list[TokenLogprob]] | None = None) -> dict[str, Any]:
-    """The non-streamed `chat.completion` object; texts[i] is choice i's content, logprobs[i]
-    its tokens' logprobs."""
+    """The non-streamed `chat.completion` object; outputs[i] holds choice i's message, logprobs[i]
+    the logprobs of its content's tokens."""
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -101,9 +108,9 @@ def completion(plan: Plan, texts: list[str], finished: list[Finished],
         "service_tier": plan.service_tier,
         "choices": [{
             "index": event.index,
-            "message": {"role": "assistant", "content": texts[event.index], "refusal": None, "annotations": []},
+            "message": {"role": "assistant", **outputs[event.index].message(), "refusal": None, "annotations": []},
             "logprobs": logprobs_object(plan, logprobs[event.index] if logprobs else ()),
-            "finish_reason": event.reason.value,
+            "finish_reason": outputs[event.index].finish_reason(event.reason),
         } for event in sorted(finished, key=lambda e: e.index)],
         "usage": total_usage(finished),
     }

@@ -10,13 +10,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from rill.api.schemas import AssistantMessage, ChatCompletionRequest, ContentPart, FunctionMessage
+from rill.api.messages import render_messages, template_tools
+from rill.api.schemas import ChatCompletionRequest
+from rill.api.tools import ToolPlan, plan_tools, tool_grammar
 from rill.engine.types import Request, SamplingParams
 from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
 from rill.sampling.grammar import GrammarError
+from rill.sampling.tool_format import ToolSpec
 from rill.sampling.template import TemplateError
 
 log = logging.getLogger("rill.api")
@@ -32,6 +35,7 @@ class Plan:
     include_usage: bool
     include_obfuscation: bool
     service_tier: str
+    tools: ToolPlan | None = None  # offered tools: the output is split into content and calls
 
 
 # `service_tier` -> admission priority (lower first); the chunks echo the tier used.
@@ -52,16 +56,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
-    if body.tools:
-        raise _not_yet("tools", "tool calling", "constrained decoding")
-    if body.tool_choice not in (None, "none", "auto"):
-        raise InvalidRequest("`tool_choice` names or requires a tool, but no `tools` were given.",
-                             param="tool_choice")
-    if body.functions:
-        raise _not_yet("functions", "function calling", "constrained decoding")
-    if body.function_call not in (None, "none", "auto"):
-        raise InvalidRequest("`function_call` names a function, but no `functions` were given.",
-                             param="function_call")
     if body.prediction is not None:
         raise _not_yet("prediction", "predicted outputs", "speculative decoding")
     if body.reasoning_effort is not None and model_reasons:
@@ -88,46 +82,15 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
         raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
 
 
-def _text(content: str | list[ContentPart] | None, param: str) -> str:
-    """A message's content as one string; non-text parts are refused by type."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for i, part in enumerate(content):
-        if part.type != "text":
-            raise InvalidRequest(
-                f"`{param}[{i}]`: content parts of type `{part.type}` are not supported by this "
-                "model (it reads text only).", param=f"{param}[{i}].type")
-        if part.text is None:
-            raise InvalidRequest(f"`{param}[{i}].text` is required for a text part.", param=f"{param}[{i}].text")
-        texts.append(part.text)
-    return "".join(texts)
-
-
-def render_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """Wire messages -> the plain dicts chat templates expect ({role, content: str, name?})."""
-    out = []
-    for i, msg in enumerate(body.messages):
-        param = f"messages[{i}]"
-        if isinstance(msg, AssistantMessage):
-            if msg.tool_calls or msg.function_call:
-                what = "tool_calls" if msg.tool_calls else "function_call"
-                raise _not_yet(f"{param}.{what}", "replaying tool calls", "tool calls")
-            if msg.audio is not None:
-                raise _not_yet(f"{param}.audio", "assistant audio", "text-to-speech")
-            text = _text(msg.content, f"{param}.content") or (msg.refusal or "")
-        elif isinstance(msg, FunctionMessage):
-            text = msg.content or ""
-        else:
-            text = _text(msg.content, f"{param}.content")
-        entry: dict[str, Any] = {"role": msg.role, "content": text}
-        name = getattr(msg, "name", None)
-        if name is not None:
-            entry["name"] = name
-        if msg.role == "tool":
-            entry["tool_call_id"] = msg.tool_call_id  # type: ignore[union-attr]
-        out.append(entry)
-    return out
+def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = ()) -> list[int]:
+    """The messages (and offered tools) through the model's chat template, tokenized."""
+    native = model.template.knows_tools
+    messages = render_messages(body, tools, native_tools=native)
+    try:
+        parts = model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None)
+    except TemplateError as exc:
+        raise InvalidRequest(str(exc), param="messages") from exc
+    return model.tokenize_prompt(parts)
 
 
 def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> int:
@@ -148,9 +111,9 @@ def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> 
     return min(caps) if caps else room
 
 
-def output_grammar(body: ChatCompletionRequest, model: LocalModel) -> str | None:
-    """`response_format` -> the grammar the output must follow (compiled before the first byte;
-    a schema that cannot be compiled is a 400 saying why)."""
+def answer_schema(body: ChatCompletionRequest, model: LocalModel) -> dict[str, Any] | None:
+    """`response_format` -> the JSON schema the answer must follow, checked to compile (a schema
+    that cannot be used is a 400 saying why)."""
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
         return None
@@ -161,10 +124,20 @@ def output_grammar(body: ChatCompletionRequest, model: LocalModel) -> str | None
         schema = fmt.json_schema.schema_ if fmt.json_schema.schema_ is not None else {}
         param = "response_format.json_schema.schema"
     try:
-        return model.engine.grammars.json_schema(schema)
+        model.engine.grammars.json_schema(schema)
     except GrammarError as exc:
         raise InvalidRequest(f"This JSON schema cannot be used for structured output: {exc}",
                              param=param) from None
+    return schema
+
+
+def output_grammar(body: ChatCompletionRequest, model: LocalModel, tools: ToolPlan | None) -> str | None:
+    """The grammar of the model's turn, compiled before the first byte: tool calls (whose answer
+    alternative follows response_format), else response_format's schema, else none."""
+    answer = answer_schema(body, model)
+    if tools is not None:
+        return tool_grammar(tools, model.engine.grammars, answer)
+    return None if answer is None else model.engine.grammars.json_schema(answer)
 
 
 MAX_LOGIT_BIAS = 1024  # entries; OpenAI documents no limit, and each costs a little per token
@@ -199,11 +172,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
     if body.n is not None and body.n > n_limit:
         raise InvalidRequest(f"`n` must be at most {n_limit} on this server (the configured maximum is "
                              f"{max_n}; --parallel is {model.engine.max_sequences}).", param="n")
-    try:
-        parts = model.template.render_parts(render_messages(body))
-    except TemplateError as exc:
-        raise InvalidRequest(str(exc), param="messages") from exc
-    tokens = model.tokenize_prompt(parts)
+    tools = plan_tools(body)
+    tokens = prompt_tokens(body, model, tools.offered if tools else ())
     max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
     request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -223,9 +193,10 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         model=model,
         request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
                         n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-                        grammar=output_grammar(body, model)),
+                        grammar=output_grammar(body, model, tools)),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),
         service_tier=tier,
+        tools=tools,
     )

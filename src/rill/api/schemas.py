@@ -242,11 +242,13 @@ class ErrorResponse(BaseModel):
 
 class TokenizeRequest(_Strict):
     """Exactly one of `content` (plain text: special-token text stays text) or `messages` (the
-    prompt a chat request with these messages would send the model, chat template included)."""
+    prompt a chat request with these messages, and `tools`, would send the model, chat template
+    included)."""
 
     model: str | None = None
     content: str | None = None
     messages: Annotated[list[Message], Field(min_length=1)] | None = None
+    tools: list[Tool] | None = None
 
 
 class DetokenizeRequest(_Strict):

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from rill.api.chunks import ChunkBuilder, completion
+from rill.api.output import ChoiceOutput, ToolCallOutput
 from rill.api.plan import Plan
 from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, TextDelta, TokenLogprob
@@ -33,13 +34,20 @@ def sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def choice_outputs(plan: Plan) -> list[ChoiceOutput]:
+    """One output per choice: plain text, or, with tools offered, content and calls."""
+    if plan.tools is None:
+        return [ChoiceOutput() for _ in range(plan.request.n)]
+    return [ToolCallOutput(legacy=plan.tools.legacy) for _ in range(plan.request.n)]
+
+
 async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
-    """The contract's stream: a role chunk per choice, content chunks (interleaved by `index`
-    when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine failure after
-    the first byte becomes one error event, then the stream closes."""
+    """The contract's stream: a role chunk per choice, content or tool-call chunks (interleaved
+    by `index` when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine
+    failure after the first byte becomes one error event, then the stream closes."""
     chunks = ChunkBuilder(plan)
-    n = plan.request.n
-    for index in range(n):
+    outputs = choice_outputs(plan)
+    for index in range(len(outputs)):
         yield sse(chunks.role(index))
     finished: list[Finished] = []
     try:
@@ -51,11 +59,15 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
                 yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
                 continue
             if isinstance(event, TextDelta):
-                yield sse(chunks.content(event.text, event.index, event.logprobs))
+                for delta, logprobs in outputs[event.index].feed(event.text, event.logprobs):
+                    yield sse(chunks.delta(delta, event.index, logprobs))
             elif isinstance(event, Finished):
-                yield sse(chunks.finish(event))
+                output = outputs[event.index]
+                for delta, logprobs in output.finish():
+                    yield sse(chunks.delta(delta, event.index, logprobs))
+                yield sse(chunks.finish(event, output.finish_reason(event.reason)))
                 finished.append(event)
-                if len(finished) < n:
+                if len(finished) < len(outputs):
                     continue
                 if plan.include_usage:
                     yield sse(chunks.usage(finished))
@@ -70,20 +82,22 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
 
 
 async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any]]:
-    """Run the request to the end; (status, body) of the `chat.completion` or the error."""
-    n = plan.request.n
-    parts: list[list[str]] = [[] for _ in range(n)]
-    logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    """Run the request to the end; (status, body) of the `chat.completion` or the error. The
+    message is what the stream would have sent, assembled."""
+    outputs = choice_outputs(plan)
+    logprobs: list[list[TokenLogprob]] = [[] for _ in outputs]
     finished: list[Finished] = []
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
-                parts[event.index].append(event.text)
-                logprobs[event.index].extend(event.logprobs)
+                for _, entries in outputs[event.index].feed(event.text, event.logprobs):
+                    logprobs[event.index].extend(entries)
             elif isinstance(event, Finished):
+                for _, entries in outputs[event.index].finish():
+                    logprobs[event.index].extend(entries)
                 finished.append(event)
-                if len(finished) == n:
-                    return 200, completion(plan, ["".join(p) for p in parts], finished, logprobs)
+                if len(finished) == len(outputs):
+                    return 200, completion(plan, finished, outputs, logprobs)
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
                 err = failure(event)

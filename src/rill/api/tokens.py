@@ -10,11 +10,11 @@ from fastapi import APIRouter, Request
 
 from rill.api.chat import read_body
 from rill.api.errors import JSONResponse
-from rill.api.plan import render_messages
+from rill.api.plan import prompt_tokens
 from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
+from rill.api.tools import plan_tools
 from rill.errors import InvalidRequest
 from rill.router import LocalModel
-from rill.sampling.template import TemplateError
 
 router = APIRouter()
 T = TypeVar("T", TokenizeRequest, DetokenizeRequest)
@@ -25,13 +25,13 @@ def tokenize(body: TokenizeRequest, model: LocalModel) -> dict[str, Any]:
         raise InvalidRequest("Send exactly one of `content` (text) or `messages` (a chat prompt).",
                              param="content")
     if body.content is not None:
+        if body.tools:
+            raise InvalidRequest("`tools` shape a chat prompt: send them with `messages`.", param="tools")
         ids = model.tokenize_text(body.content)
     else:
-        chat = ChatCompletionRequest.model_construct(messages=body.messages)
-        try:
-            ids = model.tokenize_prompt(model.template.render_parts(render_messages(chat)))
-        except TemplateError as exc:
-            raise InvalidRequest(str(exc), param="messages") from exc
+        chat = ChatCompletionRequest.model_construct(messages=body.messages, tools=body.tools)
+        tools = plan_tools(chat)
+        ids = prompt_tokens(chat, model, tools.offered if tools else ())
     tokens, pieces = [], []
     for token in ids:
         piece = model.token_bytes(token)

@@ -1,11 +1,12 @@
-"""Generated text -> OpenAI's streamed `tool_calls` deltas (not wired to requests yet: issue 5).
+"""Generated text -> OpenAI's streamed `tool_calls` deltas (or legacy `function_call` ones).
 
-The model writes tool calls as `<tool_call>{"name":"NAME","arguments":ARGS}</tool_call>`
-(compact JSON: the grammar forces it), possibly after some plain text. The streamer turns text
-deltas, split anywhere, into the deltas OpenAI streams: plain text as `content`; for each call a
-first fragment with `index`, `id`, `type` and `function.name` (and `arguments: ""`), then
-fragments carrying only pieces of `arguments`, which concatenate to ARGS. Text that could still
-turn out to be markup is held back until it is known not to be.
+The model writes calls in `sampling/tool_format.py`'s markup, possibly after some plain text;
+the grammar makes the JSON compact with `name` first. `ToolCallStreamer` turns text deltas, split
+anywhere, into what OpenAI streams: plain text as `content`; for each call a first fragment with
+`index`, `id`, `type` and `function.name` (and `arguments: ""`), then fragments carrying only
+pieces of `arguments`, which concatenate to the arguments JSON. Text that could still turn out
+to be markup is held back until it is known not to be, and the whitespace just before a call
+(or between two) is markup, not content.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import json
 import secrets
 from typing import Any, Callable
 
-OPEN = "<tool_call>"
-CLOSE = "</tool_call>"
+from rill.engine.types import FinishReason, TokenLogprob
+from rill.sampling.tool_format import CLOSE, OPEN
+
 _HEAD = '{"name":'
 _ARGS = ',"arguments":'
-_TAIL = "}" + CLOSE  # what follows ARGS: the call object's brace, then the closing tag
+_TAIL = "}" + CLOSE  # what follows the arguments: the call object's brace, then the closing tag
+_SPACE = " \t\r\n"
+
+Delta = dict[str, Any]
 
 
 def new_call_id() -> str:
@@ -34,65 +39,98 @@ def _held_prefix(text: str, marker: str) -> int:
 
 
 class ToolCallStreamer:
+    """feed() and finish() return (delta, end) pairs: `end` is the offset in the generated text
+    up to which the delta accounts for it (a content delta is the text just before `end`)."""
+
     def __init__(self, make_id: Callable[[], str] = new_call_id):
         self._make_id = make_id
         self._buf = ""
+        self._pos = 0  # offset of _buf in the generated text
         self._state = "text"  # text -> head -> args -> tail -> text ...
-        self._depth, self._in_string, self._escape = 0, False, False  # the ARGS scanner
-        self.calls: list[dict[str, Any]] = []  # the finished calls, OpenAI-shaped
+        self._depth, self._in_string, self._escape = 0, False, False  # the arguments scanner
+        self.calls: list[dict[str, Any]] = []  # OpenAI-shaped, arguments growing as they stream
 
-    def feed(self, text: str) -> list[dict[str, Any]]:
+    @property
+    def in_call(self) -> bool:
+        """Generation stopped inside a call's markup (cut short by max_tokens or a stop string)."""
+        return self._state != "text"
+
+    def feed(self, text: str) -> list[tuple[Delta, int]]:
         """Deltas for this piece of generated text (possibly none yet)."""
         self._buf += text
-        out: list[dict[str, Any]] = []
+        out: list[tuple[Delta, int]] = []
         while True:
             if self._state == "text":
                 at = self._buf.find(OPEN)
+                # whitespace just before a call is markup; a tag's first characters may be one
+                held = _held_prefix(self._buf, OPEN) if at < 0 else len(self._buf) - at
+                text_end = len(self._buf[: len(self._buf) - held].rstrip(_SPACE))
+                self._content(out, text_end)
                 if at < 0:
-                    keep = _held_prefix(self._buf, OPEN)
-                    self._emit_content(out, self._buf[: len(self._buf) - keep])
-                    self._buf = self._buf[len(self._buf) - keep :]
                     return out
-                self._emit_content(out, self._buf[:at])
-                self._buf = self._buf[at + len(OPEN) :]
+                self._take(at - text_end + len(OPEN))
                 self._state = "head"
             elif self._state == "head":
-                # {"name":"NAME","arguments":  -- wait until the whole head has arrived (tool
-                # names are [A-Za-z0-9_-], so the name cannot contain the separator)
+                # {"name":"NAME","arguments":  -- wait for the whole head (tool names are
+                # [A-Za-z0-9_-], so a name cannot contain the separator)
                 if not (self._buf.startswith(_HEAD) or _HEAD.startswith(self._buf)):
                     raise ValueError(f"malformed tool call head: {self._buf[:40]!r}")
                 at = self._buf.find(_ARGS)
                 if at < 0:
                     return out
                 name = json.loads(self._buf[len(_HEAD) : at])
-                self._buf = self._buf[at + len(_ARGS) :]
+                self._take(at + len(_ARGS))
                 call = {"index": len(self.calls), "id": self._make_id(), "type": "function",
                         "function": {"name": name, "arguments": ""}}
                 self.calls.append(call)
-                out.append({"tool_calls": [{"index": call["index"], "id": call["id"], "type": "function",
-                                            "function": {"name": name, "arguments": ""}}]})
+                out.append(({"tool_calls": [{"index": call["index"], "id": call["id"], "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]}, self._pos))
                 self._state = "args"
-            elif self._state == "args":  # stream ARGS up to where the JSON value ends
+            elif self._state == "args":  # stream the arguments up to where the JSON value ends
                 end = self._scan_args()
+                self._arguments(out, len(self._buf) if end < 0 else end)
                 if end < 0:
-                    self._emit_args(out, self._buf)
-                    self._buf = ""
                     return out
-                self._emit_args(out, self._buf[:end])
-                self._buf = self._buf[end:]
                 self._state = "tail"
             else:  # tail: the call object's closing brace and the closing tag
-                if len(self._buf) < len(_TAIL):
-                    if not _TAIL.startswith(self._buf):
-                        raise ValueError(f"malformed tool call end: {self._buf!r}")
-                    return out
-                if not self._buf.startswith(_TAIL):
+                if not (self._buf.startswith(_TAIL) or _TAIL.startswith(self._buf)):
                     raise ValueError(f"malformed tool call end: {self._buf[:20]!r}")
-                self._buf = self._buf[len(_TAIL) :]
+                if len(self._buf) < len(_TAIL):
+                    return out
+                self._take(len(_TAIL))
                 self._state = "text"
 
+    def finish(self) -> list[tuple[Delta, int]]:
+        """Deltas for whatever is still held back when generation ends."""
+        out: list[tuple[Delta, int]] = []
+        if self._state == "text":
+            # whitespace after the last call separated nothing: markup, not content
+            self._content(out, len(self._buf.rstrip(_SPACE)) if self.calls and not self._buf.strip(_SPACE)
+                          else len(self._buf))
+        elif self._state == "args":
+            self._arguments(out, len(self._buf))  # cut short: pass on what there is
+        self._take(len(self._buf))
+        return out
+
+    def _take(self, n: int) -> str:
+        taken, self._buf = self._buf[:n], self._buf[n:]
+        self._pos += n
+        return taken
+
+    def _content(self, out: list[tuple[Delta, int]], n: int) -> None:
+        text = self._take(n)
+        if text:
+            out.append(({"content": text}, self._pos))
+
+    def _arguments(self, out: list[tuple[Delta, int]], n: int) -> None:
+        text = self._take(n)
+        if text:
+            call = self.calls[-1]
+            call["function"]["arguments"] += text
+            out.append(({"tool_calls": [{"index": call["index"], "function": {"arguments": text}}]}, self._pos))
+
     def _scan_args(self) -> int:
-        """Advance the JSON scanner over the buffer; the index just past the ARGS value, or -1."""
+        """Advance the JSON scanner over the buffer; the index just past the arguments, or -1."""
         for i, ch in enumerate(self._buf):
             if self._in_string:
                 if self._escape:
@@ -111,30 +149,10 @@ class ToolCallStreamer:
                 self._depth -= 1
                 if self._depth == 0:
                     return self._reset_scan(i + 1)
-            elif self._depth == 0 and ch in ",}" :
+            elif self._depth == 0 and ch in ",}":
                 return self._reset_scan(i)
         return -1
 
     def _reset_scan(self, end: int) -> int:
         self._depth, self._in_string, self._escape = 0, False, False
         return end
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Deltas for whatever is still held back when generation ends."""
-        out: list[dict[str, Any]] = []
-        if self._state == "text":
-            self._emit_content(out, self._buf)
-        elif self._state == "args":
-            self._emit_args(out, self._buf)  # cut short (max_tokens): pass on what there is
-        self._buf = ""
-        return out
-
-    def _emit_content(self, out: list[dict[str, Any]], text: str) -> None:
-        if text:
-            out.append({"content": text})
-
-    def _emit_args(self, out: list[dict[str, Any]], text: str) -> None:
-        if text:
-            call = self.calls[-1]
-            call["function"]["arguments"] += text
-            out.append({"tool_calls": [{"index": call["index"], "function": {"arguments": text}}]})

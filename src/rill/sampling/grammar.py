@@ -1,14 +1,13 @@
-"""Constrained decoding with llguidance: `response_format` JSON schemas compiled to grammars, and a
-token mask per step that only lets through tokens that keep the output valid.
+"""Constrained decoding with llguidance: `response_format` JSON schemas and tool-call grammars
+compiled, and a token mask per step that only lets through tokens that keep the output valid.
 
-The compiled grammar (a string) is cached by schema; each choice gets its own matcher, which the
-engine thread advances with every sampled token.
+A compiled grammar (a string) is cached by its source; each choice gets its own matcher, which
+the engine thread advances with every sampled token.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Any
 
 import llguidance
@@ -57,18 +56,33 @@ class Grammars:
     def __init__(self, tokenizer: llguidance.LLTokenizer, n_vocab: int):
         self.tokenizer = tokenizer
         self.n_vocab = n_vocab
-        self._compile = functools.lru_cache(maxsize=256)(self._compile_uncached)
+        self._json = functools.lru_cache(maxsize=256)(self._compile_json)
+        self._lark = functools.lru_cache(maxsize=256)(self._compile_lark)
 
     def json_schema(self, schema: dict[str, Any]) -> str:
         """The grammar for output that is one JSON value valid against schema."""
-        key = orjson.dumps(schema)  # key order kept: properties are generated in schema order
-        return self._compile(hashlib.sha256(key).hexdigest(), key)
+        # keyed by the exact JSON text: key order matters, properties are generated in schema order
+        return self._json(orjson.dumps(schema).decode())
 
-    def _compile_uncached(self, _digest: str, key: bytes) -> str:
+    def lark(self, source: str) -> str:
+        """The grammar for a Lark source in llguidance's dialect (tool calls: sampling/tool_format.py)."""
+        return self._lark(source)
+
+    def _compile_json(self, schema: str) -> str:
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(key.decode(), defaults=_JSON_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
         except ValueError as exc:
             raise GrammarError(str(exc)) from None
+        return self._checked(grammar)
+
+    def _compile_lark(self, source: str) -> str:
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_lark(source)
+        except ValueError as exc:
+            raise GrammarError(str(exc)) from None
+        return self._checked(grammar)
+
+    def _checked(self, grammar: str) -> str:
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
         if is_error:
             raise GrammarError(messages[0])
