@@ -396,22 +396,45 @@ def test_a_full_command_line():
     args = _parser().parse_args([
         "bench", "--url", "http://h:1", "--model", "m", "--concurrency", "2, 8,1", "--requests", "10",
         "--prompts", "shared-prefix", "--max-tokens", "64", "--timeout", "12.5", "--json", "out.json",
-        "--compare", "http://h:2", "--compare-model", "m2", "--seed", "5"])
+        "--compare", "http://h:2", "--compare-model", "m2", "--seed", "5",
+        "--extra-body", '{"response_format": {"type": "json_object"}}'])
     assert options_from_args(args) == BenchOptions(
         url="http://h:1", model="m", concurrency=(2, 8, 1), requests=10, prompts="shared-prefix",
-        max_tokens=64, timeout=12.5, compare_url="http://h:2", compare_model="m2", seed=5)
+        max_tokens=64, timeout=12.5, compare_url="http://h:2", compare_model="m2", seed=5,
+        extra_body={"response_format": {"type": "json_object"}})
     assert args.json_path == "out.json"
 
 
 @pytest.mark.parametrize("argv", [
     ["--concurrency", "0"], ["--concurrency", "1,x"], ["--concurrency", ","], ["--requests", "0"],
     ["--requests", "1000000000"], ["--prompts", "medium"], ["--max-tokens", "0"], ["--timeout", "0"],
-    ["--timeout", "inf"], ["--timeout", "nan"],
+    ["--timeout", "inf"], ["--timeout", "nan"], ["--extra-body", "[1]"], ["--extra-body", "{bad"],
+    ["--extra-body", '{"stream": false}'], ["--extra-body", "@/nonexistent/body.json"],
 ])
 def test_bad_values_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         _parser().parse_args(["bench", *argv])
     assert exc.value.code == 2
+
+
+def test_extra_body_from_a_file_is_merged_into_every_request(tmp_path):
+    path = tmp_path / "body.json"
+    path.write_text('{"tools": [], "temperature": 0.5}')
+    extra = options_from_args(_parser().parse_args(["bench", "--extra-body", f"@{path}"])).extra_body
+    body = request_body("m", [], max_tokens=1, seed=0, extra=extra)
+    assert body["tools"] == [] and body["temperature"] == 0.5 and body["stream"] is True
+
+
+async def test_tool_call_fragments_count_as_tokens():
+    frag = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+                         "finish_reason": None}]}
+    stream = _sse(frag, frag, {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+
+    async def handler(request):
+        return httpx.Response(200, content=stream, headers={"content-type": "text/event-stream"})
+
+    result, _ = await _one(handler)
+    assert result.ok and len(result.token_times) == 2
 
 
 def test_compare_model_without_compare_is_a_usage_error(capsys):

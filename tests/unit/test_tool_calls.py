@@ -92,6 +92,11 @@ def test_whitespace_is_content_unless_a_call_follows():
     assert run(["one \n", "\n" + OPEN[:3]])[0] == "one \n\n<to"
 
 
+def test_a_tag_cut_short_after_a_call_is_not_content():
+    content, _, streamer = run([call_text("f", {}) + SEPARATOR + OPEN[:5]])
+    assert content == "" and len(streamer.calls) == 1 and not streamer.in_call
+
+
 def test_a_cut_off_call_passes_on_its_partial_arguments():
     _, _, streamer = run([OPEN + '{"name":"f","arguments":{"a":1'])
     assert streamer.calls[0]["function"]["arguments"] == '{"a":1' and streamer.in_call

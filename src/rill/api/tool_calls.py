@@ -103,10 +103,9 @@ class ToolCallStreamer:
     def finish(self) -> list[tuple[Delta, int]]:
         """Deltas for whatever is still held back when generation ends."""
         out: list[tuple[Delta, int]] = []
-        if self._state == "text":
-            # whitespace after the last call separated nothing: markup, not content
-            self._content(out, len(self._buf.rstrip(_SPACE)) if self.calls and not self._buf.strip(_SPACE)
-                          else len(self._buf))
+        if self._state == "text" and not self.calls:
+            self._content(out, len(self._buf))
+        # after a call only another may follow: held text (a separator, a tag cut short) is markup
         elif self._state == "args":
             self._arguments(out, len(self._buf))  # cut short: pass on what there is
         self._take(len(self._buf))

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from rill.bench.prompts import PROMPT_SETS
 from rill.bench.report import format_table, write_json
-from rill.bench.runner import BenchError, BenchOptions, Progress, run
+from rill.bench.runner import RESERVED_FIELDS, BenchError, BenchOptions, Progress, run
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 4096
@@ -51,6 +54,22 @@ def timeout_seconds(text: str) -> float:
     return value
 
 
+def extra_body(text: str) -> dict[str, Any]:
+    """A JSON object, or @PATH of a file holding one: request fields added to every request."""
+    try:
+        value = json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of request fields")
+    reserved = sorted(RESERVED_FIELDS & value.keys())
+    if reserved:
+        raise argparse.ArgumentTypeError(f"{', '.join(reserved)} are set by rill bench itself")
+    return value
+
+
 def add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="load-test an OpenAI-compatible chat-completions server",
@@ -70,6 +89,9 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--timeout", type=timeout_seconds, default=300.0,
                    help="seconds per level and server before unfinished requests count as errors [300]")
     p.add_argument("--seed", type=int, default=0, help="request i sends seed SEED+i [0]")
+    p.add_argument("--extra-body", type=extra_body, default={}, metavar="JSON",
+                   help="request fields added to every request, as a JSON object or @FILE "
+                        "(e.g. response_format, tools, temperature)")
     p.add_argument("--json", dest="json_path", metavar="PATH", default=None,
                    help="also write the results as JSON to PATH")
     p.add_argument("--compare", dest="compare_url", metavar="URL2", default=None,
@@ -82,7 +104,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         url=args.url, model=args.model, concurrency=tuple(args.concurrency), requests=args.requests,
         prompts=args.prompts, max_tokens=args.max_tokens, timeout=args.timeout,
-        compare_url=args.compare_url, compare_model=args.compare_model, seed=args.seed)
+        compare_url=args.compare_url, compare_model=args.compare_model, seed=args.seed,
+        extra_body=args.extra_body)
 
 
 def run_bench(args: argparse.Namespace) -> int:

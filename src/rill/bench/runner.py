@@ -39,6 +39,7 @@ class BenchOptions:
     compare_url: str | None = None
     compare_model: str | None = None
     seed: int = 0
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,11 +71,16 @@ def base_url(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def request_body(model: str, messages: Messages, *, max_tokens: int, seed: int) -> dict[str, Any]:
+# fields --extra-body may not set: the runner's measurements depend on them
+RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "seed"})
+
+
+def request_body(model: str, messages: Messages, *, max_tokens: int, seed: int,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "model": model, "messages": messages, "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": max_tokens, "temperature": 0, "seed": seed,
+        "max_tokens": max_tokens, "temperature": 0, "seed": seed, **(extra or {}),
     }
 
 
@@ -146,7 +152,7 @@ async def stream_one(client: httpx.AsyncClient, body: dict[str, Any], result: Re
                         return
                     for choice in obj.get("choices") or ():
                         delta = choice.get("delta") or {}
-                        if delta.get("content") or delta.get("reasoning_content"):
+                        if any(delta.get(k) for k in ("content", "reasoning_content", "tool_calls", "function_call")):
                             result.token_times.append(now)
                         if choice.get("finish_reason"):
                             finished = True
@@ -172,7 +178,8 @@ async def stream_one(client: httpx.AsyncClient, body: dict[str, Any], result: Re
 
 async def run_level(client: httpx.AsyncClient, target: Target, prompts: list[Messages], *,
                     concurrency: int, requests: int, max_tokens: int, timeout: float,
-                    seed: int = 0, progress: Progress | None = None) -> LevelStats:
+                    seed: int = 0, extra_body: dict[str, Any] | None = None,
+                    progress: Progress | None = None) -> LevelStats:
     """`requests` requests, `concurrency` at a time (a closed loop), stopped after `timeout`
     seconds: requests still streaming then count as errors ("level timeout"), those never
     started as not run."""
@@ -185,7 +192,8 @@ async def run_level(client: httpx.AsyncClient, target: Target, prompts: list[Mes
         while next_index < requests:
             i = next_index
             next_index += 1
-            body = request_body(target.model, prompts[i % len(prompts)], max_tokens=max_tokens, seed=seed + i)
+            body = request_body(target.model, prompts[i % len(prompts)], max_tokens=max_tokens, seed=seed + i,
+                                extra=extra_body)
             result = RequestResult(start=time.perf_counter())
             results.append(result)
             try:
@@ -263,7 +271,7 @@ async def run(options: BenchOptions, *, transport: httpx.AsyncBaseTransport | No
                 result.levels.append(await run_level(
                     client, target, prompts, concurrency=concurrency, requests=options.requests,
                     max_tokens=options.max_tokens, timeout=options.timeout, seed=options.seed,
-                    progress=progress))
+                    extra_body=options.extra_body, progress=progress))
         return result
     finally:
         for client in clients:
