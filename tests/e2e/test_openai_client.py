@@ -396,11 +396,8 @@ def test_empty_messages_names_the_param(client: openai.OpenAI) -> None:
     assert e.value.param == "messages"
 
 
-TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-
-
 @pytest.mark.parametrize(("fields", "param"), [
-    ({"tools": [TOOL]}, "tools"),
+    ({"prediction": {"type": "content", "content": "Water is wet."}}, "prediction"),
 ])
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
 def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict[str, Any], param: str,

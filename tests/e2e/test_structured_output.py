@@ -10,8 +10,8 @@ import jsonschema
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from tests.e2e.schemas import object_schemas
 from tests.e2e.support import MODEL
 
 pytestmark = pytest.mark.e2e
@@ -63,32 +63,8 @@ def test_an_unusable_schema_is_a_400_naming_it(client: openai.OpenAI) -> None:
     assert e.value.param == "response_format.json_schema.schema"
 
 
-# generated schemas: scalars with bounds, enums, nested objects and arrays
-_scalars = st.one_of(
-    st.just({"type": "string", "maxLength": 20}),
-    st.just({"type": "boolean"}),
-    st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
-              st.integers(-1000, 1000), st.integers(0, 1000)),
-    st.lists(st.sampled_from(["red", "green", "blue", "amber"]), min_size=1, max_size=4, unique=True)
-    .map(lambda values: {"enum": values}),
-)
-_names = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
-
-
-def _objects(children: st.SearchStrategy) -> st.SearchStrategy:
-    return st.dictionaries(_names, children, min_size=1, max_size=3).flatmap(
-        lambda props: st.sets(st.sampled_from(sorted(props))).map(
-            lambda required: {"type": "object", "properties": props, "required": sorted(required),
-                              "additionalProperties": False}))
-
-
-_schemas = st.recursive(_scalars, lambda children: st.one_of(
-    _objects(children), children.map(lambda item: {"type": "array", "items": item, "maxItems": 3})),
-    max_leaves=6).filter(lambda s: s.get("type") == "object") | _objects(_scalars)
-
-
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(schema=_schemas)
+@given(schema=object_schemas)
 def test_generated_schemas_always_validate(client: openai.OpenAI, schema: dict[str, Any]) -> None:
     r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=500, temperature=0.7, seed=1,
                                        response_format=json_schema_format(schema))
