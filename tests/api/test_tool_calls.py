@@ -186,6 +186,19 @@ async def test_logprobs_cover_the_content_and_not_the_calls(client):
     assert "".join(e["token"] for e in choice["logprobs"]["content"]) == "Sure."
 
 
+async def test_stop_strings_end_the_text_but_never_cut_a_call(client):
+    # "\n" is in the markup itself (after the tag, between calls): a call must come out whole
+    r = await client.post(CHAT_URL, json=chat(PARIS + "\n" + UTC, temperature=0, tools=TOOLS, stop=["\n", "Paris"]))
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert [json.loads(c["function"]["arguments"]) for c in choice["message"]["tool_calls"]] == \
+        [{"city": "Paris", "days": 2}, {"zone": "utc"}]
+    r = await client.post(CHAT_URL, json=chat("Let me look.\n" + PARIS, temperature=0, tools=TOOLS, stop=["look"]))
+    choice = r.json()["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "Let me ", "refusal": None, "annotations": []}
+    assert choice["finish_reason"] == "stop"
+
+
 async def test_response_format_shapes_the_answer_alternative(client):
     r = await client.post(CHAT_URL, json=chat("plain words", temperature=0, max_tokens=200, tools=TOOLS,
                                               response_format={"type": "json_object"}))

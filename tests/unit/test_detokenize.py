@@ -179,3 +179,29 @@ def test_split_multibyte_stop_string_matches_across_pieces():
     data = "wait€stop".encode()
     cut = data.index("€".encode()) + 1  # inside the 3-byte euro sign
     assert _run(("€",), [data[:cut], data[cut:]]) == [("wait", False), ("", True)]
+
+
+# ---- stop strings end where tool-call markup begins --------------------------------------------
+
+MARK = "<tool_call>\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.text("ab<\n", max_size=12), after=st.text("ab<\n", max_size=12),
+       cuts=st.lists(st.integers(0, 40), max_size=8))
+def test_stop_strings_are_only_looked_for_before_the_marker(before, after, cuts):
+    stops = ("\n", "b<")
+    text = before + MARK + after
+    marker = text.find(MARK)
+    hits = [i for i in (text.find(s) for s in stops) if 0 <= i < marker]
+    bounds = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    matcher = StopMatcher(stops, until=MARK)
+    emitted, matched = "", False
+    for a, b in zip(bounds, bounds[1:]):
+        out, matched = matcher.push(text[a:b])
+        emitted += out
+        if matched:
+            break
+    if not matched:
+        emitted += matcher.flush()
+    assert (emitted, matched) == ((text[: min(hits)], True) if hits else (text, False))

@@ -19,6 +19,7 @@ from rill.engine.types import Request, SamplingParams
 from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
 from rill.sampling.grammar import GrammarError
+from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
 from rill.sampling.template import TemplateError
 
@@ -193,7 +194,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         model=model,
         request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
                         n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-                        grammar=output_grammar(body, model, tools)),
+                        grammar=output_grammar(body, model, tools),
+                        stops_until=tool_format.OPEN if tools else None),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

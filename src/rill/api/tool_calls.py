@@ -15,7 +15,6 @@ import json
 import secrets
 from typing import Any, Callable
 
-from rill.engine.types import FinishReason, TokenLogprob
 from rill.sampling.tool_format import CLOSE, OPEN
 
 _HEAD = '{"name":'

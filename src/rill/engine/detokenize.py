@@ -7,26 +7,35 @@ import codecs
 
 
 class StopMatcher:
-    """Holds back text that could be the start of a stop string; reports the first full match."""
+    """Holds back text that could be the start of a stop string; reports the first full match.
 
-    __slots__ = ("_stops", "_held")
+    With `until`, stop strings are only looked for in the text before the first occurrence of
+    that marker: what follows it (tool-call markup, whose shape the grammar owns) passes as is."""
 
-    def __init__(self, stops: tuple[str, ...]):
+    __slots__ = ("_stops", "_until", "_held", "_passing")
+
+    def __init__(self, stops: tuple[str, ...], until: str | None = None):
         self._stops = tuple(s for s in stops if s)
+        self._until = until if self._stops else None
         self._held = ""
+        self._passing = not self._stops  # nothing to look for (any more)
 
     def push(self, text: str) -> tuple[str, bool]:
         """Add text; return (text safe to emit, whether a stop string matched).
 
         On a match the emitted text is everything before the earliest stop string and the
         rest is dropped."""
-        if not self._stops:
+        if self._passing:
             return text, False
         buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        marker = buf.find(self._until) if self._until else -1
+        hits = [i for i in (buf.find(s) for s in self._stops) if 0 <= i and (marker < 0 or i < marker)]
         if hits:
             self._held = ""
             return buf[: min(hits)], True
+        if marker >= 0:
+            self._held, self._passing = "", True
+            return buf, False
         keep = self._longest_partial(buf)
         self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep], False
@@ -38,7 +47,7 @@ class StopMatcher:
 
     def _longest_partial(self, buf: str) -> int:
         best = 0
-        for stop in self._stops:
+        for stop in (*self._stops, self._until) if self._until else self._stops:
             for k in range(min(len(stop) - 1, len(buf)), best, -1):
                 if buf.endswith(stop[:k]):
                     best = k
@@ -52,9 +61,9 @@ class Detokenizer:
 
     __slots__ = ("_decoder", "_stops")
 
-    def __init__(self, stops: tuple[str, ...] = ()):
+    def __init__(self, stops: tuple[str, ...] = (), stops_until: str | None = None):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = StopMatcher(stops)
+        self._stops = StopMatcher(stops, stops_until)
 
     def push(self, piece: bytes) -> tuple[str, bool]:
         return self._stops.push(self._decoder.decode(piece))

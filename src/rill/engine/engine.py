@@ -139,7 +139,8 @@ class Engine:
                 pass
 
         seed = request.sampling.seed
-        choices = [Sequence(request=request, publish=publish, index=i, detok=Detokenizer(request.stop),
+        choices = [Sequence(request=request, publish=publish, index=i,
+                            detok=Detokenizer(request.stop, request.stops_until),
                             rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
                             constraint=self.grammars.constraint(request.grammar) if request.grammar else None)
                    for i in range(request.n)]

@@ -39,7 +39,8 @@ class Request:
     priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
     n: int = 1  # choices, decoded in parallel from one prefill of the prompt
     top_logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k best
-    grammar: str | None = None  # an llguidance grammar the output must follow (response_format)
+    grammar: str | None = None  # an llguidance grammar the output must follow (response_format, tools)
+    stops_until: str | None = None  # stop strings are not looked for from this marker on (tool calls)
 
 
 @dataclass(frozen=True, slots=True)
