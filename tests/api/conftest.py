@@ -27,6 +27,9 @@ from rill.sampling.template import ChatTemplate
 
 MODEL = "fake-echo"
 CHAT_URL = "/v1/chat/completions"
+# llguidance 1.9.1 panics (a Rust panic, raised as a BaseException) cutting its error message for
+# this schema inside the multi-byte "é": it must still be a 400.
+PANICS = {"$ref": {"a": "x" * 91 + "éééé"}}
 
 
 def fake_loader(backend: FakeBackend, *, max_queue: int = 256, max_running: int = 1) -> Callable[[Router], None]:

@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from tests.api.conftest import CHAT_URL, assert_error, chat, chunks_of, parse_sse, stream_text
+from tests.api.conftest import CHAT_URL, PANICS, assert_error, chat, chunks_of, parse_sse, stream_text
 
 PERSON = {
     "type": "object",
@@ -61,7 +61,8 @@ async def test_each_of_n_choices_has_its_own_grammar_state(client):
         jsonschema.validate(json.loads(content), PERSON)
 
 
-@pytest.mark.parametrize("schema", [{"type": "nonsense"}, {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}])
+@pytest.mark.parametrize("schema", [{"type": "nonsense"}, {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}},
+                                    PANICS])
 async def test_a_schema_that_cannot_be_compiled_is_a_400_before_the_stream(client, schema):
     for stream in (False, True):
         r = await client.post(CHAT_URL, json=chat("x", stream=stream, response_format=schema_format(schema)))

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from rill.sampling.tool_format import call_text
-from tests.api.conftest import CHAT_URL, assert_error, chat, chunks_of, parse_sse
+from tests.api.conftest import CHAT_URL, PANICS, assert_error, chat, chunks_of, parse_sse
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
                                             "days": {"type": "integer", "minimum": 1, "maximum": 7}},
@@ -260,6 +260,7 @@ def tool(name: str, parameters: dict | None = None) -> dict:
     ({"tools": [tool("a"), tool("b", {"type": "nonsense"})]}, "tools[1].function.parameters"),
     ({"functions": [{"name": "f", "parameters": {"type": "object", "properties": {"x": {"$ref": "#/no"}}}}]},
      "functions[0].parameters"),
+    ({"tools": [tool("a", PANICS)]}, "tools[0].function.parameters"),
     ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
     ({"tools": [tool("has space")]}, "tools[0].function.name"),

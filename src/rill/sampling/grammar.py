@@ -7,8 +7,9 @@ the engine thread advances with every sampled token.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import llguidance
 import llguidance.numpy as llg_np
@@ -23,22 +24,42 @@ class GrammarError(ValueError):
     """The schema cannot be turned into a grammar; the message says why."""
 
 
+@contextlib.contextmanager
+def _llguidance_errors() -> Iterator[None]:
+    """Every failure of llguidance as a GrammarError. Some come as Rust panics, which PyO3 raises
+    as a BaseException (seen for a schema with non-ASCII property names): uncaught, one would
+    escape the request's error handling, or end the engine thread."""
+    try:
+        yield
+    except GrammarError:
+        raise
+    except ValueError as exc:
+        raise GrammarError(str(exc)) from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise GrammarError(f"the grammar library failed: {str(exc)[:300]}") from None
+
+
 class Constraint:
     """One choice's grammar state: the mask for its next token, advanced token by token."""
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, n_vocab: int):
-        self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        with _llguidance_errors():
+            self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         self._mask = llg_np.allocate_token_bitmask(1, tokenizer.vocab_size)
         self._n_vocab = n_vocab
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of logits with every token the grammar forbids next set to -inf."""
-        llg_np.fill_next_token_bitmask(self._matcher, self._mask)
+        with _llguidance_errors():
+            llg_np.fill_next_token_bitmask(self._matcher, self._mask)
         bits = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: self._n_vocab]
         return np.where(bits.astype(bool), logits, np.float32(-np.inf)).astype(np.float32, copy=False)
 
     def advance(self, token: int) -> None:
-        self._matcher.consume_token(token)
+        with _llguidance_errors():
+            self._matcher.consume_token(token)
 
     @property
     def done(self) -> bool:
@@ -69,21 +90,16 @@ class Grammars:
         return self._lark(source)
 
     def _compile_json(self, schema: str) -> str:
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
-        except ValueError as exc:
-            raise GrammarError(str(exc)) from None
-        return self._checked(grammar)
+        with _llguidance_errors():
+            return self._checked(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS))
 
     def _compile_lark(self, source: str) -> str:
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_lark(source)
-        except ValueError as exc:
-            raise GrammarError(str(exc)) from None
-        return self._checked(grammar)
+        with _llguidance_errors():
+            return self._checked(llguidance.LLMatcher.grammar_from_lark(source))
 
     def _checked(self, grammar: str) -> str:
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
+        with _llguidance_errors():
+            is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
         if is_error:
             raise GrammarError(messages[0])
         return grammar
