@@ -36,7 +36,7 @@ async def test_unknown_model_card_is_a_404(client):
 async def test_models_do_not_claim_reasoning(client):
     """The contract: for a model without a thinking section, /v1/models says it does not reason."""
     card = (await client.get("/v1/models")).json()["data"][0]
-    assert card["capabilities"]["reasoning"] is False
+    assert card["capabilities"]["reasoning"] is False and card["capabilities"]["tools"] is True
 
 
 async def test_health_is_200_when_ready(client):

@@ -30,7 +30,8 @@ def _card(model: LocalModel) -> dict[str, Any]:
         "owned_by": "rill",
         "aliases": sorted(model.aliases),
         "context_length": info.n_ctx,
-        "capabilities": {"streaming": True, "vision": False, "tools": False, "reasoning": False},
+        # every local model can call tools: the grammar makes the format, whatever its template
+        "capabilities": {"streaming": True, "vision": False, "tools": True, "reasoning": False},
     }
 
 
