@@ -1,0 +1,81 @@
+"""rill.store.database and migrations: URLs, SQLite's WAL mode, and schema versions applied once,
+in order, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Connection, inspect, select, text
+
+from rill.errors import ConfigError
+from rill.store import schema
+from rill.store.database import database_url, open_database, sqlite_url
+from rill.store.migrations import MIGRATIONS, Migration, migrate
+
+
+@pytest.mark.parametrize("url, driver", [
+    ("sqlite:///tmp/x.db", "sqlite+aiosqlite"), ("sqlite+aiosqlite:///tmp/x.db", "sqlite+aiosqlite"),
+    ("postgresql://u@h/db", "postgresql+asyncpg"), ("postgres://u@h/db", "postgresql+asyncpg"),
+    ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg"),
+])
+def test_urls_name_the_async_driver(url, driver):
+    assert database_url(url).drivername == driver
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", "sqlite://", "sqlite:///:memory:",
+                                 "postgresql+psycopg2://u@h/db"])
+def test_other_urls_are_config_errors(url):
+    with pytest.raises(ConfigError):
+        database_url(url)
+
+
+async def test_a_fresh_database_is_at_the_latest_version(engine):
+    async with engine.connect() as conn:
+        versions = list(await conn.scalars(select(schema.migrations.c.version)))
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert versions == [m.version for m in MIGRATIONS]
+    assert set(schema.metadata.tables) <= tables
+
+
+async def test_opening_again_applies_nothing(database, engine):
+    again = await database.open()
+    try:
+        async with again.begin() as conn:
+            assert await conn.run_sync(migrate) == []
+    finally:
+        await again.dispose()
+
+
+async def test_pending_migrations_run_once_in_order(engine):
+    def add_column(conn: Connection) -> None:
+        conn.execute(text("ALTER TABLE stored_completions ADD COLUMN note TEXT"))
+
+    later = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "a note column", add_column))
+    async with engine.begin() as conn:
+        assert await conn.run_sync(migrate, later) == [later[-1].version]
+        assert await conn.run_sync(migrate, later) == []
+        columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("stored_completions")})
+    assert "note" in columns
+
+
+async def test_a_database_newer_than_the_code_is_refused(engine):
+    async with engine.begin() as conn:
+        await conn.execute(schema.migrations.insert(), {"version": 999, "name": "future", "applied_at": 0.0})
+    async with engine.begin() as conn:
+        with pytest.raises(ConfigError, match="newer"):
+            await conn.run_sync(migrate)
+
+
+async def test_sqlite_runs_in_wal_mode_in_a_directory_it_creates(tmp_path):
+    engine = await open_database(sqlite_url(tmp_path / "new" / "dir" / "rill.db"))
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+    finally:
+        await engine.dispose()
+    assert (tmp_path / "new" / "dir" / "rill.db").is_file()
+
+
+async def test_an_unreachable_postgres_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot open the database"):
+        await open_database("postgresql://nobody@127.0.0.1:1/none")
