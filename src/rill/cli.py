@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                        help="larger request bodies get 413 [8 MiB]")
+    serve.add_argument("--database-url", default=_env("DATABASE_URL", "") or None,
+                       help="where stored completions are kept: sqlite:///PATH or postgresql://... "
+                            "[env RILL_DATABASE_URL; default: rill.db in $RILL_DATA_DIR, else "
+                            "~/.local/share/rill]")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
     add_bench_parser(sub)
@@ -82,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model = ModelConfig(path=args.model, name=args.name, n_ctx=args.ctx, n_threads=args.threads,
                         n_batch=args.batch_tokens, parallel=args.parallel, max_stall=args.max_stall)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                        max_queue=args.max_queue, log_level=args.log_level, model=model)
+                        max_queue=args.max_queue, log_level=args.log_level, model=model,
+                        database_url=args.database_url)
 
 
 def serve(config: ServerConfig) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rill.errors import ConfigError
+from rill.store.database import database_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class ServerConfig:
     max_n: int = 16  # the largest `n` a request may ask for
     log_level: str = "info"
     model: ModelConfig = field(default_factory=ModelConfig)
+    database_url: str | None = None  # None: SQLite in the data directory (store/database.py)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -54,6 +56,8 @@ class ServerConfig:
             raise ConfigError("--max-body-bytes must be at least 1024")
         if self.max_queue < 1:
             raise ConfigError("--max-queue must be at least 1")
+        if self.database_url is not None:
+            database_url(self.database_url)  # raises ConfigError for a URL Rill cannot use
 
 
 def default_threads() -> int:

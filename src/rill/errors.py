@@ -7,11 +7,13 @@
     │   └── ContextLengthExceeded   400 prompt + completion cap beyond the context
     ├── AuthenticationError         401
     ├── ModelNotFound               404 model_not_found
+    ├── NotFound                    404 a stored object that does not exist (for this key)
     ├── PayloadTooLarge             413
     ├── RateLimited                 429 with Retry-After
     ├── NotReady                    503 while the model loads
     ├── ShuttingDown                503 a request cut short by shutdown
-    └── EngineError                 500 inference failed (foreign errors wrapped here)
+    ├── EngineError                 500 inference failed (foreign errors wrapped here)
+    └── StoreFailed                 500 a `store: true` completion could not be written
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class ModelNotFound(RillError):
     code = "model_not_found"
 
 
+class NotFound(RillError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class PayloadTooLarge(RillError):
     status = 413
     type = "invalid_request_error"
@@ -99,6 +107,12 @@ class EngineError(RillError):
     status = 500
     type = "server_error"
     code = "engine_error"
+
+
+class StoreFailed(RillError):
+    status = 500
+    type = "server_error"
+    code = "store_failed"
 
 
 def error_body(exc: RillError) -> dict[str, Any]:

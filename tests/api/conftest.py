@@ -67,10 +67,11 @@ def backend(request) -> FakeBackend:
 
 
 @pytest.fixture
-def config(request) -> ServerConfig:
+def config(request, tmp_path) -> ServerConfig:
     """Server configuration; parametrize indirectly with ServerConfig keyword arguments.
-    `max_queue` is handed to the fake model's engine."""
-    return ServerConfig(**{"max_body_bytes": 64 * 1024, **getattr(request, "param", {})})
+    `max_queue` is handed to the fake model's engine. The store is a SQLite file of the test's."""
+    return ServerConfig(**{"max_body_bytes": 64 * 1024, "database_url": f"sqlite:///{tmp_path / 'rill.db'}",
+                           **getattr(request, "param", {})})
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -88,10 +89,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def serving_fake_app() -> Iterator[str]:
+def serving_fake_app(data_dir: Path) -> Iterator[str]:
     """The app over the fake backend on a free loopback port, in a background thread."""
-    app = create_app(ServerConfig(), fake_loader(FakeBackend()), expected_models=(MODEL,),
-                     exit_on_load_failure=False)
+    app = create_app(ServerConfig(database_url=f"sqlite:///{data_dir / 'rill.db'}"), fake_loader(FakeBackend()),
+                     expected_models=(MODEL,), exit_on_load_failure=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, name="bench-test-server", daemon=True)
@@ -122,7 +123,7 @@ def _run_bounded(args: argparse.Namespace, limit: float = 60) -> int:
 
 def test_run_bench_over_loopback_writes_the_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    with serving_fake_app() as url:
+    with serving_fake_app(tmp_path) as url:
         code = _run_bounded(_parse(["--url", url, "--concurrency", "1,4", "--requests", "8",
                                     "--max-tokens", "32", "--timeout", "30", "--json", str(out)]))
     captured = capsys.readouterr()

@@ -84,9 +84,10 @@ class RillServer:
         return self.proc.returncode, killed
 
 
-def _server_env() -> dict[str, str]:
-    # RILL_* variables in the caller's environment would change the defaults under test.
-    return {k: v for k, v in os.environ.items() if not k.startswith("RILL_")}
+def _server_env(data_dir: Path) -> dict[str, str]:
+    # RILL_* variables in the caller's environment would change the defaults under test; the
+    # store's default database goes in a directory of the server's own.
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RILL_")}, "RILL_DATA_DIR": str(data_dir)}
 
 
 def launch(log_dir: Path, *flags: str) -> RillServer:
@@ -97,7 +98,7 @@ def launch(log_dir: Path, *flags: str) -> RillServer:
     log_file = open(log_path, "wb")
     proc = subprocess.Popen(
         [str(RILL), "serve", "--host", "127.0.0.1", "--port", str(port), *flags],
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=_server_env(),
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=_server_env(log_dir / f"data-{port}"),
     )
     server = RillServer(f"http://127.0.0.1:{port}", proc, log_path, tuple(flags), log_file)
     _live.append(server)

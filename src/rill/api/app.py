@@ -15,11 +15,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
-from rill.api import chat, health, metrics, tokens
+from rill.api import chat, health, metrics, stored, tokens
 from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
+from rill.api.stored import UpdateStoredCompletion
 from rill.config import ServerConfig
 from rill.router import Router
+from rill.store.completions import CompletionStore
+from rill.store.database import default_data_dir, open_database, sqlite_url
 
 log = logging.getLogger("rill.api")
 
@@ -50,6 +53,8 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             finally:
                 loaded.set()
 
+        database = await open_database(config.database_url or sqlite_url(default_data_dir() / "rill.db"))
+        app.state.completions = CompletionStore(database)
         loader = threading.Thread(target=load, name="rill-loader", daemon=True)
         loader.start()
         try:
@@ -57,6 +62,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         finally:
             loader.join()
             router.close()
+            await database.dispose()
 
     app = FastAPI(
         title="Rill",
@@ -66,6 +72,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     )
     install_error_handlers(app)
     app.include_router(chat.router)
+    app.include_router(stored.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tokens.router)
@@ -80,7 +87,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest):
+        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest, UpdateStoredCompletion):
             request = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(request.pop("$defs", {}))
             components[model.__name__] = request

@@ -16,6 +16,7 @@ from rill.errors import InvalidRequest
 from rill.api.plan import plan_chat
 from rill.api.schemas import ChatCompletionRequest, ErrorResponse
 from rill.api.stream import EngineResponse, collect, sse_events
+from rill.store.completions import OPEN_OWNER
 
 router = APIRouter()
 T = TypeVar("T", bound=BaseModel)
@@ -68,10 +69,14 @@ async def create_chat_completion(request: Request) -> EngineResponse:
     model = state.router.resolve(body.model)
     # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
     plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, body, model, max_n=state.config.max_n))
+    save = None
+    if plan.store:
+        messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
+        save = functools.partial(state.completions.save, OPEN_OWNER, messages=messages, metadata=body.metadata or {})
     stream = model.engine.submit(plan.request)
     if plan.stream:
-        return EngineResponse(stream=sse_events(plan, stream))
-    return EngineResponse(collect=lambda: collect(plan, stream))
+        return EngineResponse(stream=sse_events(plan, stream, save))
+    return EngineResponse(collect=lambda: collect(plan, stream, save))
 
 
 for _i, _path in enumerate(CHAT_PATHS):

@@ -52,6 +52,10 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
         return InvalidRequest(f"The request body is not valid JSON: {detail}".rstrip(": "))
     if first["type"] == "missing" and tuple(first["loc"]) == ("body",):
         return InvalidRequest("The request body is empty; send a JSON object.")
+    loc = tuple(first["loc"])
+    if loc and loc[0] in ("query", "path"):  # e.g. ?limit=0 on a list
+        name = ".".join(str(part) for part in loc[1:])
+        return InvalidRequest(f"`{name}`: {first['msg']}", param=name)
     return invalid_body(errors, getattr(exc, "body", None))
 
 

@@ -37,6 +37,7 @@ class Plan:
     include_obfuscation: bool
     service_tier: str
     tools: ToolPlan | None = None  # offered tools: the output is split into content and calls
+    store: bool = False  # keep the finished completion (store: true)
 
 
 # `service_tier` -> admission priority (lower first); the chunks echo the tier used.
@@ -71,14 +72,13 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
         raise _not_yet("audio", "audio output", "text-to-speech")
     if body.web_search_options is not None:
         raise _not_yet("web_search_options", "web search", "search providers")
-    if body.store:
-        raise _not_yet("store", "stored completions", "the completion store")
-    if body.metadata:
-        raise _not_yet("metadata", "metadata on stored completions", "the completion store")
     if body.tags:
         raise _not_yet("tags", "span tags", "tracing")
     if body.parent_span_id is not None:
         raise _not_yet("parent_span_id", "parent spans", "tracing")
+    if body.metadata and not body.store:
+        raise InvalidRequest("`metadata` is kept with a stored completion: send it with `store: true`.",
+                             param="metadata")
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
 
@@ -201,4 +201,5 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         include_obfuscation=not (options and options.include_obfuscation is False),
         service_tier=tier,
         tools=tools,
+        store=bool(body.store),
     )

@@ -17,7 +17,7 @@ from rill.api.output import ChoiceOutput, ToolCallOutput
 from rill.api.plan import Plan
 from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, TextDelta, TokenLogprob
-from rill.errors import EngineError, RillError, ShuttingDown, error_body
+from rill.errors import EngineError, RillError, ShuttingDown, StoreFailed, error_body
 
 log = logging.getLogger("rill.api")
 
@@ -41,12 +41,19 @@ def choice_outputs(plan: Plan) -> list[ChoiceOutput]:
     return [ToolCallOutput(legacy=plan.tools.legacy) for _ in range(plan.request.n)]
 
 
-async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
+# Keeps a finished chat.completion (store: true); raises if it could not.
+Saver = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = None) -> AsyncIterator[bytes]:
     """The contract's stream: a role chunk per choice, content or tool-call chunks (interleaved
     by `index` when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine
-    failure after the first byte becomes one error event, then the stream closes."""
+    failure after the first byte becomes one error event, then the stream closes. With `save`,
+    [DONE] is sent only once the assembled completion is stored: a client that saw it can
+    retrieve it, whatever happens to the server next."""
     chunks = ChunkBuilder(plan)
     outputs = choice_outputs(plan)
+    logprobs: list[list[TokenLogprob]] = [[] for _ in outputs]
     for index in range(len(outputs)):
         yield sse(chunks.role(index))
     finished: list[Finished] = []
@@ -59,18 +66,27 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
                 yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
                 continue
             if isinstance(event, TextDelta):
-                for delta, logprobs in outputs[event.index].feed(event.text, event.logprobs):
-                    yield sse(chunks.delta(delta, event.index, logprobs))
+                for delta, entries in outputs[event.index].feed(event.text, event.logprobs):
+                    logprobs[event.index].extend(entries)
+                    yield sse(chunks.delta(delta, event.index, entries))
             elif isinstance(event, Finished):
                 output = outputs[event.index]
-                for delta, logprobs in output.finish():
-                    yield sse(chunks.delta(delta, event.index, logprobs))
+                for delta, entries in output.finish():
+                    logprobs[event.index].extend(entries)
+                    yield sse(chunks.delta(delta, event.index, entries))
                 yield sse(chunks.finish(event, output.finish_reason(event.reason)))
                 finished.append(event)
                 if len(finished) < len(outputs):
                     continue
                 if plan.include_usage:
                     yield sse(chunks.usage(finished))
+                if save is not None:
+                    try:
+                        await asyncio.shield(save(completion(plan, finished, outputs, logprobs)))
+                    except Exception as exc:
+                        log.exception("request %s: storing the completion failed", plan.id)
+                        yield sse(error_body(StoreFailed(f"the completion could not be stored: {exc}")))
+                        return
                 yield DONE
                 return
             elif isinstance(event, Failed):
@@ -81,7 +97,7 @@ async def sse_events(plan: Plan, stream: RequestStream) -> AsyncIterator[bytes]:
         stream.close()
 
 
-async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any]]:
+async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None) -> tuple[int, dict[str, Any]]:
     """Run the request to the end; (status, body) of the `chat.completion` or the error. The
     message is what the stream would have sent, assembled."""
     outputs = choice_outputs(plan)
@@ -97,7 +113,15 @@ async def collect(plan: Plan, stream: RequestStream) -> tuple[int, dict[str, Any
                     logprobs[event.index].extend(entries)
                 finished.append(event)
                 if len(finished) == len(outputs):
-                    return 200, completion(plan, finished, outputs, logprobs)
+                    body = completion(plan, finished, outputs, logprobs)
+                    if save is not None:
+                        try:
+                            await asyncio.shield(save(body))
+                        except Exception as exc:
+                            log.exception("request %s: storing the completion failed", plan.id)
+                            err = StoreFailed(f"the completion could not be stored: {exc}")
+                            return err.status, error_body(err)
+                    return 200, body
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
                 err = failure(event)

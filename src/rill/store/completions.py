@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rill.store.schema import completion_metadata, stored_completions
 
 T = stored_completions
+OPEN_OWNER = ""  # the owner of everything while the server has no API keys
 Order = Literal["asc", "desc"]
 
 
