@@ -84,3 +84,15 @@ async def test_a_completion_is_kept_when_the_store_is_reopened(client, app, conf
         assert (await CompletionStore(engine).get("", completion_id))["choices"][0]["message"]["content"] == "kept"
     finally:
         await engine.dispose()
+
+
+async def test_a_streamed_completion_is_stored_with_its_logprobs(client):
+    completion_id = await store_one(client, "abc", stream=True, logprobs=True)
+    choice = (await client.get(f"{CHAT_URL}/{completion_id}")).json()["choices"][0]
+    assert "".join(e["token"] for e in choice["logprobs"]["content"]) == choice["message"]["content"] == "abc"
+
+
+async def test_an_update_holds_at_most_16_pairs(client):
+    completion_id = await store_one(client, "a")
+    r = await client.post(f"{CHAT_URL}/{completion_id}", json={"metadata": {f"k{i}": "v" for i in range(17)}})
+    assert_error(r, 400, param="metadata")

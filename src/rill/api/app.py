@@ -17,8 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from rill import __version__
 from rill.api import chat, health, metrics, stored, tokens
 from rill.api.errors import BodyLimit, install_error_handlers
-from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
-from rill.api.stored import UpdateStoredCompletion
+from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest, UpdateStoredCompletion
 from rill.config import ServerConfig
 from rill.router import Router
 from rill.store.completions import CompletionStore

@@ -59,6 +59,7 @@ def render_messages(body: ChatCompletionRequest, tools: Sequence[ToolSpec] = (),
     """Wire messages -> the plain dicts chat templates expect ({role, content: str, ...})."""
     out: Messages = []
     call_names: dict[str, str] = {}  # tool_call_id -> function name, for templates that show it
+    results_turn: dict[str, Any] | None = None  # the fallback's user turn of tool results
     for i, msg in enumerate(body.messages):
         param = f"messages[{i}]"
         if isinstance(msg, AssistantMessage):
@@ -87,17 +88,16 @@ def render_messages(body: ChatCompletionRequest, tools: Sequence[ToolSpec] = (),
                 if name:
                     entry["name"] = name
                 out.append(entry)
-            elif out and out[-1].get("tool_responses"):  # results of one turn share a user turn
-                out[-1]["content"] += "\n" + tool_format.response_text(text)
+            elif out and out[-1] is results_turn:  # consecutive results share one user turn
+                results_turn["content"] += "\n" + tool_format.response_text(text)
             else:
-                out.append({"role": "user", "content": tool_format.response_text(text), "tool_responses": True})
+                results_turn = {"role": "user", "content": tool_format.response_text(text)}
+                out.append(results_turn)
         else:
             entry = {"role": msg.role, "content": _text(msg.content, f"{param}.content")}
             if msg.name is not None:
                 entry["name"] = msg.name
             out.append(entry)
-    for entry in out:
-        entry.pop("tool_responses", None)
     if tools and not native_tools:
         _offer(out, tools)
     return out

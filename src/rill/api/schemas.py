@@ -254,3 +254,9 @@ class TokenizeRequest(_Strict):
 class DetokenizeRequest(_Strict):
     model: str | None = None
     tokens: list[Annotated[int, Field(ge=0)]]
+
+
+class UpdateStoredCompletion(_Strict):
+    """POST /v1/chat/completions/{id}: the new metadata (null clears it)."""
+
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None

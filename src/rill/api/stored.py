@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from rill.api.chat import read_body
 from rill.api.errors import JSONResponse
-from rill.api.schemas import MetadataKey, MetadataValue, _Strict
+from rill.api.schemas import UpdateStoredCompletion
 from rill.errors import InvalidRequest, NotFound
 from rill.store.completions import OPEN_OWNER, CompletionStore
 
@@ -17,10 +17,6 @@ router = APIRouter()
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Order = Literal["asc", "desc"]
-
-
-class UpdateStoredCompletion(_Strict):
-    metadata: dict[MetadataKey, MetadataValue] | None
 
 
 def _store(request: Request) -> CompletionStore:

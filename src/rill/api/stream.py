@@ -45,6 +45,17 @@ def choice_outputs(plan: Plan) -> list[ChoiceOutput]:
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+async def store_failure(plan: Plan, save: Saver, body: dict[str, Any]) -> StoreFailed | None:
+    """Save the completion; the error to send instead of it when that failed. Shielded: a client
+    that leaves during the write does not cancel it."""
+    try:
+        await asyncio.shield(save(body))
+    except Exception as exc:
+        log.exception("request %s: storing the completion failed", plan.id)
+        return StoreFailed(f"the completion could not be stored: {exc}")
+    return None
+
+
 async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = None) -> AsyncIterator[bytes]:
     """The contract's stream: a role chunk per choice, content or tool-call chunks (interleaved
     by `index` when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine
@@ -53,7 +64,8 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
     retrieve it, whatever happens to the server next."""
     chunks = ChunkBuilder(plan)
     outputs = choice_outputs(plan)
-    logprobs: list[list[TokenLogprob]] = [[] for _ in outputs]
+    # the stored completion needs the logprobs again; a plain stream forgets them once sent
+    logprobs: list[list[TokenLogprob]] | None = [[] for _ in outputs] if save is not None else None
     for index in range(len(outputs)):
         yield sse(chunks.role(index))
     finished: list[Finished] = []
@@ -67,12 +79,14 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 continue
             if isinstance(event, TextDelta):
                 for delta, entries in outputs[event.index].feed(event.text, event.logprobs):
-                    logprobs[event.index].extend(entries)
+                    if logprobs is not None:
+                        logprobs[event.index].extend(entries)
                     yield sse(chunks.delta(delta, event.index, entries))
             elif isinstance(event, Finished):
                 output = outputs[event.index]
                 for delta, entries in output.finish():
-                    logprobs[event.index].extend(entries)
+                    if logprobs is not None:
+                        logprobs[event.index].extend(entries)
                     yield sse(chunks.delta(delta, event.index, entries))
                 yield sse(chunks.finish(event, output.finish_reason(event.reason)))
                 finished.append(event)
@@ -81,11 +95,9 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 if plan.include_usage:
                     yield sse(chunks.usage(finished))
                 if save is not None:
-                    try:
-                        await asyncio.shield(save(completion(plan, finished, outputs, logprobs)))
-                    except Exception as exc:
-                        log.exception("request %s: storing the completion failed", plan.id)
-                        yield sse(error_body(StoreFailed(f"the completion could not be stored: {exc}")))
+                    err = await store_failure(plan, save, completion(plan, finished, outputs, logprobs))
+                    if err is not None:
+                        yield sse(error_body(err))
                         return
                 yield DONE
                 return
@@ -114,13 +126,9 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None) 
                 finished.append(event)
                 if len(finished) == len(outputs):
                     body = completion(plan, finished, outputs, logprobs)
-                    if save is not None:
-                        try:
-                            await asyncio.shield(save(body))
-                        except Exception as exc:
-                            log.exception("request %s: storing the completion failed", plan.id)
-                            err = StoreFailed(f"the completion could not be stored: {exc}")
-                            return err.status, error_body(err)
+                    err = await store_failure(plan, save, body) if save is not None else None
+                    if err is not None:
+                        return err.status, error_body(err)
                     return 200, body
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
