@@ -57,6 +57,29 @@ async def test_pending_migrations_run_once_in_order(engine):
     assert "note" in columns
 
 
+async def test_a_version_1_database_is_brought_to_the_latest_shape(database):
+    """What issue 6's first step created: stored completions only, stamped version 1."""
+    engine = await database.open()
+    try:
+        def version_1(conn: Connection) -> None:
+            for name in list(inspect(conn).get_table_names()):
+                conn.execute(text(f"DROP TABLE {name} CASCADE" if conn.dialect.name == "postgresql"
+                                  else f"DROP TABLE {name}"))
+            tables = [schema.stored_completions, schema.completion_metadata, schema.migrations]
+            schema.metadata.create_all(conn, tables=tables)
+            conn.execute(text("DROP INDEX ix_stored_completions_created"))
+            conn.execute(schema.migrations.insert(), {"version": 1, "name": "v1", "applied_at": 0.0})
+
+        async with engine.begin() as conn:
+            await conn.run_sync(version_1)
+            assert await conn.run_sync(migrate) == [m.version for m in MIGRATIONS[1:]]
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("stored_completions")})
+        assert set(schema.metadata.tables) <= tables and "ix_stored_completions_created" in indexes
+    finally:
+        await engine.dispose()
+
+
 async def test_a_database_newer_than_the_code_is_refused(engine):
     async with engine.begin() as conn:
         await conn.execute(schema.migrations.insert(), {"version": 999, "name": "future", "applied_at": 0.0})

@@ -94,6 +94,18 @@ class CompletionStore:
             await conn.execute(delete(T).where(T.c.seq == seq))
         return True
 
+    async def delete_before(self, cutoff: float, *, batch: int = 500) -> int:
+        """Retention: delete completions created before cutoff, a batch per transaction; how many."""
+        deleted = 0
+        while True:
+            async with self._engine.begin() as conn:
+                seqs = list((await conn.scalars(select(T.c.seq).where(T.c.created < cutoff).limit(batch))).all())
+                if not seqs:
+                    return deleted
+                await conn.execute(delete(completion_metadata).where(completion_metadata.c.completion_seq.in_(seqs)))
+                await conn.execute(delete(T).where(T.c.seq.in_(seqs)))
+            deleted += len(seqs)
+
     @staticmethod
     def _visible(owner: str | None, completion_id: str) -> ColumnElement[bool]:
         condition = T.c.id == completion_id

@@ -34,6 +34,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def default_database_url() -> str:
+    """The database of `rill serve` and `rill keys` when given no URL: rill.db in the data directory."""
+    return sqlite_url(default_data_dir() / "rill.db")
+
+
 def database_url(url: str) -> URL:
     """`sqlite:///path`, `postgresql://...` (or `postgres://`), with or without the async driver
     named, as the URL of the async driver; anything else is a ConfigError."""

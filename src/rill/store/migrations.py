@@ -28,7 +28,13 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stored completions and their metadata", None),
+    Migration(2, "spans, traces, API keys; stored completions indexed by time", lambda conn: _add_tracing(conn)),
 )
+
+
+def _add_tracing(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.traces, schema.spans, schema.span_tags, schema.api_keys])
+    next(i for i in schema.stored_completions.indexes if i.name == "ix_stored_completions_created").create(conn)
 
 _LOCK_ID = 0x5249_4C4C  # "RILL": two servers starting on one Postgres migrate one at a time
 

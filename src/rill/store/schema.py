@@ -5,8 +5,8 @@ plain indexed joins on SQLite and Postgres alike."""
 
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text)
 
 metadata = MetaData()
 
@@ -26,6 +26,7 @@ stored_completions = Table(
     Column("completion", JSON, nullable=False),  # the chat.completion object as returned
     Column("messages", JSON, nullable=False),  # the request's input messages
     Index("ix_stored_completions_owner_seq", "owner", "seq"),
+    Index("ix_stored_completions_created", "created"),  # retention
 )
 
 completion_metadata = Table(
@@ -35,6 +36,75 @@ completion_metadata = Table(
     Column("key", String(64), primary_key=True),
     Column("value", String(512), nullable=False),
     Index("ix_completion_metadata_key_value", "key", "value"),
+)
+
+# A trace is the tree of spans under one root; this row keeps what lists and filters need without
+# grouping spans (the writer updates it as spans arrive).
+traces = Table(
+    "traces", metadata,
+    Column("seq", Sequence, primary_key=True, autoincrement=True),  # list order and cursors
+    Column("id", String(64), nullable=False, unique=True),
+    Column("owner", String(OWNER), nullable=False),
+    Column("root_span_id", String(64)),  # None until the root span arrives
+    Column("name", Text),  # the root span's name
+    Column("start_time", Float, nullable=False),  # the earliest span's start
+    Column("end_time", Float),  # the latest span's end; None while the root is open
+    Column("num_spans", Integer, nullable=False, default=0),
+    Column("num_open", Integer, nullable=False, default=0),  # spans without an end time
+    Column("num_errors", Integer, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Index("ix_traces_owner_seq", "owner", "seq"),
+    Index("ix_traces_owner_start", "owner", "start_time"),
+    Index("ix_traces_start", "start_time"),  # retention
+)
+
+spans = Table(
+    "spans", metadata,
+    Column("seq", Sequence, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("trace_id", String(64), nullable=False),
+    Column("parent_id", String(64)),
+    Column("owner", String(OWNER), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("type", String(64)),  # "chat.completion" for Rill's own; anything for clients'
+    Column("start_time", Float, nullable=False),
+    Column("end_time", Float),  # None while open
+    Column("model", Text),
+    Column("user", Text),
+    Column("completion_id", String(64)),  # the chat completion this span recorded
+    Column("input", JSON),
+    Column("output", JSON),
+    Column("error", Text),
+    Column("meta", JSON),
+    Column("tags", JSON, nullable=False),
+    Column("score", Integer),
+    Column("usage", JSON),  # OpenAI's usage object
+    Column("timings", JSON),  # queue_ms, ttft_ms, total_ms, tokens_per_second
+    Column("finish_reason", String(32)),
+    Column("total_tokens", Integer, nullable=False, default=0),
+    Index("ix_spans_trace_start", "trace_id", "start_time"),
+    Index("ix_spans_completion_id", "completion_id"),
+    Index("ix_spans_owner_start", "owner", "start_time"),
+)
+
+# Scalar tag values as text, for indexed `tag=key:value` filters.
+span_tags = Table(
+    "span_tags", metadata,
+    Column("span_seq", Sequence, ForeignKey("spans.seq", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+    Index("ix_span_tags_key_value", "key", "value"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),  # what spans and completions are owned by
+    Column("name", Text, nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),  # sha256 hex of the secret
+    Column("prefix", String(16), nullable=False),  # the secret's first characters, for display
+    Column("admin", Boolean, nullable=False, default=False),  # sees every key's objects
+    Column("created", Float, nullable=False),
+    Column("revoked", Float),  # when revoked; revoked keys are refused
 )
 
 migrations = Table(

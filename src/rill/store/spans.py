@@ -1,0 +1,381 @@
+"""Spans and traces (Opper's model): every chat completion is a span, clients open their own
+(a workflow, a tool run) and nest completions under them with `parent_span_id`.
+
+A span belongs to one trace (the tree under a root span) and to the API key that made it;
+`scope` filters every read as in completions.py (None: an admin key, sees all). Each trace has
+a row of aggregates (span, open-span and error counts, tokens, time range) kept up to date in
+the same transaction as its spans, so listing and filtering traces never groups spans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from sqlalchemy import (ColumnElement, and_, case, delete, exists, func, insert, or_, select, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from rill.store.schema import span_tags, spans, traces
+
+S, T, TAGS = spans, traces, span_tags
+TraceStatus = Literal["ok", "error", "running"]
+MAX_TAG_VALUE = 512  # longer (or non-scalar) tag values are kept but not filterable
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One span as stored. Times are Unix seconds."""
+
+    id: str
+    trace_id: str
+    owner: str
+    name: str
+    start_time: float
+    parent_id: str | None = None
+    type: str | None = None
+    end_time: float | None = None
+    model: str | None = None
+    user: str | None = None
+    completion_id: str | None = None
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    score: int | None = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, float] | None = None
+    finish_reason: str | None = None
+    total_tokens: int = 0
+
+
+# PATCH-able fields (Opper's UpdateSpanRequest); the trace row follows end_time, error, name
+UPDATABLE = frozenset({"name", "type", "start_time", "end_time", "input", "output", "error", "meta", "score",
+                       "tags"})
+
+
+@dataclass(frozen=True, slots=True)
+class TraceFilter:
+    """A trace matches when one of its spans has each of tag/model/user (not necessarily the
+    same span for each), its status is `status`, and it started in [since, until)."""
+
+    tags: tuple[tuple[str, str], ...] = ()
+    model: str | None = None
+    user: str | None = None
+    name: str | None = None  # the root span's name
+    status: TraceStatus | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class SpanExists(Exception):
+    """A span with this id exists already."""
+
+
+class SpanTimeError(ValueError):
+    """A span would end before it starts."""
+
+
+class SpanStore:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def insert(self, record: SpanRecord) -> None:
+        async with self._engine.begin() as conn:
+            if (await conn.execute(select(S.c.seq).where(S.c.id == record.id))).first() is not None:
+                raise SpanExists(record.id)
+            await self._insert(conn, record)
+
+    async def insert_many(self, records: Iterable[SpanRecord]) -> None:
+        """Several spans in one transaction (the background writer's batches)."""
+        async with self._engine.begin() as conn:
+            for record in records:
+                await self._insert(conn, record)
+
+    async def update(self, scope: str | None, span_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply PATCH changes (keys from UPDATABLE); the updated span, or None if not visible."""
+        assert set(changes) <= UPDATABLE, set(changes) - UPDATABLE
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(S).where(self._visible(scope, span_id)))).one_or_none()
+            if row is None:
+                return None
+            before = _record(row)
+            after = dataclasses.replace(before, **changes)
+            if after.end_time is not None and after.end_time < after.start_time:
+                raise SpanTimeError(span_id)
+            await conn.execute(update(S).where(S.c.seq == row.seq).values(**_columns(after)))
+            if "tags" in changes:
+                await conn.execute(delete(TAGS).where(TAGS.c.span_seq == row.seq))
+                await _insert_tags(conn, row.seq, after.tags)
+            await conn.execute(update(T).where(T.c.id == after.trace_id).values(
+                num_open=T.c.num_open + (int(after.end_time is None) - int(before.end_time is None)),
+                num_errors=T.c.num_errors + (int(after.error is not None) - int(before.error is not None)),
+                **_widened_range(after)))
+            await conn.execute(update(T).where(T.c.id == after.trace_id, T.c.root_span_id == after.id)
+                               .values(name=after.name))
+        return span_object(after)
+
+    async def delete(self, scope: str | None, span_id: str) -> bool:
+        """Delete the span and the spans under it; the trace keeps the rest (or goes with its last)."""
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(S.c.id, S.c.trace_id).where(self._visible(scope, span_id)))).one_or_none()
+            if row is None:
+                return False
+            tree = (await conn.execute(select(S.c.id, S.c.parent_id).where(S.c.trace_id == row.trace_id))).all()
+            doomed = _subtree(row.id, [(r.id, r.parent_id) for r in tree])
+            await conn.execute(delete(S).where(S.c.id.in_(doomed)))  # tags go by ON DELETE CASCADE
+            await self._recount(conn, row.trace_id)
+        return True
+
+    async def delete_before(self, cutoff: float, *, batch: int = 500) -> int:
+        """Retention: delete the traces (with their spans) that started before cutoff, a batch
+        per transaction so that writers never wait long; how many traces went."""
+        deleted = 0
+        while True:
+            async with self._engine.begin() as conn:
+                ids = list((await conn.scalars(select(T.c.id).where(T.c.start_time < cutoff).limit(batch))).all())
+                if not ids:
+                    return deleted
+                await conn.execute(delete(S).where(S.c.trace_id.in_(ids)))  # tags go by cascade
+                await conn.execute(delete(T).where(T.c.id.in_(ids)))
+            deleted += len(ids)
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def get(self, scope: str | None, span_id: str) -> dict[str, Any] | None:
+        """A span by its id, or by the id of the chat completion it recorded."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(S).where(self._visible(scope, span_id)))).one_or_none()
+        return None if row is None else span_object(_record(row))
+
+    async def locate(self, scope: str | None, span_id: str) -> tuple[str, str] | None:
+        """(span id, trace id) of a visible span, for nesting a new span under it."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(S.c.id, S.c.trace_id).where(self._visible(scope, span_id)))).one_or_none()
+        return None if row is None else (row.id, row.trace_id)
+
+    async def trace_owner(self, trace_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(T.c.owner).where(T.c.id == trace_id))).scalar_one_or_none()
+
+    async def trace(self, scope: str | None, trace_id: str) -> dict[str, Any] | None:
+        """The trace with its spans in tree order (each after its parent, siblings by start)."""
+        condition = T.c.id == trace_id if scope is None else and_(T.c.id == trace_id, T.c.owner == scope)
+        async with self._engine.connect() as conn:
+            head = (await conn.execute(select(T).where(condition))).one_or_none()
+            if head is None:
+                return None
+            rows = (await conn.execute(select(S).where(S.c.trace_id == trace_id)
+                                       .order_by(S.c.start_time, S.c.seq))).all()
+        records = [_record(r) for r in rows]
+        return {**trace_object(head, records), "spans": _tree_order(records)}
+
+    async def list_traces(self, scope: str | None, where: TraceFilter = TraceFilter(), *,
+                          after: str | None = None, offset: int = 0, limit: int = 20
+                          ) -> tuple[list[dict[str, Any]], bool, int] | None:
+        """Newest first: (page, has_more, total matching); None when `after` names no visible
+        trace. `after` (a trace id) is the cursor; `offset` is there for Opper's SDK."""
+        conditions = self._trace_conditions(scope, where)
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(T).where(*conditions))).scalar_one()
+            query = select(T).where(*conditions)
+            if after is not None:
+                visible = T.c.id == after if scope is None else and_(T.c.id == after, T.c.owner == scope)
+                cursor = (await conn.execute(select(T.c.seq).where(visible))).scalar_one_or_none()
+                if cursor is None:
+                    return None
+                query = query.where(T.c.seq < cursor)
+            rows = (await conn.execute(query.order_by(T.c.seq.desc()).offset(offset).limit(limit + 1))).all()
+            page = rows[:limit]
+            roots: dict[str, SpanRecord] = {}
+            ids = [r.root_span_id for r in page if r.root_span_id]
+            if ids:
+                roots = {r.id: _record(r) for r in (await conn.execute(select(S).where(S.c.id.in_(ids)))).all()}
+        return ([trace_object(r, [roots[r.root_span_id]] if r.root_span_id in roots else []) for r in page],
+                len(rows) > limit, total)
+
+    # --- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _visible(scope: str | None, span_id: str) -> ColumnElement[bool]:
+        condition = or_(S.c.id == span_id, S.c.completion_id == span_id)
+        return condition if scope is None else and_(condition, S.c.owner == scope)
+
+    @staticmethod
+    def _trace_conditions(scope: str | None, where: TraceFilter) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if scope is not None:
+            out.append(T.c.owner == scope)
+        for key, value in where.tags:
+            out.append(exists().where(S.c.trace_id == T.c.id, TAGS.c.span_seq == S.c.seq,
+                                      TAGS.c.key == key, TAGS.c.value == value))
+        if where.model is not None:
+            out.append(exists().where(S.c.trace_id == T.c.id, S.c.model == where.model))
+        if where.user is not None:
+            out.append(exists().where(S.c.trace_id == T.c.id, S.c.user == where.user))
+        if where.name is not None:
+            out.append(T.c.name == where.name)
+        if where.status == "error":
+            out.append(T.c.num_errors > 0)
+        elif where.status == "running":
+            out.extend([T.c.num_errors == 0, T.c.num_open > 0])
+        elif where.status == "ok":
+            out.extend([T.c.num_errors == 0, T.c.num_open == 0])
+        if where.since is not None:
+            out.append(T.c.start_time >= where.since)
+        if where.until is not None:
+            out.append(T.c.start_time < where.until)
+        return out
+
+    async def _insert(self, conn: AsyncConnection, record: SpanRecord) -> None:
+        upsert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(T)
+        await conn.execute(upsert.values(
+            id=record.trace_id, owner=record.owner, start_time=record.start_time, end_time=record.end_time,
+            num_spans=0, num_open=0, num_errors=0, total_tokens=0).on_conflict_do_nothing(index_elements=["id"]))
+        await conn.execute(update(T).where(T.c.id == record.trace_id).values(
+            num_spans=T.c.num_spans + 1, num_open=T.c.num_open + int(record.end_time is None),
+            num_errors=T.c.num_errors + int(record.error is not None),
+            total_tokens=T.c.total_tokens + record.total_tokens, **_widened_range(record)))
+        if record.parent_id is None:  # the first parentless span of a trace is its root
+            await conn.execute(update(T).where(T.c.id == record.trace_id, T.c.root_span_id.is_(None))
+                               .values(root_span_id=record.id, name=record.name))
+        seq = (await conn.execute(insert(S).returning(S.c.seq), _columns(record))).scalar_one()
+        await _insert_tags(conn, seq, record.tags)
+
+    @staticmethod
+    async def _recount(conn: AsyncConnection, trace_id: str) -> None:
+        """Recompute a trace's aggregates from its spans (after deleting some); drop it if empty."""
+        left = (await conn.execute(select(
+            func.count(), func.sum(case((S.c.end_time.is_(None), 1), else_=0)),
+            func.sum(case((S.c.error.is_not(None), 1), else_=0)), func.sum(S.c.total_tokens),
+            func.min(S.c.start_time), func.max(S.c.end_time)).where(S.c.trace_id == trace_id))).one()
+        if not left[0]:
+            await conn.execute(delete(T).where(T.c.id == trace_id))
+            return
+        root = (await conn.execute(select(S.c.id, S.c.name).where(S.c.trace_id == trace_id, S.c.parent_id.is_(None))
+                                   .order_by(S.c.start_time).limit(1))).one_or_none()
+        await conn.execute(update(T).where(T.c.id == trace_id).values(
+            num_spans=left[0], num_open=left[1] or 0, num_errors=left[2] or 0, total_tokens=left[3] or 0,
+            start_time=left[4], end_time=left[5],
+            root_span_id=root.id if root else None, name=root.name if root else None))
+
+
+def _columns(record: SpanRecord) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def _record(row: Any) -> SpanRecord:
+    names = {f.name for f in dataclasses.fields(SpanRecord)}
+    return SpanRecord(**{k: v for k, v in row._mapping.items() if k in names})
+
+
+def _widened_range(record: SpanRecord) -> dict[str, Any]:
+    """The trace's time range grown to cover this span."""
+    out: dict[str, Any] = {"start_time": case((T.c.start_time > record.start_time, record.start_time),
+                                              else_=T.c.start_time)}
+    if record.end_time is not None:
+        out["end_time"] = case((or_(T.c.end_time.is_(None), T.c.end_time < record.end_time), record.end_time),
+                               else_=T.c.end_time)
+    return out
+
+
+async def _insert_tags(conn: AsyncConnection, seq: int, tags: dict[str, Any]) -> None:
+    rows = [{"span_seq": seq, "key": k, "value": v} for k, v in
+            ((k, tag_text(v)) for k, v in tags.items()) if v is not None and len(k) <= 64]
+    if rows:
+        await conn.execute(insert(TAGS), rows)
+
+
+def tag_text(value: Any) -> str | None:
+    """A tag value as filters compare it: strings as they are, numbers and booleans as JSON;
+    None for values that are not filterable (objects, lists, null, very long strings)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, int, float)):
+        text = json.dumps(value)
+    else:
+        return None
+    return text if len(text) <= MAX_TAG_VALUE else None
+
+
+def _subtree(root: str, edges: list[tuple[str, str | None]]) -> list[str]:
+    children: dict[str | None, list[str]] = {}
+    for span_id, parent in edges:
+        children.setdefault(parent, []).append(span_id)
+    out, todo = [], [root]
+    while todo:
+        span_id = todo.pop()
+        out.append(span_id)
+        todo.extend(children.get(span_id, ()))
+    return out
+
+
+def _tree_order(records: list[SpanRecord]) -> list[dict[str, Any]]:
+    """Depth-first, each span after its parent (records come sorted by start); a span whose
+    parent is gone (deleted) is shown as a root. Each span gets its `depth`."""
+    ids = {r.id for r in records}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for r in records:
+        children.setdefault(r.parent_id if r.parent_id in ids else None, []).append(r)
+    out: list[dict[str, Any]] = []
+    todo = [(r, 0) for r in reversed(children.get(None, []))]
+    while todo:
+        record, depth = todo.pop()
+        out.append({**span_object(record), "depth": depth})
+        todo.extend((c, depth + 1) for c in reversed(children.get(record.id, [])))
+    return out
+
+
+# --- wire shapes (Opper's span and trace models, plus Rill's fields) ----------------------
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    return None if start is None or end is None else round((end - start) * 1000)
+
+
+def _text(value: Any) -> str | None:
+    """Opper's trace models type input/output as strings: JSON for anything else."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def span_object(r: SpanRecord) -> dict[str, Any]:
+    return {
+        "object": "span", "id": r.id, "trace_id": r.trace_id, "parent_id": r.parent_id, "name": r.name,
+        "type": r.type, "start_time": iso(r.start_time), "end_time": iso(r.end_time),
+        "duration_ms": _ms(r.start_time, r.end_time),
+        "status": "error" if r.error is not None else "running" if r.end_time is None else "ok",
+        "input": r.input, "output": r.output, "error": r.error, "meta": r.meta, "score": r.score,
+        "tags": r.tags, "model": r.model, "user": r.user, "completion_id": r.completion_id,
+        "usage": r.usage, "timings": r.timings, "finish_reason": r.finish_reason,
+        # Opper's trace tree reads these from `data`
+        "data": {"input": _text(r.input), "output": _text(r.output), "total_tokens": r.total_tokens,
+                 "model": r.model},
+    }
+
+
+def trace_object(row: Any, roots: list[SpanRecord]) -> dict[str, Any]:
+    root = next((r for r in roots if r.id == row.root_span_id), None)
+    status = "error" if row.num_errors else "running" if row.num_open else "ok"
+    return {
+        "object": "trace", "id": row.id, "name": row.name, "root_span_id": row.root_span_id,
+        "start_time": iso(row.start_time), "end_time": iso(row.end_time) if not row.num_open else None,
+        "duration_ms": _ms(row.start_time, row.end_time) if not row.num_open else None,
+        "status": status, "num_spans": row.num_spans, "num_errors": row.num_errors,
+        "total_tokens": row.total_tokens,
+        "input": _text(root.input) if root else None, "output": _text(root.output) if root else None,
+        "tags": root.tags if root else {}, "model": root.model if root else None,
+        "user": root.user if root else None,
+    }

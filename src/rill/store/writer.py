@@ -1,0 +1,108 @@
+"""The background span writer: request handlers hand finished spans to a bounded queue and go
+on; one task writes them in batches. Decoding never waits for the database. When the queue is
+full (the database is down or far slower than the traffic) a span is dropped, counted in
+`num_dropped` (exported as rill_trace_records_dropped_total) and logged.
+
+Spans still in the queue are findable (`pending`), so a request may nest under the span of a
+completion that finished a moment ago, before that span reached the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from rill.store.spans import SpanRecord, SpanStore
+
+log = logging.getLogger("rill.store")
+
+MAX_QUEUE = 10_000
+MAX_BATCH = 256  # spans per transaction
+DROP_LOG_SECONDS = 10.0  # at most one "dropped" warning per this interval
+
+
+class SpanWriter:
+    def __init__(self, store: SpanStore, *, max_queue: int = MAX_QUEUE, max_batch: int = MAX_BATCH):
+        self.store = store
+        self.num_dropped = 0
+        self.num_written = 0
+        self._queue: asyncio.Queue[SpanRecord] = asyncio.Queue(max_queue)
+        self._max_batch = max_batch
+        self._pending: dict[str, SpanRecord] = {}  # queued or being written, by span id
+        self._task: asyncio.Task[None] | None = None
+        self._last_drop_log = -DROP_LOG_SECONDS
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def pending(self, span_id: str) -> SpanRecord | None:
+        return self._pending.get(span_id)
+
+    def submit(self, record: SpanRecord) -> bool:
+        """Queue a span for writing; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._dropped(1, "the span queue is full")
+            return False
+        self._pending[record.id] = record
+        self._idle.clear()
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="rill-span-writer")
+
+    async def flush(self) -> None:
+        """Wait until every span queued so far is written (or dropped)."""
+        await self._idle.wait()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (for at most `timeout` seconds), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._pending:
+            self._dropped(len(self._pending), "the server stopped before they were written")
+            self._pending.clear()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._write(batch)
+            for record in batch:
+                self._pending.pop(record.id, None)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _write(self, batch: list[SpanRecord]) -> None:
+        try:
+            await self.store.insert_many(batch)
+            self.num_written += len(batch)
+            return
+        except Exception:
+            if len(batch) == 1:
+                log.exception("writing span %s failed", batch[0].id)
+                self._dropped(1, "writing them failed")
+                return
+        # one bad span must not cost the batch: write them one by one
+        for record in batch:
+            await self._write([record])
+
+    def _dropped(self, count: int, why: str) -> None:
+        self.num_dropped += count
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_SECONDS:
+            self._last_drop_log = now
+            log.warning("dropped %d span(s): %s (%d dropped since start)", count, why, self.num_dropped)
