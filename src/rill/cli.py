@@ -13,6 +13,7 @@ from rill import __version__
 from rill.bench.command import add_bench_parser, run_bench
 from rill.config import ModelConfig, ServerConfig
 from rill.errors import ConfigError
+from rill.keys_command import add_keys_parser, run_keys
 
 log = logging.getLogger("rill")
 
@@ -73,12 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                        help="larger request bodies get 413 [8 MiB]")
     serve.add_argument("--database-url", default=_env("DATABASE_URL", "") or None,
-                       help="where stored completions are kept: sqlite:///PATH or postgresql://... "
+                       help="where traces, stored completions and keys are kept: sqlite:///PATH or postgresql://... "
                             "[env RILL_DATABASE_URL; default: rill.db in $RILL_DATA_DIR, else "
                             "~/.local/share/rill]")
+    serve.add_argument("--retention-days", type=float, default=float(_env("RETENTION_DAYS", "0")) or None,
+                       help="delete traces and stored completions older than this many days (checked "
+                            "hourly) [env RILL_RETENTION_DAYS; default: keep everything]")
+    serve.add_argument("--api-key", action="append", metavar="KEY", default=None,
+                       help="require `Authorization: Bearer KEY` (an admin key; repeat for more); keys "
+                            "made by `rill keys create` work too [env RILL_API_KEY, comma-separated; "
+                            "default: none: open unless the database has keys]")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
     add_bench_parser(sub)
+    add_keys_parser(sub)
     return parser
 
 
@@ -87,7 +96,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         n_batch=args.batch_tokens, parallel=args.parallel, max_stall=args.max_stall)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, model=model,
-                        database_url=args.database_url)
+                        database_url=args.database_url, api_keys=api_keys_from(args.api_key),
+                        retention_days=args.retention_days)
+
+
+def api_keys_from(flags: list[str] | None) -> tuple[str, ...]:
+    """--api-key values, else RILL_API_KEY's comma-separated ones."""
+    if flags:
+        return tuple(flags)
+    return tuple(key.strip() for key in _env("API_KEY", "").split(",") if key.strip())
 
 
 def serve(config: ServerConfig) -> None:
@@ -131,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "keys":
+        return run_keys(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:

@@ -38,6 +38,9 @@ class ModelConfig:
             raise ConfigError("--threads must be >= 0")
 
 
+MIN_API_KEY_CHARS = 16
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -48,6 +51,10 @@ class ServerConfig:
     log_level: str = "info"
     model: ModelConfig = field(default_factory=ModelConfig)
     database_url: str | None = None  # None: SQLite in the data directory (store/database.py)
+    # the operator's keys (--api-key): admin, and besides the database's keys; none and no database
+    # keys: the server is open. Not in repr(), so a logged config shows no secret.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    retention_days: float | None = None  # None: keep traces and stored completions forever
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -58,6 +65,12 @@ class ServerConfig:
             raise ConfigError("--max-queue must be at least 1")
         if self.database_url is not None:
             database_url(self.database_url)  # raises ConfigError for a URL Rill cannot use
+        if self.retention_days is not None and not self.retention_days > 0:
+            raise ConfigError("--retention-days must be more than 0 (leave it out to keep everything)")
+        for i, key in enumerate(self.api_keys, 1):  # the messages never echo a key
+            if not key or any(c.isspace() for c in key) or len(key) < MIN_API_KEY_CHARS:
+                raise ConfigError(f"--api-key #{i} must be at least {MIN_API_KEY_CHARS} characters "
+                                  "without whitespace")
 
 
 def default_threads() -> int:

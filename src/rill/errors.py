@@ -13,7 +13,8 @@
     ├── NotReady                    503 while the model loads
     ├── ShuttingDown                503 a request cut short by shutdown
     ├── EngineError                 500 inference failed (foreign errors wrapped here)
-    └── StoreFailed                 500 a `store: true` completion could not be written
+    ├── StoreFailed                 500 a `store: true` completion could not be written
+    └── StoreUnavailable            503 the database cannot be reached (keys, spans, stored completions)
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class AuthenticationError(RillError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}  # RFC 6750: the scheme the client should use
 
 
 class ModelNotFound(RillError):
@@ -113,6 +117,15 @@ class StoreFailed(RillError):
     status = 500
     type = "server_error"
     code = "store_failed"
+
+
+class StoreUnavailable(RillError):
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 def error_body(exc: RillError) -> dict[str, Any]:

@@ -148,8 +148,6 @@ UNSUPPORTED = [
     ("audio", {"audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
     ("web_search_options", {"web_search_options": {"search_context_size": "low"}}, "web_search_options"),
     ("web_search_options-empty", {"web_search_options": {}}, "web_search_options"),
-    ("tags", {"tags": {"team": "search"}}, "tags"),
-    ("parent_span_id", {"parent_span_id": "span_123"}, "parent_span_id"),
 ]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
+import httpx
 import pytest
 from atoma_sdk import AtomaSDK
 from opperai import Opper
@@ -124,16 +126,51 @@ def test_opper_streaming_request_still_streams(opper: Opper) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
 
 
-@pytest.mark.parametrize(("field", "value"), [("tags", {"team": "e2e"}), ("parent_span_id", "span_123")])
-def test_opper_tracing_fields_are_refused_by_name(opper: Opper, field: str, value: Any) -> None:
-    """Not built yet: a 400 naming the field. The body is OpenAI's error shape, which the SDK's
-    BadRequestError model (it wants `detail`) does not parse, so it surfaces as another OpperError."""
+def test_opper_spans_and_traces_show_the_nesting(root: str) -> None:
+    """The SDK's own span and trace calls (relative to server_url <root>/v1) against Rill's span
+    API, with its models parsing Rill's responses: a workflow span, a completion nested under it
+    with `tags` and `parent_span_id`, the span closed, the trace tree read back."""
+    with Opper(http_bearer="unused", server_url=root + "/v1", timeout_ms=TIMEOUT_MS) as sdk:
+        workflow = sdk.spans.create(name="answer-question", input="What is rain?", meta={"step": "plan"})
+        assert workflow.id and workflow.trace_id and workflow.end_time is None
+        r = sdk.openai.create_chat_completion(request={
+            "messages": QUESTION, "model": MODEL, "max_tokens": 8,
+            "tags": {"team": "e2e", "attempt": 1}, "parent_span_id": workflow.id})
+        assert r.choices[0].message.content
+        ended = sdk.spans.update(span_id=workflow.id, end_time=datetime.datetime.now(datetime.timezone.utc),
+                                 output="It falls.")
+        assert ended.output == "It falls." and ended.end_time is not None
+        got = sdk.spans.get(span_id=workflow.id)
+        assert got.name == "answer-question" and got.meta == {"step": "plan"}
+
+        trace = sdk.traces.get(trace_id=workflow.trace_id)
+        assert trace.id == workflow.trace_id and trace.name == "answer-question" and trace.status == "ok"
+        assert [s.id for s in trace.spans][0] == workflow.id
+        (chat_span,) = [s for s in trace.spans if s.parent_id == workflow.id]
+        assert chat_span.type == "chat.completion" and chat_span.data.model == MODEL
+        assert json.loads(chat_span.data.input) == QUESTION and chat_span.data.total_tokens == r.usage.total_tokens
+        assert trace.total_tokens == r.usage.total_tokens
+
+        listed = sdk.traces.list(limit=100)
+        assert listed.meta.total_count >= 1 and workflow.trace_id in [t.id for t in listed.data]
+
+        # Rill's own fields on the completion's span: tags, the completion id, timings
+        raw = httpx.get(f"{root}/v1/spans/{r.id}", timeout=CLIENT_TIMEOUT_S).json()
+        assert raw["id"] == chat_span.id and raw["tags"] == {"team": "e2e", "attempt": 1}
+        assert raw["timings"]["ttft_ms"] > 0 and raw["usage"]["total_tokens"] == r.usage.total_tokens
+
+        sdk.spans.delete(span_id=workflow.id)
+        with pytest.raises(opper_errors.OpperError) as e:
+            sdk.spans.get(span_id=workflow.id)
+        assert e.value.status_code == 404
+
+
+def test_opper_unknown_parent_span_is_a_400(opper: Opper) -> None:
+    """The body is OpenAI's error shape, which the SDK's BadRequestError model (it wants
+    `detail`) does not parse, so it surfaces as another OpperError."""
     with pytest.raises(opper_errors.OpperError) as e:
         opper.openai.create_chat_completion(
-            request={"messages": QUESTION, "model": MODEL, "max_tokens": 4, field: value})
+            request={"messages": QUESTION, "model": MODEL, "max_tokens": 4, "parent_span_id": "no-such-span"})
     assert e.value.status_code == 400
     err = json.loads(e.value.body)["error"]
-    assert err["param"] == field
-    assert err["code"] == "unsupported_parameter"
-    assert err["type"] == "invalid_request_error"
-    assert field in err["message"]
+    assert err["param"] == "parent_span_id" and err["type"] == "invalid_request_error"

@@ -15,13 +15,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
-from rill.api import chat, health, metrics, stored, tokens
+from rill.api import chat, health, metrics, spans, stored, tokens
+from rill.api.auth import ApiKeyAuth, Authenticator
 from rill.api.errors import BodyLimit, install_error_handlers
-from rill.api.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest, UpdateStoredCompletion
+from rill.api.metrics import install_metrics
+from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
+                              UpdateStoredCompletion)
 from rill.config import ServerConfig
 from rill.router import Router
 from rill.store.completions import CompletionStore
-from rill.store.database import default_data_dir, open_database, sqlite_url
+from rill.store.database import default_database_url, open_database
+from rill.store.keys import KeyStore
+from rill.store.retention import Retention
+from rill.store.spans import SpanStore
+from rill.store.writer import SpanWriter
 
 log = logging.getLogger("rill.api")
 
@@ -52,8 +59,17 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             finally:
                 loaded.set()
 
-        database = await open_database(config.database_url or sqlite_url(default_data_dir() / "rill.db"))
+        database = await open_database(config.database_url or default_database_url())
         app.state.completions = CompletionStore(database)
+        app.state.spans = SpanStore(database)
+        app.state.span_writer = writer = SpanWriter(app.state.spans)
+        writer.start()
+        retention = None
+        if config.retention_days is not None:
+            retention = Retention(app.state.completions, app.state.spans, config.retention_days)
+            retention.start()
+        app.state.keys = KeyStore(database)
+        app.state.auth = Authenticator(config.api_keys, app.state.keys)
         loader = threading.Thread(target=load, name="rill-loader", daemon=True)
         loader.start()
         try:
@@ -61,6 +77,9 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         finally:
             loader.join()
             router.close()
+            await writer.close()
+            if retention is not None:
+                await retention.close()
             await database.dispose()
 
     app = FastAPI(
@@ -72,10 +91,13 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(stored.router)
+    app.include_router(spans.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tokens.router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(ApiKeyAuth)  # outside BodyLimit: a refused request's body is never read
+    install_metrics(app)  # last: the outermost middleware, so it counts the 401s and 413s too
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 
@@ -86,7 +108,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest, UpdateStoredCompletion):
+        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest, UpdateStoredCompletion,
+                      CreateSpan, UpdateSpan):
             request = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(request.pop("$defs", {}))
             components[model.__name__] = request

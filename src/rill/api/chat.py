@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import TypeVar
 
 import anyio.to_thread
@@ -16,7 +17,9 @@ from rill.errors import InvalidRequest
 from rill.api.plan import plan_chat
 from rill.api.schemas import ChatCompletionRequest, ErrorResponse
 from rill.api.stream import EngineResponse, collect, sse_events
-from rill.store.completions import OPEN_OWNER
+from rill.api.auth import owner_of, scope_of
+from rill.api.tracing import SPAN_TYPE, ChatSpan, locate_parent, new_span_id
+from rill.store.spans import SpanRecord
 
 router = APIRouter()
 T = TypeVar("T", bound=BaseModel)
@@ -63,20 +66,35 @@ async def read_body(request: Request, schema: type[T]) -> T:
 
 async def create_chat_completion(request: Request) -> EngineResponse:
     """Create a chat completion. `stream: true` answers with server-sent events
-    (`chat.completion.chunk` objects, then `data: [DONE]`), otherwise one `chat.completion`."""
+    (`chat.completion.chunk` objects, then `data: [DONE]`), otherwise one `chat.completion`.
+    The response's `x-rill-span-id` header names the span that records it."""
+    arrived, arrived_wall = time.monotonic(), time.time()
     body = await read_request(request)
     state = request.app.state
     model = state.router.resolve(body.model)
     # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
     plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, body, model, max_n=state.config.max_n))
+    owner = owner_of(request)
+    parent_id, trace_id = None, new_span_id()
+    if body.parent_span_id is not None:
+        parent_id, trace_id = await locate_parent(request, body.parent_span_id, scope_of(request), "parent_span_id")
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
     save = None
     if plan.store:
-        messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
-        save = functools.partial(state.completions.save, OPEN_OWNER, messages=messages, metadata=body.metadata or {})
+        save = functools.partial(state.completions.save, owner, messages=messages, metadata=body.metadata or {})
     stream = model.engine.submit(plan.request)
+    span = ChatSpan(state.span_writer, getattr(state, "metrics", None), SpanRecord(
+        id=new_span_id(), trace_id=trace_id, parent_id=parent_id, owner=owner, name=SPAN_TYPE, type=SPAN_TYPE,
+        start_time=arrived_wall, model=model.id, user=body.user, completion_id=plan.id, input=messages,
+        tags=body.tags or {}, meta={"params": body.model_dump(mode="json", exclude_none=True, exclude=_NOT_PARAMS)}),
+        started=arrived)
     if plan.stream:
-        return EngineResponse(stream=sse_events(plan, stream, save))
-    return EngineResponse(collect=lambda: collect(plan, stream, save))
+        return EngineResponse(stream=sse_events(plan, stream, save, span), headers=span.headers)
+    return EngineResponse(collect=lambda: collect(plan, stream, save, span), headers=span.headers)
+
+
+# what a span keeps elsewhere (input, tags, parent, user, model) or not at all
+_NOT_PARAMS = {"messages", "tags", "parent_span_id", "user", "model", "metadata"}
 
 
 for _i, _path in enumerate(CHAT_PATHS):

@@ -6,14 +6,15 @@ import logging
 import re
 from typing import Any, Sequence
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rill.errors import InvalidRequest, PayloadTooLarge, RillError, error_body
+from rill.errors import InvalidRequest, PayloadTooLarge, RillError, StoreUnavailable, error_body
 
 log = logging.getLogger("rill.api")
 
@@ -85,6 +86,9 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+STORE_UNAVAILABLE = StoreUnavailable("The server's database is unavailable; retry shortly.")
+
+
 def _response(exc: RillError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers())
 
@@ -108,6 +112,10 @@ def install_error_handlers(app: FastAPI) -> None:
         err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return _response(err)
 
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
+        return _response(STORE_UNAVAILABLE)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _response(RillError("The server had an internal error; it has been logged."))
@@ -115,6 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RillError, on_rill_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(SQLAlchemyError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

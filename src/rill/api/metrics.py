@@ -1,13 +1,23 @@
-"""GET /metrics: Prometheus text exposition of the engines' state."""
+"""GET /metrics: the app's registry in Prometheus text, with the engines' and the trace writer's
+state read from app.state at scrape time."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from starlette.responses import PlainTextResponse
+from typing import Any, Iterator
+
+from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.responses import PlainTextResponse, Response
+
+from rill.api.http_metrics import HTTPMetrics
+from rill.api.request_metrics import RequestMetrics
 
 router = APIRouter()
 
-_HELP = {
+# Engine.stats() key -> (type, help); exposed as rill_engine_<key>{model}.
+ENGINE_STATS = {
     "running_sequences": ("gauge", "Sequences in the engine's batch (prefilling or decoding)."),
     "waiting_requests": ("gauge", "Requests waiting for a sequence slot."),
     "kv_cache_used_tokens": ("gauge", "KV cache cells held by running sequences."),
@@ -25,17 +35,41 @@ _HELP = {
 }
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class AppStateCollector(Collector):
+    """Engine gauges and counters per served model, and the trace writer's queue, read from the
+    app's state when scraped (both may be absent: while loading, or without a span writer)."""
+
+    def __init__(self, state: Any):
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        model_router = getattr(self.state, "router", None)
+        stats = {m.id: m.engine.stats() for m in model_router.models()} if model_router is not None else {}
+        for key, (kind, help_text) in ENGINE_STATS.items():
+            family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = family_type(f"rill_engine_{key}", help_text, labels=["model"])
+            for model_id, values in stats.items():
+                family.add_metric([model_id], values[key])
+            yield family
+        writer = getattr(self.state, "span_writer", None)
+        if writer is not None:
+            yield CounterMetricFamily("rill_trace_records_dropped",
+                                      "Span records dropped because the trace writer's queue was full.",
+                                      value=writer.num_dropped)
+            yield GaugeMetricFamily("rill_trace_queue_depth", "Span records waiting to be written.",
+                                    value=writer.queue_depth)
+
+
+def install_metrics(app: FastAPI) -> RequestMetrics:
+    """Build the app's metrics, keep them on app.state.metrics and count every HTTP request.
+    Call it after every other add_middleware: the last one added is the outermost."""
+    metrics = RequestMetrics()
+    metrics.register(AppStateCollector(app.state))
+    app.state.metrics = metrics
+    app.add_middleware(HTTPMetrics, metrics=metrics, router=app.router)
+    return metrics
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
-    stats = {model.id: model.engine.stats() for model in request.app.state.router.models()}
-    lines: list[str] = []
-    for name, (kind, help_text) in _HELP.items():
-        lines.append(f"# HELP rill_engine_{name} {help_text}")
-        lines.append(f"# TYPE rill_engine_{name} {kind}")
-        lines.extend(f'rill_engine_{name}{{model="{_label(model_id)}"}} {values[name]}'
-                     for model_id, values in stats.items())
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -72,10 +72,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
         raise _not_yet("audio", "audio output", "text-to-speech")
     if body.web_search_options is not None:
         raise _not_yet("web_search_options", "web search", "search providers")
-    if body.tags:
-        raise _not_yet("tags", "span tags", "tracing")
-    if body.parent_span_id is not None:
-        raise _not_yet("parent_span_id", "parent spans", "tracing")
     if body.metadata and not body.store:
         raise InvalidRequest("`metadata` is kept with a stored completion: send it with `store: true`.",
                              param="metadata")

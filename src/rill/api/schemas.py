@@ -5,6 +5,7 @@ Every optional field accepts an explicit null, as the SDKs send one for unset va
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -178,6 +179,9 @@ class WebSearchOptions(_Strict):
 
 
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+# Opper's tags: any JSON values; keys are filterable names
+Tags = Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Any], Field(max_length=64)]
+SpanId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 StopString = Annotated[str, StringConstraints(min_length=1)]
 
@@ -222,8 +226,51 @@ class ChatCompletionRequest(_Wire):
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     safety_identifier: Annotated[str, StringConstraints(max_length=256)] | None = None
     prompt_cache_key: Annotated[str, StringConstraints(max_length=1024)] | None = None
-    tags: dict[str, Any] | None = None
-    parent_span_id: str | None = None
+    tags: Tags | None = None
+    parent_span_id: SpanId | None = None
+
+
+# ---- spans (Opper's CreateSpanRequest / UpdateSpanRequest, plus tags) ----
+
+# ISO 8601 (a zone-less time is UTC) or Unix seconds
+SpanTime = Annotated[datetime.datetime, Field(strict=False)]
+SpanName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+SpanType = Annotated[str, StringConstraints(max_length=64)]
+
+
+class CreateSpan(_Strict):
+    """POST /v1/spans: open (or record) a span. With `parent_id` it joins the parent's trace;
+    without, it starts a trace (`trace_id` names it, or one is made)."""
+
+    name: SpanName
+    id: SpanId | None = None
+    trace_id: SpanId | None = None
+    parent_id: SpanId | None = None
+    type: SpanType | None = None
+    start_time: SpanTime | None = None
+    end_time: SpanTime | None = None
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+    score: int | None = None
+    tags: Tags | None = None
+
+
+class UpdateSpan(_Strict):
+    """PATCH /v1/spans/{id}: the fields sent are changed (null clears one); e.g. `end_time`
+    and `output` to close a workflow span, `error` to mark it failed."""
+
+    name: SpanName | None = None
+    type: SpanType | None = None
+    start_time: SpanTime | None = None
+    end_time: SpanTime | None = None
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+    score: int | None = None
+    tags: Tags | None = None
 
 
 # ---- responses (for the OpenAPI document; responses are built as dicts and sent with orjson) ----

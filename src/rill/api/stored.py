@@ -1,5 +1,6 @@
 """OpenAI's stored-completions API over the store: list, retrieve, messages, update metadata,
-delete. (Creating one is `store: true` on a chat completion: see chat.py.)"""
+delete. (Creating one is `store: true` on a chat completion: see chat.py.) Each call sees only
+the calling key's completions (an admin key: everyone's); another key's id is not found."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from rill.api.auth import scope_of
 from rill.api.chat import read_body
 from rill.api.errors import JSONResponse
 from rill.api.schemas import UpdateStoredCompletion
 from rill.errors import InvalidRequest, NotFound
-from rill.store.completions import OPEN_OWNER, CompletionStore
+from rill.store.completions import CompletionStore
 
 router = APIRouter()
 
@@ -46,7 +48,7 @@ def _metadata_filter(request: Request) -> dict[str, str]:
 @router.get("/v1/chat/completions", summary="List stored chat completions")
 async def list_stored(request: Request, after: str | None = None, limit: Limit = 20, order: Order = "asc",
                       model: str | None = None) -> JSONResponse:
-    page = await _store(request).list(OPEN_OWNER, after=after, limit=limit, order=order, model=model,
+    page = await _store(request).list(scope_of(request), after=after, limit=limit, order=order, model=model,
                                       metadata=_metadata_filter(request))
     if page is None:
         raise _missing(after or "")
@@ -55,7 +57,7 @@ async def list_stored(request: Request, after: str | None = None, limit: Limit =
 
 @router.get("/v1/chat/completions/{completion_id}", summary="Retrieve a stored chat completion")
 async def retrieve_stored(request: Request, completion_id: str) -> JSONResponse:
-    found = await _store(request).get(OPEN_OWNER, completion_id)
+    found = await _store(request).get(scope_of(request), completion_id)
     if found is None:
         raise _missing(completion_id)
     return JSONResponse(found)
@@ -64,7 +66,7 @@ async def retrieve_stored(request: Request, completion_id: str) -> JSONResponse:
 @router.get("/v1/chat/completions/{completion_id}/messages", summary="The messages of a stored chat completion")
 async def stored_messages(request: Request, completion_id: str, after: str | None = None, limit: Limit = 20,
                           order: Order = "asc") -> JSONResponse:
-    messages = await _store(request).messages(OPEN_OWNER, completion_id)
+    messages = await _store(request).messages(scope_of(request), completion_id)
     if messages is None:
         raise _missing(completion_id)
     if order == "desc":
@@ -82,7 +84,7 @@ async def stored_messages(request: Request, completion_id: str, after: str | Non
                  "schema": {"$ref": "#/components/schemas/UpdateStoredCompletion"}}}}})
 async def update_stored(request: Request, completion_id: str) -> JSONResponse:
     body = await read_body(request, UpdateStoredCompletion)
-    updated = await _store(request).update_metadata(OPEN_OWNER, completion_id, body.metadata or {})
+    updated = await _store(request).update_metadata(scope_of(request), completion_id, body.metadata or {})
     if updated is None:
         raise _missing(completion_id)
     return JSONResponse(updated)
@@ -90,6 +92,6 @@ async def update_stored(request: Request, completion_id: str) -> JSONResponse:
 
 @router.delete("/v1/chat/completions/{completion_id}", summary="Delete a stored chat completion")
 async def delete_stored(request: Request, completion_id: str) -> JSONResponse:
-    if not await _store(request).delete(OPEN_OWNER, completion_id):
+    if not await _store(request).delete(scope_of(request), completion_id):
         raise _missing(completion_id)
     return JSONResponse({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})

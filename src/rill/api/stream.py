@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from rill.api.chunks import ChunkBuilder, completion
 from rill.api.output import ChoiceOutput, ToolCallOutput
 from rill.api.plan import Plan
+from rill.api.tracing import ChatSpan
 from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, TextDelta, TokenLogprob
 from rill.errors import EngineError, RillError, ShuttingDown, StoreFailed, error_body
@@ -24,6 +25,7 @@ log = logging.getLogger("rill.api")
 KEEPALIVE_SECONDS = 15.0
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+CLIENT_LEFT = "cancelled: the client disconnected"  # a span's error when the response was cut short
 
 
 def failure(event: Failed) -> RillError:
@@ -56,12 +58,14 @@ async def store_failure(plan: Plan, save: Saver, body: dict[str, Any]) -> StoreF
     return None
 
 
-async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = None) -> AsyncIterator[bytes]:
+async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = None,
+                     span: ChatSpan | None = None) -> AsyncIterator[bytes]:
     """The contract's stream: a role chunk per choice, content or tool-call chunks (interleaved
     by `index` when n > 1), a finish chunk per choice, [the usage chunk], [DONE]. An engine
     failure after the first byte becomes one error event, then the stream closes. With `save`,
     [DONE] is sent only once the assembled completion is stored: a client that saw it can
-    retrieve it, whatever happens to the server next."""
+    retrieve it, whatever happens to the server next. `span` is told of every delta and, when
+    the stream ends (a client leaving included), of the outcome."""
     chunks = ChunkBuilder(plan)
     outputs = choice_outputs(plan)
     # the stored completion needs the logprobs again; a plain stream forgets them once sent
@@ -69,6 +73,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
     for index in range(len(outputs)):
         yield sse(chunks.role(index))
     finished: list[Finished] = []
+    error: str | None = CLIENT_LEFT  # until the stream ends on its own
     try:
         while True:
             try:
@@ -78,6 +83,8 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 yield KEEPALIVE  # keeps proxies from closing a stream that waits in the queue
                 continue
             if isinstance(event, TextDelta):
+                if span is not None:
+                    span.text(event)
                 for delta, entries in outputs[event.index].feed(event.text, event.logprobs):
                     if logprobs is not None:
                         logprobs[event.index].extend(entries)
@@ -97,27 +104,36 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 if save is not None:
                     err = await store_failure(plan, save, completion(plan, finished, outputs, logprobs))
                     if err is not None:
+                        error = err.message
                         yield sse(error_body(err))
                         return
+                error = None
                 yield DONE
                 return
             elif isinstance(event, Failed):
                 log.error("request %s failed mid-stream: %s", plan.id, event.message)
+                error = event.message
                 yield sse(error_body(failure(event)))
                 return
     finally:
         stream.close()
+        if span is not None:
+            span.end(outputs, finished, error)
 
 
-async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None) -> tuple[int, dict[str, Any]]:
+async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
+                  span: ChatSpan | None = None) -> tuple[int, dict[str, Any]]:
     """Run the request to the end; (status, body) of the `chat.completion` or the error. The
     message is what the stream would have sent, assembled."""
     outputs = choice_outputs(plan)
     logprobs: list[list[TokenLogprob]] = [[] for _ in outputs]
     finished: list[Finished] = []
+    error: str | None = CLIENT_LEFT
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
+                if span is not None:
+                    span.text(event)
                 for _, entries in outputs[event.index].feed(event.text, event.logprobs):
                     logprobs[event.index].extend(entries)
             elif isinstance(event, Finished):
@@ -128,14 +144,19 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None) 
                     body = completion(plan, finished, outputs, logprobs)
                     err = await store_failure(plan, save, body) if save is not None else None
                     if err is not None:
+                        error = err.message
                         return err.status, error_body(err)
+                    error = None
                     return 200, body
             elif isinstance(event, Failed):
                 log.error("request %s failed: %s", plan.id, event.message)
+                error = event.message
                 err = failure(event)
                 return err.status, error_body(err)
     finally:
         stream.close()
+        if span is not None:
+            span.end(outputs, finished, error)
     raise RillError("the engine ended a request without finishing it")  # pragma: no cover
 
 

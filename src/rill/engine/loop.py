@@ -139,6 +139,10 @@ class EngineLoop:
                 break
             self.waiting.remove(seq)
             self.placement.place(seq, self.running)
+            if not seq.admitted_at:  # a preempted sequence's wait was counted the first time
+                seq.admitted_at = time.monotonic()
+                for fork in seq.forks:
+                    fork.admitted_at = seq.admitted_at
             seq.status = Status.PREFILLING
             self.running.append(seq)
             while self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
@@ -305,7 +309,9 @@ class EngineLoop:
 
     @staticmethod
     def _finished(seq: Sequence, reason: FinishReason) -> Finished:
-        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused)
+        queued = (seq.admitted_at or time.monotonic()) - seq.submitted_at
+        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused,
+                        queue_seconds=max(queued, 0.0))
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)

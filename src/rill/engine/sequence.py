@@ -36,6 +36,7 @@ class Sequence:
     constraint: Constraint | None = None  # the grammar state, for constrained output
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
+    admitted_at: float = 0.0  # monotonic time of its first admission into the batch
 
     @property
     def num_prompt_tokens(self) -> int:

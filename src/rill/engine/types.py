@@ -72,6 +72,7 @@ class Finished:
     num_completion_tokens: int
     index: int = 0  # the choice that finished (a request ends when all of its n choices have)
     num_cached_prompt_tokens: int = 0  # prompt tokens taken from the prefix cache
+    queue_seconds: float = 0.0  # from submission to admission into the batch
 
 
 @dataclass(frozen=True, slots=True)

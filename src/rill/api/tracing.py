@@ -1,0 +1,116 @@
+"""Every chat completion is a span: ChatSpan times the request as its events pass (first token,
+inter-token gaps, queue wait from the engine) and, when the response ends however it ends,
+hands the span to the background writer and the numbers to the request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Protocol, Sequence
+
+from fastapi import Request
+
+from rill.api.output import ChoiceOutput
+from rill.engine.types import Finished, TextDelta
+from rill.errors import InvalidRequest
+from rill.store.spans import SpanRecord, SpanStore
+from rill.store.writer import SpanWriter
+
+SPAN_TYPE = "chat.completion"
+
+
+class TokenMetrics(Protocol):
+    def observe_first_token(self, model: str, seconds: float) -> None: ...
+    def observe_inter_token(self, model: str, seconds: float, count: int = 1) -> None: ...
+    def observe_tokens(self, model: str, prompt: int, completion: int) -> None: ...
+    def observe_request_duration(self, model: str, seconds: float) -> None: ...
+
+
+def new_span_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def locate_parent(request: Request, parent_id: str, scope: str | None, param: str) -> tuple[str, str]:
+    """(span id, trace id) of the span to nest under: one of this key's spans, written or still
+    queued; otherwise a 400 naming `param`."""
+    writer: SpanWriter = request.app.state.span_writer
+    queued = writer.pending(parent_id)
+    if queued is not None and (scope is None or queued.owner == scope):
+        return queued.id, queued.trace_id
+    spans: SpanStore = request.app.state.spans
+    found = await spans.locate(scope, parent_id)
+    if found is None:
+        raise InvalidRequest(f"`{param}`: no span '{parent_id}' found for this API key.", param=param)
+    return found
+
+
+class ChatSpan:
+    def __init__(self, writer: SpanWriter, metrics: TokenMetrics | None, record: SpanRecord, *,
+                 started: float | None = None):
+        """`started`: when the request arrived (time.monotonic()); record.start_time is the
+        same moment in wall-clock time."""
+        self.record = record
+        self._writer = writer
+        self._metrics = metrics
+        self._started = time.monotonic() if started is None else started
+        self._first_token: float | None = None
+        self._last_token = 0.0
+        self._ended = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-rill-span-id": self.record.id, "x-rill-trace-id": self.record.trace_id}
+
+    def text(self, event: TextDelta) -> None:
+        """Called for each delta as it is sent: the first one is the time to first token, later
+        ones spread their gap over the tokens they carry."""
+        now = time.monotonic()
+        model = self.record.model or ""
+        if self._first_token is None:
+            self._first_token = now
+            if self._metrics is not None:
+                self._metrics.observe_first_token(model, now - self._started)
+        elif self._metrics is not None and event.num_tokens > 0:
+            self._metrics.observe_inter_token(model, (now - self._last_token) / event.num_tokens, event.num_tokens)
+        self._last_token = now
+
+    def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None) -> None:
+        """Record the span (once): what was generated, usage, timings, and the error if any."""
+        if self._ended:
+            return
+        self._ended = True
+        now = time.monotonic()
+        record = self.record
+        record.end_time = record.start_time + (now - self._started)
+        record.error = error
+        done = {event.index for event in finished}
+        messages = [{"role": "assistant", **output.message()} for i, output in enumerate(outputs) if i in done]
+        record.output = messages[0] if len(outputs) == 1 and messages else messages or None
+        if finished:
+            prompt = finished[0].num_prompt_tokens
+            completion = sum(event.num_completion_tokens for event in finished)
+            record.total_tokens = prompt + completion
+            record.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                            "cached_tokens": finished[0].num_cached_prompt_tokens}
+            reasons = [outputs[e.index].finish_reason(e.reason) for e in sorted(finished, key=lambda e: e.index)]
+            record.finish_reason = reasons[0] if len(set(reasons)) == 1 else ",".join(reasons)
+            if self._metrics is not None:
+                self._metrics.observe_tokens(record.model or "", prompt, completion)
+        record.timings = self._timings(now, finished)
+        if self._metrics is not None:
+            self._metrics.observe_request_duration(record.model or "", now - self._started)
+        self._writer.submit(record)
+
+    def _timings(self, now: float, finished: list[Finished]) -> dict[str, Any]:
+        total = now - self._started
+        out: dict[str, Any] = {"total_ms": round(total * 1000, 3)}
+        if finished:
+            out["queue_ms"] = round(max(e.queue_seconds for e in finished) * 1000, 3)
+        if self._first_token is not None:
+            out["ttft_ms"] = round((self._first_token - self._started) * 1000, 3)
+            decoding = now - self._first_token
+            completion = sum(e.num_completion_tokens for e in finished)
+            after_first = completion - len(finished)  # each choice's first token came before
+            if decoding > 0 and after_first > 0:
+                out["tokens_per_second"] = round(after_first / decoding, 2)
+        return out
