@@ -238,7 +238,21 @@ SpanName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 SpanType = Annotated[str, StringConstraints(max_length=64)]
 
 
-class CreateSpan(_Strict):
+class _SpanFields(_Strict):
+    """What a span carries besides its name and place in a trace (Opper's span fields + tags)."""
+
+    type: SpanType | None = None
+    start_time: SpanTime | None = None
+    end_time: SpanTime | None = None
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    meta: dict[str, Any] | None = None
+    score: int | None = None
+    tags: Tags | None = None
+
+
+class CreateSpan(_SpanFields):
     """POST /v1/spans: open (or record) a span. With `parent_id` it joins the parent's trace;
     without, it starts a trace (`trace_id` names it, or one is made)."""
 
@@ -246,31 +260,13 @@ class CreateSpan(_Strict):
     id: SpanId | None = None
     trace_id: SpanId | None = None
     parent_id: SpanId | None = None
-    type: SpanType | None = None
-    start_time: SpanTime | None = None
-    end_time: SpanTime | None = None
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    meta: dict[str, Any] | None = None
-    score: int | None = None
-    tags: Tags | None = None
 
 
-class UpdateSpan(_Strict):
+class UpdateSpan(_SpanFields):
     """PATCH /v1/spans/{id}: the fields sent are changed (null clears one); e.g. `end_time`
     and `output` to close a workflow span, `error` to mark it failed."""
 
     name: SpanName | None = None
-    type: SpanType | None = None
-    start_time: SpanTime | None = None
-    end_time: SpanTime | None = None
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    meta: dict[str, Any] | None = None
-    score: int | None = None
-    tags: Tags | None = None
 
 
 # ---- responses (for the OpenAPI document; responses are built as dicts and sent with orjson) ----

@@ -7,11 +7,12 @@ Objects go in and come out in OpenAI's shapes, so the API layer only adds the li
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from sqlalchemy import ColumnElement, and_, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rill.store.database import delete_in_batches
 from rill.store.schema import completion_metadata, stored_completions
 
 T = stored_completions
@@ -95,16 +96,13 @@ class CompletionStore:
         return True
 
     async def delete_before(self, cutoff: float, *, batch: int = 500) -> int:
-        """Retention: delete completions created before cutoff, a batch per transaction; how many."""
-        deleted = 0
-        while True:
-            async with self._engine.begin() as conn:
-                seqs = list((await conn.scalars(select(T.c.seq).where(T.c.created < cutoff).limit(batch))).all())
-                if not seqs:
-                    return deleted
-                await conn.execute(delete(completion_metadata).where(completion_metadata.c.completion_seq.in_(seqs)))
-                await conn.execute(delete(T).where(T.c.seq.in_(seqs)))
-            deleted += len(seqs)
+        """Retention: delete completions created before cutoff; how many."""
+        async def remove(conn: Any, seqs: Sequence[int]) -> None:
+            await conn.execute(delete(completion_metadata).where(completion_metadata.c.completion_seq.in_(seqs)))
+            await conn.execute(delete(T).where(T.c.seq.in_(seqs)))
+
+        return await delete_in_batches(self._engine, select(T.c.seq).where(T.c.created < cutoff), remove,
+                                       batch=batch)
 
     @staticmethod
     def _visible(owner: str | None, completion_id: str) -> ColumnElement[bool]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import event
+from sqlalchemy import Select, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rill.errors import ConfigError
 from rill.store.migrations import migrate
@@ -84,3 +84,17 @@ async def open_database(url: str, *, schema: str | None = None) -> AsyncEngine:
         await engine.dispose()
         raise
     return engine
+
+
+async def delete_in_batches(engine: AsyncEngine, pick: Select[Any], remove: Callable[[AsyncConnection, Sequence[Any]],
+                            Awaitable[None]], *, batch: int = 500) -> int:
+    """Retention's deletes: `pick` selects keys, `remove` deletes what they name; a batch per
+    transaction, so that writers never wait long. How many keys were removed."""
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            keys = list((await conn.scalars(pick.limit(batch))).all())
+            if not keys:
+                return removed
+            await remove(conn, keys)
+        removed += len(keys)

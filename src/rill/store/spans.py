@@ -13,12 +13,13 @@ import dataclasses
 import datetime
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from sqlalchemy import (ColumnElement, and_, case, delete, exists, func, insert, or_, select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from rill.store.database import delete_in_batches
 from rill.store.schema import span_tags, spans, traces
 
 S, T, TAGS = spans, traces, span_tags
@@ -134,17 +135,13 @@ class SpanStore:
         return True
 
     async def delete_before(self, cutoff: float, *, batch: int = 500) -> int:
-        """Retention: delete the traces (with their spans) that started before cutoff, a batch
-        per transaction so that writers never wait long; how many traces went."""
-        deleted = 0
-        while True:
-            async with self._engine.begin() as conn:
-                ids = list((await conn.scalars(select(T.c.id).where(T.c.start_time < cutoff).limit(batch))).all())
-                if not ids:
-                    return deleted
-                await conn.execute(delete(S).where(S.c.trace_id.in_(ids)))  # tags go by cascade
-                await conn.execute(delete(T).where(T.c.id.in_(ids)))
-            deleted += len(ids)
+        """Retention: delete the traces (with their spans) that started before cutoff; how many."""
+        async def remove(conn: AsyncConnection, ids: Sequence[str]) -> None:
+            await conn.execute(delete(S).where(S.c.trace_id.in_(ids)))  # tags go by cascade
+            await conn.execute(delete(T).where(T.c.id.in_(ids)))
+
+        return await delete_in_batches(self._engine, select(T.c.id).where(T.c.start_time < cutoff), remove,
+                                       batch=batch)
 
     # --- reading -------------------------------------------------------------------------
 
