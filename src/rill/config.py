@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rill.errors import ConfigError
 from rill.store.database import database_url
+
+EMBEDDED_ID = "SmolLM2-135M-Instruct"  # the served id of the embedded model
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,15 @@ class ModelConfig:
     n_threads: int = 0  # 0: one per physical core
     n_batch: int = 512  # tokens per engine step (decode tokens + prefill chunks)
     max_stall: float = 2.0  # a step with prefill may take this many decode-only steps' time
+    aliases: tuple[str, ...] = ()  # other names clients may send in `model`
+    fallbacks: tuple[str, ...] = ()  # models tried in order when this one cannot take a request
+
+    @property
+    def id(self) -> str:
+        """The served model id: --name, else the file's stem (the embedded model has its own)."""
+        if self.name:
+            return self.name
+        return EMBEDDED_ID if self.path is None else self.path.stem
 
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.is_file():
@@ -38,6 +50,48 @@ class ModelConfig:
             raise ConfigError("--threads must be >= 0")
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """A model served by an OpenAI-compatible server elsewhere (vLLM, llama-server, a hosted API)."""
+
+    name: str  # the id clients send
+    base_url: str  # up to and including /v1: requests go to {base_url}/chat/completions
+    model: str | None = None  # the upstream's name for it; default: name
+    api_key_env: str | None = None  # the environment variable holding its API key
+    timeout: float = 60.0  # seconds: to connect, to the first byte, and between chunks
+    max_concurrency: int = 64  # requests in flight to it at once; more wait (up to timeout)
+    retries: int = 1  # tries again on connect errors, timeouts, 429 and 5xx before the fallbacks
+    aliases: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    @property
+    def remote_model(self) -> str:
+        return self.model or self.name
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def __post_init__(self) -> None:
+        where = f"model {self.name!r}"
+        if not self.name.strip():
+            raise ConfigError("an upstream model needs a name")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: base_url must be an http:// or https:// URL, got {self.base_url!r}")
+        if not self.timeout > 0:
+            raise ConfigError(f"{where}: timeout must be more than 0 seconds")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"{where}: max_concurrency must be at least 1")
+        if not 0 <= self.retries <= 10:
+            raise ConfigError(f"{where}: retries must be between 0 and 10")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ConfigError(f"{where}: the environment variable {self.api_key_env} (api_key_env) is not set")
+
+
+AnyModelConfig = ModelConfig | UpstreamConfig
 MIN_API_KEY_CHARS = 16
 
 
@@ -49,7 +103,7 @@ class ServerConfig:
     max_queue: int = 256  # waiting requests beyond this get 429
     max_n: int = 16  # the largest `n` a request may ask for
     log_level: str = "info"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    models: tuple[AnyModelConfig, ...] = (ModelConfig(),)  # the first is the default
     database_url: str | None = None  # None: SQLite in the data directory (store/database.py)
     # the operator's keys (--api-key): admin, and besides the database's keys; none and no database
     # keys: the server is open. Not in repr(), so a logged config shows no secret.
@@ -65,12 +119,33 @@ class ServerConfig:
             raise ConfigError("--max-queue must be at least 1")
         if self.database_url is not None:
             database_url(self.database_url)  # raises ConfigError for a URL Rill cannot use
+        _check_names(self.models)
         if self.retention_days is not None and not self.retention_days > 0:
             raise ConfigError("--retention-days must be more than 0 (leave it out to keep everything)")
         for i, key in enumerate(self.api_keys, 1):  # the messages never echo a key
             if not key or any(c.isspace() for c in key) or len(key) < MIN_API_KEY_CHARS:
                 raise ConfigError(f"--api-key #{i} must be at least {MIN_API_KEY_CHARS} characters "
                                   "without whitespace")
+
+
+def _check_names(models: tuple[AnyModelConfig, ...], labels: Sequence[str] | None = None) -> None:
+    """Every id and alias names one model; fallbacks name others. `labels` name the models in the
+    messages (a config file says which entry of which file); default: `model 'ID'`."""
+    if not models:
+        raise ConfigError("no models to serve")
+    labels = labels or [f"model {m.id!r}" for m in models]
+    owner: dict[str, int] = {}  # name -> index of the model it names
+    for i, m in enumerate(models):
+        for name in (m.id, *m.aliases):
+            if name in owner:
+                raise ConfigError(f"the model name {name!r} is used twice ({labels[owner[name]]} and {labels[i]})")
+            owner[name] = i
+    for i, m in enumerate(models):
+        for name in m.fallbacks:
+            if name not in owner:
+                raise ConfigError(f"{labels[i]}: fallback {name!r} is not a configured model")
+            if owner[name] == i:
+                raise ConfigError(f"{labels[i]}: a model cannot be its own fallback")
 
 
 def default_threads() -> int:

@@ -1,4 +1,6 @@
-"""Model name -> the model that serves it. Today: local models, each with its own engine."""
+"""Model name -> the model that serves it: local models, each with its own engine, and upstream
+models, forwarded to an OpenAI-compatible server. A model's fallbacks are tried, in order, when it
+cannot take a request (before the first byte reaches the client)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from rill.backends.base import ModelInfo
+from rill.backends.upstream import Upstream
 from rill.engine.engine import Engine
 from rill.errors import ModelNotFound, NotReady
 from rill.sampling.template import ChatTemplate
@@ -17,6 +20,7 @@ class LocalModel:
     engine: Engine
     template: ChatTemplate
     aliases: frozenset[str] = frozenset()
+    fallbacks: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -51,11 +55,23 @@ class LocalModel:
         return tokens
 
 
+@dataclass(slots=True)
+class UpstreamModel:
+    id: str
+    upstream: Upstream
+    aliases: frozenset[str] = frozenset()
+    fallbacks: tuple[str, ...] = ()
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+Model = LocalModel | UpstreamModel
+
+
 class Router:
     """Resolves the `model` field. A model being loaded answers 503 until it is ready."""
 
     def __init__(self) -> None:
-        self._models: dict[str, LocalModel] = {}
+        self._models: dict[str, Model] = {}
         self._loading: list[str] = []
         self.default_id: str | None = None
 
@@ -65,7 +81,7 @@ class Router:
         if self.default_id is None:
             self.default_id = model_id
 
-    def add(self, model: LocalModel) -> None:
+    def add(self, model: Model) -> None:
         for name in (model.id, *model.aliases):
             self._models[name] = model
         if model.id in self._loading:
@@ -77,7 +93,7 @@ class Router:
     def is_ready(self) -> bool:
         return not self._loading and bool(self._models)
 
-    def resolve(self, name: str | None) -> LocalModel:
+    def resolve(self, name: str | None) -> Model:
         name = name or self.default_id
         if name in self._models:
             return self._models[name]
@@ -86,9 +102,29 @@ class Router:
         raise ModelNotFound(f"The model `{name}` does not exist. GET /v1/models lists the served models.",
                             param="model")
 
-    def models(self) -> list[LocalModel]:
+    def candidates(self, name: str | None) -> list[Model]:
+        """The model `name` resolves to, then its fallbacks that are ready; resolving the first
+        raises as resolve() does."""
+        first = self.resolve(name)
+        out = [first]
+        for fallback in first.fallbacks:
+            model = self._models.get(fallback)
+            if model is not None and model not in out:
+                out.append(model)
+        return out
+
+    def models(self) -> list[Model]:
         return list({id(m): m for m in self._models.values()}.values())
 
+    def local_models(self) -> list[LocalModel]:
+        return [m for m in self.models() if isinstance(m, LocalModel)]
+
     def close(self) -> None:
-        for model in self.models():
+        """Stop the engines (upstream clients are closed by aclose())."""
+        for model in self.local_models():
             model.engine.stop()
+
+    async def aclose(self) -> None:
+        for model in self.models():
+            if isinstance(model, UpstreamModel):
+                await model.upstream.aclose()

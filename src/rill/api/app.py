@@ -11,6 +11,7 @@ import signal
 import threading
 from typing import Any, AsyncIterator, Callable
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -21,8 +22,9 @@ from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
 from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
                               UpdateStoredCompletion)
-from rill.config import ServerConfig
-from rill.router import Router
+from rill.backends.upstream import Upstream
+from rill.config import ServerConfig, UpstreamConfig
+from rill.router import Router, UpstreamModel
 from rill.store.completions import CompletionStore
 from rill.store.database import default_database_url, open_database
 from rill.store.keys import KeyStore
@@ -37,12 +39,21 @@ ModelLoader = Callable[[Router], None]
 
 
 def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_models: tuple[str, ...] = (),
-               exit_on_load_failure: bool = True) -> FastAPI:
+               exit_on_load_failure: bool = True,
+               upstream_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """`load_models` adds the local models (on a thread: it takes seconds); the upstream models
+    of `config.models` are added here. `upstream_transport` replaces the network (tests)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = Router()
         for model_id in expected_models:
             router.expect(model_id)
+        for model in config.models:
+            if isinstance(model, UpstreamConfig):
+                router.add(UpstreamModel(id=model.id, upstream=Upstream(model, transport=upstream_transport),
+                                         aliases=frozenset(model.aliases), fallbacks=model.fallbacks))
+        if isinstance(config.models[0], UpstreamConfig):  # the first configured model is the default
+            router.default_id = config.models[0].id
         app.state.router = router
         app.state.config = config
         app.state.load_error = None
@@ -77,6 +88,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         finally:
             loader.join()
             router.close()
+            await router.aclose()
             await writer.close()
             if retention is not None:
                 await retention.close()

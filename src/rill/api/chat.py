@@ -1,24 +1,26 @@
-"""POST /v1/chat/completions (and the Opper SDK's paths): validate -> plan -> stream or collect."""
+"""POST /v1/chat/completions (and the Opper SDK's paths): validate -> a local model (plan -> stream or
+collect), or the gateway (upstream models, fallbacks)."""
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 
-from rill.api.errors import invalid_body
-from rill.errors import InvalidRequest
-
-from rill.api.plan import plan_chat
-from rill.api.schemas import ChatCompletionRequest, ErrorResponse
-from rill.api.stream import EngineResponse, collect, sse_events
 from rill.api.auth import owner_of, scope_of
+from rill.api.errors import invalid_body
+from rill.api.gateway import Gateway
+from rill.api.plan import check_request, new_completion_id, plan_chat
+from rill.api.schemas import ChatCompletionRequest, ErrorResponse
+from rill.api.stream import EngineResponse, Outcome, Saver, collect, sse_events
 from rill.api.tracing import SPAN_TYPE, ChatSpan, locate_parent, new_span_id
+from rill.errors import InvalidRequest
+from rill.router import LocalModel
 from rill.store.spans import SpanRecord
 
 router = APIRouter()
@@ -46,22 +48,68 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json
 
 
 async def read_request(request: Request) -> ChatCompletionRequest:
-    return await read_body(request, ChatCompletionRequest)
+    return (await read_request_raw(request))[1]
+
+
+async def read_request_raw(request: Request) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    """The body as sent (what an upstream model gets) and validated."""
+    data = await read_json(request)
+    return data, validated(data, ChatCompletionRequest)
 
 
 async def read_body(request: Request, schema: type[T]) -> T:
     """The JSON body validated against schema; any problem is a 400 naming the field."""
+    return validated(await read_json(request), schema)
+
+
+async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def validated(data: Any, schema: type[T]) -> T:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc.errors(), data) from None
+
+
+class ChatRequest:
+    """One chat request on its way to a model: its body, owner, span and stored-completion saver."""
+
+    def __init__(self, request: Request, raw: dict[str, Any], body: ChatCompletionRequest, span: ChatSpan):
+        self.request, self.raw, self.body, self.span = request, raw, body, span
+        self.state = request.app.state
+        self.owner = span.record.owner
+        self.messages: list[dict[str, Any]] = span.record.input
+
+    def saver(self) -> Saver | None:
+        if not self.body.store:
+            return None
+        return functools.partial(self.state.completions.save, self.owner, messages=self.messages,
+                                 metadata=self.body.metadata or {})
+
+    async def local_start(self, model: LocalModel) -> AsyncIterator[bytes] | Callable[[], Awaitable[Outcome]]:
+        """Plan and submit to a local model (a 400 for the request, 429 for a full queue, raised
+        before anything is sent); its SSE stream, or the collector of its JSON answer."""
+        # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
+        plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, self.body, model,
+                                                                max_n=self.state.config.max_n))
+        save, span = self.saver(), self.span
+        stream = model.engine.submit(plan.request)
+        span.record.model, span.record.completion_id = model.id, plan.id
+        if plan.stream:
+            return sse_events(plan, stream, save, span)
+        return lambda: collect(plan, stream, save, span)
+
+    async def local_answer(self, model: LocalModel) -> Outcome | AsyncIterator[bytes]:
+        started = await self.local_start(model)
+        return await started() if callable(started) else started
 
 
 async def create_chat_completion(request: Request) -> EngineResponse:
@@ -69,28 +117,33 @@ async def create_chat_completion(request: Request) -> EngineResponse:
     (`chat.completion.chunk` objects, then `data: [DONE]`), otherwise one `chat.completion`.
     The response's `x-rill-span-id` header names the span that records it."""
     arrived, arrived_wall = time.monotonic(), time.time()
-    body = await read_request(request)
+    raw, body = await read_request_raw(request)
+    check_request(body)
     state = request.app.state
-    model = state.router.resolve(body.model)
-    # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
-    plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, body, model, max_n=state.config.max_n))
+    candidates = state.router.candidates(body.model)
     owner = owner_of(request)
-    parent_id, trace_id = None, new_span_id()
-    if body.parent_span_id is not None:
-        parent_id, trace_id = await locate_parent(request, body.parent_span_id, scope_of(request), "parent_span_id")
-    messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
-    save = None
-    if plan.store:
-        save = functools.partial(state.completions.save, owner, messages=messages, metadata=body.metadata or {})
-    stream = model.engine.submit(plan.request)
     span = ChatSpan(state.span_writer, getattr(state, "metrics", None), SpanRecord(
-        id=new_span_id(), trace_id=trace_id, parent_id=parent_id, owner=owner, name=SPAN_TYPE, type=SPAN_TYPE,
-        start_time=arrived_wall, model=model.id, user=body.user, completion_id=plan.id, input=messages,
-        tags=body.tags or {}, meta={"params": body.model_dump(mode="json", exclude_none=True, exclude=_NOT_PARAMS)}),
-        started=arrived)
-    if plan.stream:
-        return EngineResponse(stream=sse_events(plan, stream, save, span), headers=span.headers)
-    return EngineResponse(collect=lambda: collect(plan, stream, save, span), headers=span.headers)
+        id=new_span_id(), trace_id=new_span_id(), owner=owner, name=SPAN_TYPE, type=SPAN_TYPE,
+        start_time=arrived_wall, model=candidates[0].id, user=body.user,
+        input=[m.model_dump(mode="json", exclude_none=True) for m in body.messages], tags=body.tags or {},
+        meta={"params": body.model_dump(mode="json", exclude_none=True, exclude=_NOT_PARAMS)}), started=arrived)
+    await _nest(request, body, span)
+    chat = ChatRequest(request, raw, body, span)
+    if len(candidates) == 1 and isinstance(candidates[0], LocalModel):  # no fallback: errors raise here
+        started = await chat.local_start(candidates[0])
+        if callable(started):
+            return EngineResponse(collect=started, headers=span.headers)
+        return EngineResponse(stream=started, headers=span.headers)
+    gateway = Gateway(raw=raw, span=span, completion_id=new_completion_id(), save=chat.saver(),
+                      local_start=chat.local_answer)
+    return EngineResponse(start=lambda: gateway.run(candidates), headers=span.headers)
+
+
+async def _nest(request: Request, body: ChatCompletionRequest, span: ChatSpan) -> None:
+    """`parent_span_id`: the span joins its parent's trace (a 400 if there is no such span)."""
+    if body.parent_span_id is not None:
+        span.record.parent_id, span.record.trace_id = await locate_parent(
+            request, body.parent_span_id, scope_of(request), "parent_span_id")
 
 
 # what a span keeps elsewhere (input, tags, parent, user, model) or not at all

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from rill.api.errors import JSONResponse
 from rill.errors import ModelNotFound
-from rill.router import LocalModel
+from rill.router import Model, UpstreamModel
 
 router = APIRouter()
 
@@ -21,7 +21,11 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "loading"}, status_code=503)
 
 
-def _card(model: LocalModel) -> dict[str, Any]:
+def _card(model: Model) -> dict[str, Any]:
+    if isinstance(model, UpstreamModel):
+        return {"id": model.id, "object": "model", "created": model.created, "owned_by": "upstream",
+                "aliases": sorted(model.aliases), "fallbacks": list(model.fallbacks),
+                "capabilities": {"streaming": True}}
     info = model.info
     return {
         "id": model.id,
@@ -32,6 +36,7 @@ def _card(model: LocalModel) -> dict[str, Any]:
         "context_length": info.n_ctx,
         # every local model can call tools: the grammar makes the format, whatever its template
         "capabilities": {"streaming": True, "vision": False, "tools": True, "reasoning": False},
+        "fallbacks": list(model.fallbacks),
     }
 
 

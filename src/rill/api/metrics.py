@@ -44,7 +44,7 @@ class AppStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         model_router = getattr(self.state, "router", None)
-        stats = {m.id: m.engine.stats() for m in model_router.models()} if model_router is not None else {}
+        stats = {m.id: m.engine.stats() for m in model_router.local_models()} if model_router is not None else {}
         for key, (kind, help_text) in ENGINE_STATS.items():
             family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             family = family_type(f"rill_engine_{key}", help_text, labels=["model"])

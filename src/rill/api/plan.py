@@ -53,11 +53,22 @@ def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
     return UnsupportedParameter(f"`{param}`: {what} is not supported yet ({issue}).", param=param)
 
 
-def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
-    """Fields that validate but whose behaviour is not built yet: 400 naming the field. Values that
-    mean "the default" (penalty 0, n 1, text format, ...) are honoured exactly, so they pass."""
+def check_request(body: ChatCompletionRequest) -> None:
+    """Fields that contradict each other, whichever model serves the request."""
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("`top_logprobs` requires `logprobs: true`.", param="top_logprobs")
+    if body.metadata and not body.store:
+        raise InvalidRequest("`metadata` is kept with a stored completion: send it with `store: true`.",
+                             param="metadata")
+    if body.stream_options is not None and not body.stream:
+        raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
+
+
+def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
+    """Fields that validate but whose behaviour is not built yet for local models: 400 naming
+    the field (an upstream model gets them as sent). Values that mean "the default" (penalty 0,
+    n 1, text format, ...) are honoured exactly, so they pass."""
+    check_request(body)
     if body.prediction is not None:
         raise _not_yet("prediction", "predicted outputs", "speculative decoding")
     if body.reasoning_effort is not None and model_reasons:
@@ -72,11 +83,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
         raise _not_yet("audio", "audio output", "text-to-speech")
     if body.web_search_options is not None:
         raise _not_yet("web_search_options", "web search", "search providers")
-    if body.metadata and not body.store:
-        raise InvalidRequest("`metadata` is kept with a stored completion: send it with `store: true`.",
-                             param="metadata")
-    if body.stream_options is not None and not body.stream:
-        raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
 
 
 def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = ()) -> list[int]:
@@ -160,6 +166,10 @@ def logit_bias(bias: dict[str, float] | None, n_vocab: int) -> tuple[tuple[int, 
     return tuple(out)
 
 
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
     for name in body.model_extra or {}:
         _note_unknown_field(name)
@@ -172,7 +182,7 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
     tools = plan_tools(body)
     tokens = prompt_tokens(body, model, tools.offered if tools else ())
     max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
-    request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    request_id = new_completion_id()
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     sampling = SamplingParams(
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -47,13 +47,13 @@ def choice_outputs(plan: Plan) -> list[ChoiceOutput]:
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def store_failure(plan: Plan, save: Saver, body: dict[str, Any]) -> StoreFailed | None:
+async def store_failure(request_id: str, save: Saver, body: dict[str, Any]) -> StoreFailed | None:
     """Save the completion; the error to send instead of it when that failed. Shielded: a client
     that leaves during the write does not cancel it."""
     try:
         await asyncio.shield(save(body))
     except Exception as exc:
-        log.exception("request %s: storing the completion failed", plan.id)
+        log.exception("request %s: storing the completion failed", request_id)
         return StoreFailed(f"the completion could not be stored: {exc}")
     return None
 
@@ -102,7 +102,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 if plan.include_usage:
                     yield sse(chunks.usage(finished))
                 if save is not None:
-                    err = await store_failure(plan, save, completion(plan, finished, outputs, logprobs))
+                    err = await store_failure(plan.id, save, completion(plan, finished, outputs, logprobs))
                     if err is not None:
                         error = err.message
                         yield sse(error_body(err))
@@ -142,7 +142,7 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
                 finished.append(event)
                 if len(finished) == len(outputs):
                     body = completion(plan, finished, outputs, logprobs)
-                    err = await store_failure(plan, save, body) if save is not None else None
+                    err = await store_failure(plan.id, save, body) if save is not None else None
                     if err is not None:
                         error = err.message
                         return err.status, error_body(err)
@@ -160,17 +160,26 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
     raise RillError("the engine ended a request without finishing it")  # pragma: no cover
 
 
+# A JSON answer: status, body, and extra headers (Retry-After) if any
+Outcome = tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
+
+
 class EngineResponse(Response):
     """ASGI response that runs a producer while listening for `http.disconnect`; on disconnect
-    the producer is cancelled, and its `finally` aborts the engine request at the next step.
-    Streams whatever the Accept header says (Opper's SDK asks for JSON even when streaming)."""
+    the producer is cancelled, and its `finally` aborts the engine request (or closes the
+    upstream connection). The producer is a stream of SSE bytes, a `collect` giving one JSON
+    answer, or a `start` that decides between the two (the gateway's tries: an error answer,
+    or the stream of the model that took the request). Streams whatever the Accept header says
+    (Opper's SDK asks for JSON even when streaming)."""
 
     def __init__(self, *, stream: AsyncIterator[bytes] | None = None,
-                 collect: Callable[[], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
+                 collect: Callable[[], Awaitable[Outcome]] | None = None,
+                 start: Callable[[], Awaitable[Outcome | AsyncIterator[bytes]]] | None = None,
                  headers: dict[str, str] | None = None):
         super().__init__(status_code=200)
         self._stream = stream
         self._collect = collect
+        self._start = start
         self._headers = headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -188,8 +197,13 @@ class EngineResponse(Response):
             tg.cancel_scope.cancel()
 
     async def _respond(self, send: Send) -> None:
+        if self._start is not None:
+            started = await self._start()
+            if isinstance(started, tuple):
+                return await self._send_json(send, started)
+            self._stream = started
         if self._stream is not None:
-            await send(self._start(200, "text/event-stream; charset=utf-8",
+            await send(self._head(200, "text/event-stream; charset=utf-8",
                                    {"cache-control": "no-cache", "x-accel-buffering": "no"}))
             try:
                 async for data in self._stream:
@@ -199,11 +213,14 @@ class EngineResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         else:
             assert self._collect is not None
-            status, body = await self._collect()
-            await send(self._start(status, "application/json"))
-            await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+            await self._send_json(send, await self._collect())
 
-    def _start(self, status: int, content_type: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    async def _send_json(self, send: Send, outcome: Outcome) -> None:
+        status, body, *extra = outcome
+        await send(self._head(status, "application/json", extra[0] if extra else None))
+        await send({"type": "http.response.body", "body": orjson.dumps(body), "more_body": False})
+
+    def _head(self, status: int, content_type: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
         headers = {"content-type": content_type, **(extra or {}), **self._headers}
         return {"type": "http.response.start", "status": status,
                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}

@@ -58,6 +58,9 @@ def detokenize(body: DetokenizeRequest, model: LocalModel) -> dict[str, Any]:
 async def _answer(request: Request, schema: type[T], handle: Callable[[T, LocalModel], dict[str, Any]]) -> JSONResponse:
     body = await read_body(request, schema)
     model = request.app.state.router.resolve(body.model)
+    if not isinstance(model, LocalModel):
+        raise InvalidRequest(f"`model`: {model.id} is served by an upstream server, whose tokenizer Rill "
+                             "does not have; tokenize with a local model.", param="model")
     return JSONResponse(await anyio.to_thread.run_sync(handle, body, model))
 
 

