@@ -379,3 +379,36 @@ async def test_the_first_configured_model_is_the_default(client, fake):
     fake.script("up.test", streamed(chunk("a"), chunk(finish="stop")))
     r = await client.post(CHAT_URL, json={"messages": ASK, "stream": True})
     assert parse_sse(r.text)[0]["model"] == "up"
+
+
+async def test_a_full_local_queue_falls_back_to_an_upstream(fake, tmp_path):
+    from tests.api.conftest import GatedBackend
+
+    backend = GatedBackend()
+    config = ServerConfig(models=(ModelConfig(name=MODEL, fallbacks=("up",)), upstream("up")),
+                          database_url=f"sqlite:///{tmp_path / 'rill.db'}")
+    load_fake = fake_loader(backend, max_queue=1)
+
+    def load(router) -> None:  # as `rill serve` does: the local model with its configured fallbacks
+        load_fake(router)
+        router.resolve(MODEL).fallbacks = ("up",)
+
+    app = create_app(config, load, expected_models=(MODEL,),
+                     exit_on_load_failure=False, upstream_transport=httpx.MockTransport(fake.handle))
+    fake.script("up.test", streamed(chunk("from upstream"), chunk(finish="stop")))
+    async with app.router.lifespan_context(app):
+        assert await asyncio.to_thread(app.state.loaded.wait, 10)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rill.test") as client:
+            body = {"model": MODEL, "messages": ASK, "stream": True}
+            engine = app.state.router.resolve(MODEL).engine
+            try:
+                running = asyncio.create_task(client.post(CHAT_URL, json=body))  # takes the only slot
+                await wait_until(lambda: engine.num_running == 1, what="the first request runs")
+                waiting = asyncio.create_task(client.post(CHAT_URL, json=body))  # fills the waiting line
+                await wait_until(lambda: engine.num_waiting == 1, what="the second request waits")
+                r = await client.post(CHAT_URL, json=body)
+                events = parse_sse(r.text)
+                assert events[0]["model"] == "up" and content_of(events) == "from upstream"
+            finally:
+                backend.gate.set()
+            assert (await running).status_code == 200 and (await waiting).status_code == 200

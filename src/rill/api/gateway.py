@@ -86,7 +86,8 @@ class Gateway:
 
     async def run(self, candidates: list[Model]) -> Outcome | AsyncIterator[bytes]:
         last: RillError | UpstreamError | None = None
-        for i, model in enumerate(attempts(candidates)):
+        tries = attempts(candidates)
+        for i, model in enumerate(tries):
             if i:
                 await asyncio.sleep(backoff(i - 1, getattr(last, "retry_after", None)))
             self.span.record.model = model.id
@@ -105,7 +106,7 @@ class Gateway:
             except RillError as exc:  # the request's own fault (a 400 planning it): no retry helps
                 return self._fail(exc.status, exc, exc.headers())
             log.warning("request %s: %s failed (%s); %s", self.completion_id, model.id, self.tried[-1]["error"],
-                        "trying again" if i + 1 < len(attempts(candidates)) else "giving up")
+                        "trying again" if i + 1 < len(tries) else "giving up")
         assert last is not None
         if isinstance(last, UpstreamError):
             return self._fail(last.status if last.status in (429, 503, 504) else 502, _upstream_error(last),
