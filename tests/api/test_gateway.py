@@ -206,6 +206,11 @@ async def test_5xx_is_retried_then_the_fallback_serves(client, fake, app, monkey
     span = (await client.get(f"/v1/spans/{r.headers['x-rill-span-id']}")).json()
     assert span["model"] == MODEL and span["status"] == "ok"
     assert [a["status"] for a in span["meta"]["attempts"]] == [503, 503]
+    from tests.api.test_metrics import sample, scrape
+    text = await scrape(client)
+    assert sample(text, "rill_gateway_failed_tries_total", model="up", status="503") == 2
+    assert sample(text, "rill_upstream_in_flight", model="up") == 0
+    assert sample(text, "rill_upstream_max_concurrency", model="up") == 64
 
 
 @pytest.mark.parametrize("models", [(upstream("up"), ModelConfig(name=MODEL))], indirect=True)

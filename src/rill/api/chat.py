@@ -135,7 +135,7 @@ async def create_chat_completion(request: Request) -> EngineResponse:
             return EngineResponse(collect=started, headers=span.headers)
         return EngineResponse(stream=started, headers=span.headers)
     gateway = Gateway(raw=raw, span=span, completion_id=new_completion_id(), save=chat.saver(),
-                      local_start=chat.local_answer)
+                      local_start=chat.local_answer, metrics=getattr(state, "metrics", None))
     return EngineResponse(start=lambda: gateway.run(candidates), headers=span.headers)
 
 

@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import anyio
 
 from rill.api.assemble import ChunkAssembler
+from rill.api.request_metrics import RequestMetrics
 from rill.api.stream import (CLIENT_LEFT, DONE, KEEPALIVE, KEEPALIVE_SECONDS, Outcome, Saver, sse,
                              store_failure)
 from rill.api.tracing import ChatSpan
@@ -73,13 +74,14 @@ class Gateway:
     """One request's tries over its candidate models."""
 
     def __init__(self, *, raw: dict[str, Any], span: ChatSpan, completion_id: str, save: Saver | None,
-                 local_start: LocalStart):
+                 local_start: LocalStart, metrics: RequestMetrics | None = None):
         self.raw = raw
         self.span = span
         self.completion_id = completion_id
         self.created = int(time.time())
         self.save = save
         self.local_start = local_start
+        self.metrics = metrics
         self.stream = bool(raw.get("stream"))
         self.include_usage = bool(self.stream and (raw.get("stream_options") or {}).get("include_usage"))
         self.tried: list[dict[str, Any]] = []  # kept on the span: which models failed, and why
@@ -115,6 +117,8 @@ class Gateway:
 
     def _note(self, model: Model, status: int, message: str) -> None:
         self.tried.append({"model": model.id, "status": status, "error": message})
+        if self.metrics is not None:
+            self.metrics.observe_failed_try(model.id, status)
         meta = self.span.record.meta if self.span.record.meta is not None else {}
         meta["attempts"] = self.tried
         self.span.record.meta = meta

@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from rill.api.http_metrics import HTTPMetrics
 from rill.api.request_metrics import RequestMetrics
+from rill.router import UpstreamModel
 
 router = APIRouter()
 
@@ -51,6 +52,16 @@ class AppStateCollector(Collector):
             for model_id, values in stats.items():
                 family.add_metric([model_id], values[key])
             yield family
+        upstreams = [m for m in model_router.models() if isinstance(m, UpstreamModel)] if model_router else []
+        in_flight = GaugeMetricFamily("rill_upstream_in_flight", "Requests in flight to an upstream model.",
+                                      labels=["model"])
+        limit = GaugeMetricFamily("rill_upstream_max_concurrency", "An upstream model's max_concurrency.",
+                                  labels=["model"])
+        for model in upstreams:
+            in_flight.add_metric([model.id], model.upstream.in_flight)
+            limit.add_metric([model.id], model.upstream.config.max_concurrency)
+        yield in_flight
+        yield limit
         writer = getattr(self.state, "span_writer", None)
         if writer is not None:
             yield CounterMetricFamily("rill_trace_records_dropped",

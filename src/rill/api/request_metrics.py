@@ -49,9 +49,15 @@ class RequestMetrics:
             "rill_inter_token_seconds", "Time between consecutive generated tokens of a completion.",
             "model", INTER_TOKEN_BUCKETS)
         r.register(self._inter_token)
+        self._failed_tries = Counter(
+            "rill_gateway_failed_tries", "Tries of a model that failed before the first byte and moved on "
+            "(retry, fallback) or gave up, by model and HTTP status.", ["model", "status"], registry=r)
         self._request_duration = Histogram(
             "rill_request_duration_seconds", "Time from a completion's arrival to its last token.",
             ["model"], buckets=REQUEST_BUCKETS, registry=r)
+
+    def observe_failed_try(self, model: str, status: int) -> None:
+        self._failed_tries.labels(model, str(status)).inc()
 
     def register(self, collector: Collector) -> None:
         """Add a collector read at scrape time (engine and trace-writer state)."""
