@@ -9,7 +9,8 @@ bottleneck of a gateway benchmark.
 - HTTP/1.1 with keep-alive (HTTP/1.0 or `Connection: close` closes after the answer); request
   bodies framed by Content-Length or chunked; `Expect: 100-continue` is answered.
 - `POST /v1/chat/completions` (also `/chat/completions`):
-  - `stream: true`: a first chunk with the role, `--chunks` chunks of one token (`"tok "`) each,
+  - `stream: true`: a first chunk with the role, `--chunks` chunks of one token each (`"tok "`,
+    `"ken "`, ... in turn: see WORDS),
     `--delay-ms` apart (0: written back to back), a chunk with `finish_reason` (`"length"` when
     `max_tokens` cut the answer short, else `"stop"`), a usage chunk (`choices: []`) when
     `stream_options.include_usage` is true, then `data: [DONE]`; sent with chunked transfer
@@ -29,7 +30,9 @@ import time
 from typing import Any
 
 MODEL_ID = "fast"
-TOKEN = "tok "
+# The answer's tokens, in turn: no two neighbours alike (LiteLLM's proxy fails a stream with 100
+# identical chunks in a row as "the model is repeating the same chunk")
+WORDS = ("tok ", "ken ", "word ", "more ", "text ", "here ", "and ", "then ")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 
@@ -45,6 +48,11 @@ class BadRequest(Exception):
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def answer(n: int) -> list[str]:
+    """The n tokens of an answer."""
+    return [WORDS[i % len(WORDS)] for i in range(n)]
 
 
 def _frame(payload: bytes) -> bytes:
@@ -178,7 +186,7 @@ class FastUpstream:
         if not request.get("stream"):
             self._simple(writer, 200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": TOKEN * n},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(answer(n))},
                              "finish_reason": finish, "logprobs": None}],
                 "usage": usage}, close=close)
             await writer.drain()
@@ -194,12 +202,12 @@ class FastUpstream:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                      b"transfer-encoding: chunked\r\n%s\r\n" % (b"connection: close\r\n" if close else b""))
         writer.write(chunk({"role": "assistant", "content": ""}))
-        token = chunk({"content": TOKEN})
-        for _ in range(n):
+        tokens = [chunk({"content": word}) for word in WORDS]
+        for i in range(n):
             if self.delay:
                 await writer.drain()
                 await asyncio.sleep(self.delay)
-            writer.write(token)
+            writer.write(tokens[i % len(tokens)])
         tail = [chunk({}, finish)]
         if include_usage:
             tail.append(_event({**base, "choices": [], "usage": usage}))

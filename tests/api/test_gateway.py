@@ -1,5 +1,5 @@
-"""The gateway in-process: upstream models behind httpx's MockTransport (a scripted upstream),
-the fake local model as a fallback. What the client gets is Rill's contract whatever the
+"""The gateway in-process: upstream models behind a scripted upstream (httpx-style handlers behind
+httpcore's pool interface, tests/api/mock_pool.py), the fake local model as a fallback. What the client gets is Rill's contract whatever the
 upstream sends; fallbacks happen only before the first byte; spans, store and keys apply."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from rill.api.app import create_app
 from rill.backends.fake import FakeBackend
 from rill.config import ModelConfig, ServerConfig, UpstreamConfig
 from tests.api.conftest import MODEL, assert_error, fake_loader, parse_sse, wait_until
+from tests.api.mock_pool import MockPool
 
 CHAT_URL = "/v1/chat/completions"
 ASK = [{"role": "user", "content": "hi"}]
@@ -95,7 +96,7 @@ def models(request) -> tuple:
 async def app(fake, models, tmp_path):
     config = ServerConfig(models=models, database_url=f"sqlite:///{tmp_path / 'rill.db'}")
     app = create_app(config, fake_loader(FakeBackend()), expected_models=(MODEL,), exit_on_load_failure=False,
-                     upstream_transport=httpx.MockTransport(fake.handle))
+                     upstream_pool=MockPool(fake.handle))
     async with app.router.lifespan_context(app):
         assert await asyncio.to_thread(app.state.loaded.wait, 10)
         yield app
@@ -399,7 +400,7 @@ async def test_a_full_local_queue_falls_back_to_an_upstream(fake, tmp_path):
         router.resolve(MODEL).fallbacks = ("up",)
 
     app = create_app(config, load, expected_models=(MODEL,),
-                     exit_on_load_failure=False, upstream_transport=httpx.MockTransport(fake.handle))
+                     exit_on_load_failure=False, upstream_pool=MockPool(fake.handle))
     fake.script("up.test", streamed(chunk("from upstream"), chunk(finish="stop")))
     async with app.router.lifespan_context(app):
         assert await asyncio.to_thread(app.state.loaded.wait, 10)

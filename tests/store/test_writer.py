@@ -78,3 +78,14 @@ async def test_close_gives_up_on_a_stuck_database_and_counts_the_rest(store):
     writer.submit(span("b"))
     await writer.close(timeout=0.05)
     assert writer.num_dropped == 2 and writer.queue_depth == 0
+
+
+async def test_a_queued_span_is_found_by_its_completion_id(store):
+    writer = SpanWriter(store)
+    record = span("s")
+    record.completion_id = "chatcmpl-1"
+    writer.submit(record)
+    assert writer.pending("chatcmpl-1") is record and writer.pending("s") is record
+    writer.start()
+    await writer.close()
+    assert writer.pending("chatcmpl-1") is None and (await store.get("", "chatcmpl-1"))["id"] == "s"

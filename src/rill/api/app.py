@@ -11,7 +11,6 @@ import signal
 import threading
 from typing import Any, AsyncIterator, Callable
 
-import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -22,7 +21,7 @@ from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
 from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
                               UpdateStoredCompletion)
-from rill.backends.upstream import Upstream
+from rill.backends.upstream import Pool, Upstream
 from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
 from rill.store.completions import CompletionStore
@@ -40,9 +39,9 @@ ModelLoader = Callable[[Router], None]
 
 def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_models: tuple[str, ...] = (),
                exit_on_load_failure: bool = True,
-               upstream_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+               upstream_pool: Pool | None = None) -> FastAPI:
     """`load_models` adds the local models (on a thread: it takes seconds); the upstream models
-    of `config.models` are added here. `upstream_transport` replaces the network (tests)."""
+    of `config.models` are added here. `upstream_pool` replaces the network (tests)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = Router()
@@ -50,7 +49,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             router.expect(model_id)
         for model in config.models:
             if isinstance(model, UpstreamConfig):
-                router.add(UpstreamModel(id=model.id, upstream=Upstream(model, transport=upstream_transport),
+                router.add(UpstreamModel(id=model.id, upstream=Upstream(model, pool=upstream_pool),
                                          aliases=frozenset(model.aliases), fallbacks=model.fallbacks))
         if isinstance(config.models[0], UpstreamConfig):  # the first configured model is the default
             router.default_id = config.models[0].id
@@ -101,6 +100,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.router.routes[0:0] = chat.fast_routes  # matched first: see chat.py
     app.include_router(chat.router)
     app.include_router(stored.router)
     app.include_router(spans.router)

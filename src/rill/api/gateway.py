@@ -19,7 +19,6 @@ import random
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import anyio
 
 from rill.api.assemble import ChunkAssembler
 from rill.api.request_metrics import RequestMetrics
@@ -157,22 +156,16 @@ class Gateway:
         assembler = ChunkAssembler()
         started: set[int] = set()  # choices whose first delta went out
         error: str | None = CLIENT_LEFT
-        batches = upstream.batches()
-        pending: asyncio.Future[list[dict[str, Any]]] | None = None
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(batches))
-                done, _ = await asyncio.wait((pending,), timeout=KEEPALIVE_SECONDS)
-                if not done:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        batch = await upstream.next_batch()
+                except TimeoutError:
                     yield KEEPALIVE  # the upstream is quiet (queued): keep proxies from closing us
                     continue
-                try:
-                    batch = pending.result()
-                except StopAsyncIteration:
+                if batch is None:
                     break
-                finally:
-                    pending = None
                 out = []
                 tokens = 0
                 broken = None
@@ -206,8 +199,6 @@ class Gateway:
                     yield b"".join(out)
                 if broken is not None:
                     raise broken
-            if self.include_usage:
-                yield sse({**base, "choices": [], "usage": assembler.usage})
             if self.save is not None:
                 err = await store_failure(self.completion_id, self.save,
                                           assembler.completion(self.completion_id, self.created, model.id))
@@ -216,20 +207,17 @@ class Gateway:
                     yield sse(error_body(err))
                     return
             error = None
-            yield DONE
+            usage = sse({**base, "choices": [], "usage": assembler.usage}) if self.include_usage else b""
+            yield usage + DONE
         except UpstreamBroken as exc:
             log.error("request %s: %s", self.completion_id, exc)
             error = str(exc)
             yield sse(error_body(UpstreamFailed(str(exc))))
         finally:
-            # shielded: when the client left, this runs inside a cancelled scope
-            with anyio.CancelScope(shield=True):
-                if pending is not None:  # a read in flight: stop it before closing the stream
-                    pending.cancel()
-                    await asyncio.wait((pending,))
-                await upstream.aclose()
             self.span.record_outcome(assembler.messages(), assembler.span_usage(), assembler.finish_reasons(),
                                      error=error, n=assembler.num_choices)
+            # shielded: when the client left this runs cancelled; the close then finishes on its own
+            await asyncio.shield(asyncio.ensure_future(upstream.aclose()))
 
 
 def _upstream_error(exc: UpstreamError) -> RillError:

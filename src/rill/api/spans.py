@@ -62,6 +62,13 @@ async def _settled(request: Request, span_id: str) -> None:
         await _writer(request).flush()
 
 
+async def _all_settled(request: Request) -> None:
+    """Traces are read from the database: what the writer holds goes there first, so a trace
+    read right after a completion shows its span."""
+    if _writer(request).queue_depth:
+        await _writer(request).flush()
+
+
 @router.post("/v1/spans", summary="Create a span", openapi_extra=_body(CreateSpan))
 async def create_span(request: Request) -> JSONResponse:
     body = await read_body(request, CreateSpan)
@@ -174,6 +181,7 @@ async def list_traces(request: Request, limit: Limit = 20, offset: Offset = 0, a
                       since: str | None = None, until: str | None = None) -> JSONResponse:
     where = TraceFilter(tags=_tag_filters(request), model=model, user=user, name=name, status=status,
                         since=_time_param("since", since), until=_time_param("until", until))
+    await _all_settled(request)
     page = await _store(request).list_traces(scope_of(request), where, after=after, offset=offset, limit=limit)
     if page is None:
         raise NotFound(f"No trace found with id '{after}'.", param="after")
@@ -185,6 +193,7 @@ async def list_traces(request: Request, limit: Limit = 20, offset: Offset = 0, a
 
 @router.get("/v1/traces/{trace_id}", summary="A trace with its spans in tree order")
 async def get_trace(request: Request, trace_id: str) -> JSONResponse:
+    await _all_settled(request)
     found = await _store(request).trace(scope_of(request), trace_id)
     if found is None:
         raise NotFound(f"No trace found with id '{trace_id}'.", param="trace_id")

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import anyio
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -164,6 +163,11 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
 Outcome = tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
 
 
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class EngineResponse(Response):
     """ASGI response that runs a producer while listening for `http.disconnect`; on disconnect
     the producer is cancelled, and its `finally` aborts the engine request (or closes the
@@ -183,18 +187,21 @@ class EngineResponse(Response):
         self._headers = headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_disconnect)
-            try:
-                await self._respond(send)
-            except OSError:  # the socket went away while writing
-                pass
-            tg.cancel_scope.cancel()
+        # Two plain asyncio tasks rather than an anyio task group: the group's set-up and
+        # cancel-scope bookkeeping cost ~0.15 ms per request, a tenth of the gateway's time.
+        responding = asyncio.ensure_future(self._respond(send))
+        watching = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait((responding, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not responding.done():  # the client left (or the server is stopping): stop producing
+                responding.cancel()
+            await asyncio.wait((responding, watching))
+        if not responding.cancelled():
+            exc = responding.exception()
+            if exc is not None and not isinstance(exc, OSError):  # OSError: the socket went away
+                raise exc
 
     async def _respond(self, send: Send) -> None:
         if self._start is not None:

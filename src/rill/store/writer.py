@@ -1,5 +1,6 @@
 """The background span writer: request handlers hand finished spans to a bounded queue and go
-on; one task writes them in batches. Decoding never waits for the database. When the queue is
+on; one task writes them in batches (it waits BATCH_WINDOW_S after a span for others to join,
+so that under load a transaction carries many spans and costs the event loop little). Decoding never waits for the database. When the queue is
 full (the database is down or far slower than the traffic) a span is dropped, counted in
 `num_dropped` (exported as rill_trace_records_dropped_total) and logged.
 
@@ -20,28 +21,34 @@ log = logging.getLogger("rill.store")
 
 MAX_QUEUE = 10_000
 MAX_BATCH = 256  # spans per transaction
+BATCH_WINDOW_S = 0.1  # after a span arrives, wait this long for more: one transaction for them all
 DROP_LOG_SECONDS = 10.0  # at most one "dropped" warning per this interval
 
 
 class SpanWriter:
-    def __init__(self, store: SpanStore, *, max_queue: int = MAX_QUEUE, max_batch: int = MAX_BATCH):
+    def __init__(self, store: SpanStore, *, max_queue: int = MAX_QUEUE, max_batch: int = MAX_BATCH,
+                 window: float = BATCH_WINDOW_S):
         self.store = store
         self.num_dropped = 0
         self.num_written = 0
         self._queue: asyncio.Queue[SpanRecord] = asyncio.Queue(max_queue)
         self._max_batch = max_batch
         self._pending: dict[str, SpanRecord] = {}  # queued or being written, by span id
+        self._by_completion: dict[str, SpanRecord] = {}  # the same, by the completion they record
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = -DROP_LOG_SECONDS
+        self._window = window
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hurry = asyncio.Event()  # flush() asked: write now, without waiting for the window
 
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
 
     def pending(self, span_id: str) -> SpanRecord | None:
-        return self._pending.get(span_id)
+        """A span not written yet, by its id or its completion's id (as GET /v1/spans/{id} takes)."""
+        return self._pending.get(span_id) or self._by_completion.get(span_id)
 
     def submit(self, record: SpanRecord) -> bool:
         """Queue a span for writing; False (and counted) when the queue is full."""
@@ -51,6 +58,8 @@ class SpanWriter:
             self._dropped(1, "the span queue is full")
             return False
         self._pending[record.id] = record
+        if record.completion_id:
+            self._by_completion[record.completion_id] = record
         self._idle.clear()
         return True
 
@@ -58,7 +67,9 @@ class SpanWriter:
         self._task = asyncio.create_task(self._run(), name="rill-span-writer")
 
     async def flush(self) -> None:
-        """Wait until every span queued so far is written (or dropped)."""
+        """Write what is queued now and wait until it is written (or dropped)."""
+        if not self._idle.is_set():
+            self._hurry.set()
         await self._idle.wait()
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -74,16 +85,24 @@ class SpanWriter:
         if self._pending:
             self._dropped(len(self._pending), "the server stopped before they were written")
             self._pending.clear()
+            self._by_completion.clear()
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._queue.qsize() < self._max_batch - 1 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._window):
+                        await self._hurry.wait()
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
             for record in batch:
                 self._pending.pop(record.id, None)
+                if record.completion_id:
+                    self._by_completion.pop(record.completion_id, None)
             if self._queue.empty():
+                self._hurry.clear()
                 self._idle.set()
 
     async def _write(self, batch: list[SpanRecord]) -> None:
