@@ -1,6 +1,7 @@
 """The gateway in-process: upstream models behind a scripted upstream (httpx-style handlers behind
-httpcore's pool interface, tests/api/mock_pool.py), the fake local model as a fallback. What the client gets is Rill's contract whatever the
-upstream sends; fallbacks happen only before the first byte; spans, store and keys apply."""
+httpcore's pool interface: tests/api/mock_pool.py), the fake local model as a fallback. What the
+client gets is Rill's contract whatever the upstream sends; fallbacks happen only before the
+first byte; spans, store and keys apply."""
 
 from __future__ import annotations
 
