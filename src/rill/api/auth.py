@@ -35,7 +35,9 @@ log = logging.getLogger("rill.api")
 
 CACHE_TTL_S = 2.0  # how stale a key's state (and open vs keyed) may be
 MAX_CACHED = 4096  # secrets remembered (good and bad); the oldest is dropped beyond this
-PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})  # load balancers probe without a key
+PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health"),  # load balancers probe without a key
+                    ("GET", "/"), ("HEAD", "/")})  # the web UI's page: no data in it
+PUBLIC_PREFIXES = ("/ui/",)  # the web UI's scripts and styles
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ class ApiKeyAuth:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or (scope.get("method"), scope["path"]) in PUBLIC:
+        if (scope["type"] not in ("http", "websocket") or (scope.get("method"), scope["path"]) in PUBLIC
+                or (scope.get("method") in ("GET", "HEAD") and scope["path"].startswith(PUBLIC_PREFIXES))):
             return await self.app(scope, receive, send)
         secret = bearer_secret(scope)
         try:
