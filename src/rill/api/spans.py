@@ -17,7 +17,8 @@ from rill.api.errors import JSONResponse
 from rill.api.schemas import CreateSpan, UpdateSpan
 from rill.api.tracing import locate_parent, new_span_id
 from rill.errors import InvalidRequest, NotFound
-from rill.store.spans import SpanExists, SpanRecord, SpanStore, SpanTimeError, TraceFilter, span_object
+from rill.store.span_shapes import span_object
+from rill.store.spans import SpanExists, SpanRecord, SpanStore, SpanTimeError, TraceFilter
 from rill.store.writer import SpanWriter
 
 router = APIRouter()
