@@ -45,7 +45,7 @@ def prefill_rate(backend: LlamaBackend) -> tuple[int, float]:
     start = time.perf_counter()
     for at in range(0, len(tokens), backend.max_batch_tokens):
         chunk = tokens[at : at + backend.max_batch_tokens]
-        backend.forward([BatchItem(0, chunk, at, want_logits=at + len(chunk) == len(tokens))])
+        backend.forward([BatchItem(0, chunk, at, num_logits=int(at + len(chunk) == len(tokens)))])
     elapsed = time.perf_counter() - start
     backend.release(0)
     return len(tokens), len(tokens) / elapsed

@@ -141,7 +141,6 @@ async def test_empty_string_inside_stop_list_is_explained(client):
 
 
 UNSUPPORTED = [
-    ("prediction", {"prediction": {"type": "content", "content": "hi"}}, "prediction"),
     ("verbosity-low", {"verbosity": "low"}, "verbosity"),
     ("verbosity-high", {"verbosity": "high"}, "verbosity"),
     ("modalities-audio", {"modalities": ["text", "audio"]}, "modalities"),

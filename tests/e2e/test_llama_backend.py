@@ -38,7 +38,7 @@ def test_logits_rows_come_back_in_batch_order_whatever_the_seq_ids(backend: Llam
     alone = [backend.forward([BatchItem(i, p, 0)])[0] for i, p in enumerate(prompts)]
     fresh(backend)
     # seq_ids out of order, and an item that wants no logits in the middle
-    batch = [BatchItem(2, prompts[2], 0), BatchItem(3, prompts[0], 0, want_logits=False),
+    batch = [BatchItem(2, prompts[2], 0), BatchItem(3, prompts[0], 0, num_logits=0),
              BatchItem(0, prompts[0], 0), BatchItem(1, prompts[1], 0)]
     rows = backend.forward(batch)
     assert rows.shape == (3, backend.info.n_vocab)
@@ -57,7 +57,7 @@ def test_prefill_chunking_does_not_change_the_numbers(backend: LlamaBackend) -> 
         fresh(backend)
         at = 0
         for size in chunks:
-            out = backend.forward([BatchItem(0, tokens[at:at + size], at, want_logits=at + size == n)])
+            out = backend.forward([BatchItem(0, tokens[at:at + size], at, num_logits=int(at + size == n))])
             at += size
         return out[0]
 
@@ -79,7 +79,7 @@ def test_a_prompt_prefilled_next_to_decoding_streams_gets_the_same_numbers(backe
         for seq_id, p in zip((0, 2), others):
             backend.forward([BatchItem(seq_id, p, 0)])
             positions[seq_id] = len(p)
-        backend.forward([BatchItem(1, tokens[:split], 0, want_logits=False)])  # a first chunk alone
+        backend.forward([BatchItem(1, tokens[:split], 0, num_logits=0)])  # a first chunk alone
         out, last, pos = [], None, len(tokens)
         for step in range(6):
             decoding = [BatchItem(s, (7,), positions[s]) for s in positions]
@@ -94,3 +94,41 @@ def test_a_prompt_prefilled_next_to_decoding_streams_gets_the_same_numbers(backe
     for split in range(20, 60, 4):
         alone, together = generate(split, False), generate(split, True)
         assert all(np.array_equal(a, b) for a, b in zip(alone, together)), split
+
+
+def test_the_build_is_batch_invariant(backend: LlamaBackend) -> None:
+    """`make` builds llama.cpp without llamafile's kernels (scripts/install-llama-cpp.sh); a wheel
+    built otherwise would make `prediction` lossy at near-ties."""
+    assert backend.batch_invariant, "llama-cpp-python has llamafile's kernels: reinstall it with `make clean install`"
+
+
+def test_a_verification_gives_the_logits_of_decoding_one_token_at_a_time(backend: LlamaBackend) -> None:
+    """What makes `prediction` lossless: the logits at every position of one item of several
+    tokens equal, bit for bit, those of feeding the tokens one by one, next to other decoding
+    sequences or not; after dropping a verification's tail, decoding goes on as if it never ran."""
+    tokens = prompt(backend, "Name five rivers and the seas they flow into.")
+    n = len(tokens)
+    fresh(backend)
+    first = backend.forward([BatchItem(0, tokens, 0)])[0]
+    generated, one_by_one = [int(first.argmax())], []
+    for i in range(24):
+        row = backend.forward([BatchItem(0, (generated[-1],), n + i)])[0]
+        one_by_one.append(row)
+        generated.append(int(row.argmax()))
+
+    for neighbours in (False, True):
+        fresh(backend)
+        backend.forward([BatchItem(0, tokens, 0, num_logits=0)])
+        others = {s: prompt(backend, f"Count to {s}.") for s in (1, 2)} if neighbours else {}
+        for s, p in others.items():
+            backend.forward([BatchItem(s, p, 0, num_logits=0)])
+        draft = generated[:17]
+        batch = [BatchItem(0, draft, n, num_logits=len(draft)),
+                 *(BatchItem(s, (7,), len(p)) for s, p in others.items())]
+        rows = backend.forward(batch)
+        assert rows.shape == (len(draft) + len(others), backend.info.n_vocab)
+        for j in range(len(draft)):
+            assert np.array_equal(rows[j], one_by_one[j]), (neighbours, j)
+        assert backend.truncate(0, n + 10)  # keep 10 of the 17 positions
+        again = backend.forward([BatchItem(0, (generated[10],), n + 10)])[0]
+        assert np.array_equal(again, one_by_one[10]), neighbours

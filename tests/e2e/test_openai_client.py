@@ -397,7 +397,7 @@ def test_empty_messages_names_the_param(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize(("fields", "param"), [
-    ({"prediction": {"type": "content", "content": "Water is wet."}}, "prediction"),
+    ({"web_search_options": {}}, "web_search_options"),
 ])
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])
 def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict[str, Any], param: str,

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rill.bench.command import add_bench_parser, options_from_args, run_bench
-from rill.bench.prompts import PROMPT_SETS, SHARED_SYSTEM_PROMPT, make_prompts
+from rill.bench.prompts import PROMPT_SETS, SHARED_SYSTEM_PROMPT, make_prompts, predictions
 from rill.bench.report import compare_rows, format_table, to_json, write_json
 from rill.bench.runner import (
-    BenchOptions, BenchResult, Progress, Target, base_url, request_body, run, run_level, stream_one,
+    BenchError, BenchOptions, BenchResult, Progress, Target, base_url, request_body, run, run_level, stream_one,
 )
 from rill.bench.sse import SSEParser
 from rill.bench.stats import RequestResult, percentile, ratio, summarize
@@ -183,6 +183,16 @@ def test_shared_prefix_prompts_share_a_long_system_prompt():
     assert len({m[1]["content"] for m in prompts}) == 10
 
 
+def test_edit_prompts_carry_the_code_their_prediction_is():
+    prompts, predicted = make_prompts("edit", 10), predictions("edit", 10)
+    for messages, prediction in zip(prompts, predicted):
+        ask = messages[-1]["content"]
+        assert prediction.startswith("```python\n") and prediction.endswith("```")
+        assert prediction in ask  # the answer is this code, one name changed
+        assert 600 <= len(prediction) <= 1600  # ~250 tokens
+    assert predictions("short", 3) == [None, None, None]
+
+
 def test_unknown_prompt_set_is_refused():
     with pytest.raises(ValueError):
         make_prompts("medium", 1)
@@ -305,6 +315,40 @@ async def test_run_alternates_servers_per_level_with_identical_requests():
     assert "\r" not in progress.getvalue()  # not a TTY: no redrawing
 
 
+async def test_predict_compare_runs_one_server_without_then_with_predictions_and_compares_outputs():
+    bodies: list[dict] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        body = json.loads(request.content)
+        bodies.append(body)
+        predicted = "prediction" in body
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "completion_tokens_details": {
+            "accepted_prediction_tokens": 5 if predicted else 0, "rejected_prediction_tokens": 1 if predicted else 0}}
+        # request seed 1 answers differently with a prediction: one output is not the same
+        text = "other" if predicted and body["seed"] == 1 else "same"
+        return httpx.Response(200, content=_sse(_chunk(text), {"choices": [], "usage": usage}, b"[DONE]"))
+
+    options = BenchOptions(url="http://a.test", concurrency=(2,), requests=3, prompts="edit", predict="compare")
+    result = await run(options, transport=httpx.MockTransport(handler), progress=Progress(io.StringIO()))
+    assert [(t.label, t.predicts) for t in result.targets] == [("A", False), ("B", True)]
+    with_prediction = [b for b in bodies if "prediction" in b]
+    assert len(with_prediction) == 3 and len(bodies) == 6
+    assert {b["prediction"]["content"] for b in with_prediction} == set(predictions("edit", 3))
+    b_level = result.levels[1]
+    assert (b_level.accepted_prediction_tokens, b_level.rejected_prediction_tokens) == (15, 3)
+    row = compare_rows(result)[0]
+    assert (row["same_outputs"], row["compared_outputs"]) == (2, 3)
+    text = format_table(result)
+    assert "prediction tokens (usage):" in text and "2/3" in text and "83.3" in text
+
+
+async def test_predict_needs_a_prompt_set_with_predictions():
+    with pytest.raises(BenchError, match="--prompts edit"):
+        await run(BenchOptions(url="http://a.test", predict="on"), transport=httpx.MockTransport(lambda r: None))
+
+
 def test_base_url_normalises():
     assert base_url("http://h:1/") == base_url("http://h:1/v1") == base_url("http://h:1") == "http://h:1"
 
@@ -336,7 +380,8 @@ def test_table_has_a_row_per_level_and_the_error_summary():
     rows = [line.split() for line in lines[header + 2: header + 4]]
     assert [r[:4] for r in rows] == [["A", "1", "1", "1"], ["A", "4", "1", "1"]]
     assert rows[0][5] == "20.0"  # out tok/s
-    assert rows[0][6] == "100.0"  # TTFT p50 ms
+    assert rows[0][6] == "47.5"  # stream tok/s: 19 tokens after the first in 0.4 s
+    assert rows[0][7] == "100.0"  # TTFT p50 ms
     assert "1 x HTTP 429: queue full" in text
     assert "A/B" not in text
 
@@ -360,7 +405,8 @@ def test_json_shape(tmp_path):
     assert doc == json.loads(json.dumps(to_json(result)))
     assert set(doc) == {"version", "options", "servers", "levels", "compare", "ok"}
     assert doc["ok"] is False
-    assert doc["servers"] == {"A": {"url": "http://a", "model": "ma"}, "B": {"url": "http://b", "model": "mb"}}
+    assert doc["servers"] == {"A": {"url": "http://a", "model": "ma", "predicts": False},
+                              "B": {"url": "http://b", "model": "mb", "predicts": False}}
     assert doc["options"]["concurrency"] == [1, 4]
     level = doc["levels"][0]
     assert set(level) >= {"server", "concurrency", "requests", "completed", "errors", "not_run", "wall_s",

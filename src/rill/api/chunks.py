@@ -14,7 +14,8 @@ from rill.engine.types import Finished, TokenLogprob
 _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, *,
+          accepted_prediction_tokens: int = 0, rejected_prediction_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -22,7 +23,8 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
         "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "accepted_prediction_tokens": accepted_prediction_tokens,
+            "rejected_prediction_tokens": rejected_prediction_tokens,
         },
     }
 
@@ -92,7 +94,9 @@ def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, An
 def total_usage(finished: list[Finished]) -> dict[str, Any]:
     """The prompt is counted once; completion tokens are summed over the choices."""
     return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
-                 finished[0].num_cached_prompt_tokens)
+                 finished[0].num_cached_prompt_tokens,
+                 accepted_prediction_tokens=sum(e.num_accepted_prediction_tokens for e in finished),
+                 rejected_prediction_tokens=sum(e.num_rejected_prediction_tokens for e in finished))
 
 
 def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOutput],

@@ -29,6 +29,8 @@ ENGINE_STATS = {
     "prefix_cache_tokens": ("gauge", "KV cache cells idle slots keep for prefix reuse."),
     "prefix_cache_hits_total": ("counter", "Admissions that reused a cached prompt prefix."),
     "prefix_cache_reused_tokens_total": ("counter", "Prompt tokens taken from the prefix cache."),
+    "prediction_accepted_tokens_total": ("counter", "Predicted tokens verified and kept (`prediction`)."),
+    "prediction_rejected_tokens_total": ("counter", "Predicted tokens verified and not kept."),
     "busy_seconds_total": ("counter", "Engine thread time spent in steps (scheduling, forward pass, "
                            "sampling, detokenizing)."),
     "forward_seconds_total": ("counter", "Engine thread time inside the backend's forward pass; "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rill.api.messages import render_messages, template_tools
+from rill.api.prediction import check_prediction, prediction_tokens
 from rill.api.schemas import ChatCompletionRequest
 from rill.api.tools import ToolPlan, plan_tools, tool_grammar
 from rill.engine.types import Request, SamplingParams
@@ -69,8 +70,6 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
     the field (an upstream model gets them as sent). Values that mean "the default" (penalty 0,
     n 1, text format, ...) are honoured exactly, so they pass."""
     check_request(body)
-    if body.prediction is not None:
-        raise _not_yet("prediction", "predicted outputs", "speculative decoding")
     if body.reasoning_effort is not None and model_reasons:
         # For a model without a thinking section the contract's behaviour is "accepted, no
         # effect" (and /v1/models says it does not reason); budgets for one that has it are not built.
@@ -174,6 +173,7 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
     for name in body.model_extra or {}:
         _note_unknown_field(name)
     refuse_unbuilt(body, model_reasons=model.template.has_thinking)
+    check_prediction(body)
     # n choices are decoded together, so they must also fit in the engine's slots (--parallel)
     n_limit = min(max_n, model.engine.max_sequences)
     if body.n is not None and body.n > n_limit:
@@ -201,7 +201,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         request=Request(request_id, tuple(tokens), max_tokens, sampling, stop, TIER_PRIORITY[tier],
                         n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                         grammar=output_grammar(body, model, tools),
-                        stops_until=tool_format.OPEN if tools else None),
+                        stops_until=tool_format.OPEN if tools else None,
+                        prediction=prediction_tokens(body, model)),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

@@ -19,7 +19,9 @@ class BatchItem:
     seq_id: int
     tokens: Sequence[int]
     start: int
-    want_logits: bool = True  # logits of the item's last token are returned
+    # logits are returned for the item's last `num_logits` tokens: 1 for the next token, 0 for a
+    # prefill chunk that is not the prompt's last, all of them for a speculative verification
+    num_logits: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,9 @@ class Backend(Protocol):
     def is_end_of_generation(self, token: int) -> bool: ...
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
-        """Append every item's tokens to its sequence's cache; return float32 logits with one row
-        per item that wants them, in batch order. Raises BackendError on failure."""
+        """Append every item's tokens to its sequence's cache; return float32 logits, one row per
+        token that wants them (each item's last num_logits tokens), in batch and token order.
+        Raises BackendError on failure."""
         ...
 
     def guidance_tokenizer(self) -> Any:
@@ -77,6 +80,13 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a token's logits are bit-identical however it is batched: alone, next to other
+        sequences, or among several tokens of its own sequence (a prefill chunk, a verification).
+        Speculative decoding (`prediction`) is exactly lossless only when it is."""
+        ...
 
 
 class BackendError(RuntimeError):

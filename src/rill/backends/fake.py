@@ -86,8 +86,7 @@ class FakeBackend:
             if len(seq) + len(item.tokens) > self.info.n_ctx:
                 raise BackendError("context full")
             seq.extend(item.tokens)
-            if item.want_logits:
-                rows.append(self._logits(seq))
+            rows.extend(self._logits(seq[:len(seq) - i]) for i in reversed(range(item.num_logits)))
         return np.stack(rows) if rows else np.empty((0, self.info.n_vocab), np.float32)
 
     def _logits(self, seq: list[int]) -> np.ndarray:
@@ -124,6 +123,8 @@ class FakeBackend:
 
     def close(self) -> None:
         self._wake.set()
+
+    batch_invariant = True  # each row is a function of the tokens before it
 
 
 FAIL = b"FAIL"

@@ -63,6 +63,13 @@ def terminal_progress(label: str) -> Callable[[float], None]:
     return show
 
 
+def llamafile_enabled() -> bool:
+    """Whether this llama.cpp build multiplies matrices of two or more columns with llamafile's
+    tinyBLAS, which sums in another order than ggml's dot product for one column."""
+    info = ll.llama_print_system_info().decode("utf-8", "replace")
+    return "LLAMAFILE = 1" in info
+
+
 class LlamaBackend:
     def __init__(self, path: Path, config: ModelConfig, *, name: str,
                  on_progress: Callable[[float], None] | None = None):
@@ -117,6 +124,11 @@ class LlamaBackend:
         self._pieces = [self._piece(t, special=False) for t in range(self.n_vocab)]
         self._eog = np.array([ll.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)])
         self._alloc_batch(config.n_batch)
+        self._batch_invariant = not llamafile_enabled()
+        if not self._batch_invariant:
+            log.warning("llama.cpp was built with llamafile's kernels: a token's logits depend on how "
+                        "it is batched, so `prediction` may change output at near-ties (reinstall "
+                        "llama-cpp-python with CMAKE_ARGS=-DGGML_LLAMAFILE=OFF; docs/prediction.md)")
 
         template = ll.llama_model_chat_template(self._model, None)
         bos, eos = ll.llama_vocab_bos(self._vocab), ll.llama_vocab_eos(self._vocab)
@@ -185,20 +197,25 @@ class LlamaBackend:
         return bool(self._eog[token])
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
-        """One llama_decode for all one-token items, then one per prefill chunk.
+        """One llama_decode for all one-token items, one for all verifications, then one per
+        prefill chunk.
 
         llama.cpp splits a batch over split caches into passes ("ubatches") of consecutive
         seq_ids taking the same number of tokens from each. Mixed in one call, a prefill chunk
-        would give its first token to the decode pass, where attention for a lone token runs
-        on other kernels, and its cache cell would differ in the last bits from what the same
-        prompt alone writes: output would depend on the batch. Apart, every prefill token is
-        computed the same way whatever else runs. Decode items are sorted by seq_id, so
-        consecutive sequences share one pass (2x faster at 16 than in arrival order).
+        would give its first token to the decode pass, and with llamafile's kernels (see
+        batch_invariant) attention for a lone token is summed in another order than for several:
+        output would depend on the batch. Apart, every prefill token is computed the same way
+        whatever else runs. Decode items are sorted by seq_id, so consecutive sequences share
+        one pass (2x faster at 16 than in arrival order); so are verifications, which llama.cpp
+        then runs as passes of equal lengths.
         """
-        singles = sorted((i for i, item in enumerate(batch) if len(item.tokens) == 1),
-                         key=lambda i: batch[i].seq_id)
-        groups = [singles] if singles else []
-        groups += [[i] for i, item in enumerate(batch) if len(item.tokens) > 1]
+        def by_seq(indices: list[int]) -> list[int]:
+            return sorted(indices, key=lambda i: batch[i].seq_id)
+
+        singles = by_seq([i for i, item in enumerate(batch) if len(item.tokens) == 1])
+        verifies = by_seq([i for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits > 1])
+        groups = [g for g in (singles, verifies) if g]
+        groups += [[i] for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits <= 1]
         rows: dict[int, np.ndarray] = {}
         done: list[BatchItem] = []
         try:
@@ -206,15 +223,19 @@ class LlamaBackend:
                 items = [batch[i] for i in group]
                 logits = self._decode(items)
                 done.extend(items)
-                for i, row in zip((i for i in group if batch[i].want_logits), logits):
-                    rows[i] = row
+                at = 0
+                for i in group:
+                    k = min(batch[i].num_logits, len(batch[i].tokens))
+                    if k:
+                        rows[i] = logits[at : at + k]
+                        at += k
         except KVCacheFull:
             for item in done:  # undo the calls that went through: the step is retried whole
                 self.truncate(item.seq_id, item.start)
             raise
         if not rows:
             return np.empty((0, self.n_vocab), np.float32)
-        return np.stack([rows[i] for i in sorted(rows)])
+        return np.concatenate([rows[i] for i in sorted(rows)])
 
     def _decode(self, items: list[BatchItem]) -> np.ndarray:
         """One llama_decode over items; their logits rows (copied), in items order."""
@@ -227,7 +248,7 @@ class LlamaBackend:
             self._pos[n : n + k] = np.arange(item.start, item.start + k, dtype=np.int32)
             self._seq[n : n + k] = item.seq_id
             self._want[n : n + k] = 0
-            self._want[n + k - 1] = 1 if item.want_logits else 0
+            self._want[n + k - min(item.num_logits, k) : n + k] = 1
             n += k
         self._batch.n_tokens = n
         ret = ll.llama_decode(self._ctx, self._batch)
@@ -257,6 +278,10 @@ class LlamaBackend:
 
     def release(self, seq_id: int) -> None:
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self._batch_invariant
 
     def close(self) -> None:
         if self._ctx:

@@ -83,7 +83,8 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--requests", type=_bounded_int(1, MAX_REQUESTS), default=32,
                    help=f"requests per level (1..{MAX_REQUESTS}) [32]")
     p.add_argument("--prompts", choices=PROMPT_SETS, default="short",
-                   help="prompt set: short questions, ~500-token prompts, or a long shared system prompt [short]")
+                   help="prompt set: short questions, ~500-token prompts, a long shared system prompt, "
+                        "or renaming a name in ~300 tokens of code [short]")
     p.add_argument("--max-tokens", type=_bounded_int(1, MAX_TOKENS), default=128,
                    help="max_tokens per request [128]")
     p.add_argument("--timeout", type=timeout_seconds, default=300.0,
@@ -98,6 +99,9 @@ def add_bench_parser(subparsers) -> None:
                    help="run the same load against a second server, alternating A then B at each level")
     p.add_argument("--compare-model", default=None,
                    help="model id on the --compare server [its first /v1/models id]")
+    p.add_argument("--predict", choices=("off", "on", "compare"), default="off",
+                   help="send each edit prompt's original code as `prediction`: on, or compare (A "
+                        "without, B with, on the one server; outputs compared) [off]")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -105,7 +109,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         url=args.url, model=args.model, concurrency=tuple(args.concurrency), requests=args.requests,
         prompts=args.prompts, max_tokens=args.max_tokens, timeout=args.timeout,
         compare_url=args.compare_url, compare_model=args.compare_model, seed=args.seed,
-        extra_body=args.extra_body)
+        extra_body=args.extra_body, predict=args.predict)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -4,13 +4,17 @@
 - long: ~500-token user messages (about 2,900 characters of English-like text) plus a question.
 - shared-prefix: one long common system prompt (~500 tokens) and a distinct short question each,
   for exercising prefix caches.
+- edit: rename one identifier in a ~250-token Python module; `predictions()` gives each prompt's
+  original code, for `prediction` (the answer is that code with the one name changed).
 """
 
 from __future__ import annotations
 
 import random
 
-PROMPT_SETS = ("short", "long", "shared-prefix")
+from rill.bench.edit_code import MODULES
+
+PROMPT_SETS = ("short", "long", "shared-prefix", "edit")
 
 Messages = list[dict[str, str]]
 
@@ -60,6 +64,25 @@ SHARED_SYSTEM_PROMPT = (
 )
 
 
+def _edit_case(i: int) -> tuple[str, str, str]:
+    """(old name, new name, code) of edit prompt i; past the 12 distinct cases, the new name
+    gets a suffix so that every prompt differs."""
+    cases = [(old, new, code) for code, names in MODULES for old, new in names]
+    old, new, code = cases[i % len(cases)]
+    return old, new if i < len(cases) else f"{new}_{i // len(cases)}", code
+
+
+def predictions(kind: str, n: int) -> list[str | None]:
+    """What each of make_prompts(kind, n)'s answers is expected to be mostly made of: the edit
+    set's original code (in the fence the answer is asked for); None for the other sets."""
+    if kind != "edit":
+        return [None] * n
+    return [f"```python\n{_edit_case(i)[2]}```" for i in range(n)]
+
+
+EDIT_SYSTEM_PROMPT = "You are a code editor. Output the full file with the requested change and nothing else."
+
+
 def make_prompts(kind: str, n: int) -> list[Messages]:
     """`n` message lists of prompt set `kind`, identical on every call."""
     if kind not in PROMPT_SETS:
@@ -74,6 +97,10 @@ def make_prompts(kind: str, n: int) -> list[Messages]:
             body = _text(random.Random(10_000 + i), LONG_CHARS)
             out.append([{"role": "user",
                          "content": f"Read the following notes.\n\n{body}\n\n{_question(i)}"}])
+        elif kind == "edit":
+            old, new, code = _edit_case(i)
+            out.append([{"role": "system", "content": EDIT_SYSTEM_PROMPT},
+                        {"role": "user", "content": f"```python\n{code}```\nChange: rename `{old}` to `{new}`."}])
         else:
             out.append([{"role": "system", "content": SHARED_SYSTEM_PROMPT},
                         {"role": "user", "content": _question(i)}])

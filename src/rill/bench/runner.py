@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from rill.bench.prompts import Messages, make_prompts
+from rill.bench.prompts import Messages, make_prompts, predictions
 from rill.bench.sse import SSEParser
 from rill.bench.stats import LevelStats, RequestResult, summarize
 
@@ -40,6 +40,9 @@ class BenchOptions:
     compare_model: str | None = None
     seed: int = 0
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    # `prediction` (edit prompts): "off"; "on": every request sends its prompt's; "compare": on
+    # the one server, A without and B with it at each level, outputs compared request by request
+    predict: str = "off"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -52,6 +55,7 @@ class Target:
     label: str  # "A" or "B"
     url: str
     model: str
+    predicts: bool = False  # its requests carry their prompt's prediction
 
 
 @dataclass
@@ -72,16 +76,19 @@ def base_url(url: str) -> str:
 
 
 # fields --extra-body may not set: the runner's measurements depend on them
-RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "seed"})
+RESERVED_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "seed", "prediction"})
 
 
 def request_body(model: str, messages: Messages, *, max_tokens: int, seed: int,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
+                 extra: dict[str, Any] | None = None, prediction: str | None = None) -> dict[str, Any]:
+    body = {
         "model": model, "messages": messages, "stream": True,
         "stream_options": {"include_usage": True},
         "max_tokens": max_tokens, "temperature": 0, "seed": seed, **(extra or {}),
     }
+    if prediction is not None:
+        body["prediction"] = {"type": "content", "content": prediction}
+    return body
 
 
 class Progress:
@@ -154,11 +161,17 @@ async def stream_one(client: httpx.AsyncClient, body: dict[str, Any], result: Re
                         delta = choice.get("delta") or {}
                         if any(delta.get(k) for k in ("content", "reasoning_content", "tool_calls", "function_call")):
                             result.token_times.append(now)
+                        if isinstance(delta.get("content"), str):
+                            result.text.append(delta["content"])
                         if choice.get("finish_reason"):
                             finished = True
                     usage = obj.get("usage")
                     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                         result.completion_tokens = usage["completion_tokens"]
+                        details = usage.get("completion_tokens_details") or {}
+                        if isinstance(details, dict):
+                            result.accepted_prediction_tokens = int(details.get("accepted_prediction_tokens") or 0)
+                            result.rejected_prediction_tokens = int(details.get("rejected_prediction_tokens") or 0)
                 if done:
                     break
             if not (done or finished):
@@ -179,7 +192,7 @@ async def stream_one(client: httpx.AsyncClient, body: dict[str, Any], result: Re
 async def run_level(client: httpx.AsyncClient, target: Target, prompts: list[Messages], *,
                     concurrency: int, requests: int, max_tokens: int, timeout: float,
                     seed: int = 0, extra_body: dict[str, Any] | None = None,
-                    progress: Progress | None = None) -> LevelStats:
+                    predicted: list[str | None] | None = None, progress: Progress | None = None) -> LevelStats:
     """`requests` requests, `concurrency` at a time (a closed loop), stopped after `timeout`
     seconds: requests still streaming then count as errors ("level timeout"), those never
     started as not run."""
@@ -192,9 +205,10 @@ async def run_level(client: httpx.AsyncClient, target: Target, prompts: list[Mes
         while next_index < requests:
             i = next_index
             next_index += 1
+            prediction = predicted[i % len(predicted)] if predicted and target.predicts else None
             body = request_body(target.model, prompts[i % len(prompts)], max_tokens=max_tokens, seed=seed + i,
-                                extra=extra_body)
-            result = RequestResult(start=time.perf_counter())
+                                extra=extra_body, prediction=prediction)
+            result = RequestResult(start=time.perf_counter(), index=i)
             results.append(result)
             try:
                 await stream_one(client, body, result)
@@ -254,25 +268,35 @@ async def run(options: BenchOptions, *, transport: httpx.AsyncBaseTransport | No
     at each level with identical prompts, seeds and limits. `transport`s are for tests
     (e.g. httpx.ASGITransport over an app)."""
     prompts = make_prompts(options.prompts, max(1, options.requests))
+    predicted = predictions(options.prompts, max(1, options.requests))
+    if options.predict != "off" and not any(predicted):
+        raise BenchError(f"the {options.prompts!r} prompt set has no predictions (use --prompts edit)")
+    if options.predict == "compare" and options.compare_url:
+        raise BenchError("--predict compare runs one server with and without predictions; drop --compare")
     clients = [_client(options.url, options, transport)]
     if options.compare_url:
         clients.append(_client(options.compare_url, options, compare_transport))
+    elif options.predict == "compare":
+        clients.append(clients[0])
     try:
         targets = []
-        for label, client, url, model in zip(
-                "AB", clients, (options.url, options.compare_url), (options.model, options.compare_model)):
+        urls = (options.url, options.compare_url or options.url)
+        models = (options.model, options.compare_model if options.compare_url else options.model)
+        for label, client, url, model in zip("AB", clients, urls, models):
             model = model or await first_model(client, min(options.timeout, DISCOVERY_TIMEOUT))
-            targets.append(Target(label, base_url(url or ""), model))
+            predicts = options.predict == "on" or (options.predict == "compare" and label == "B")
+            targets.append(Target(label, base_url(url or ""), model, predicts))
             if progress:
-                progress.message(f"[{label}] {base_url(url or '')} model {model}")
+                progress.message(f"[{label}] {base_url(url or '')} model {model}"
+                                 + (" with predictions" if predicts else ""))
         result = BenchResult(options, targets)
         for concurrency in options.concurrency:
             for target, client in zip(targets, clients):
                 result.levels.append(await run_level(
                     client, target, prompts, concurrency=concurrency, requests=options.requests,
                     max_tokens=options.max_tokens, timeout=options.timeout, seed=options.seed,
-                    extra_body=options.extra_body, progress=progress))
+                    extra_body=options.extra_body, predicted=predicted, progress=progress))
         return result
     finally:
-        for client in clients:
+        for client in {id(c): c for c in clients}.values():
             await client.aclose()

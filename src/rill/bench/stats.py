@@ -31,6 +31,10 @@ class RequestResult:
     end: float | None = None
     token_times: list[float] = field(default_factory=list)
     completion_tokens: int | None = None  # from the usage chunk
+    accepted_prediction_tokens: int = 0  # from the usage chunk's completion_tokens_details
+    rejected_prediction_tokens: int = 0
+    text: list[str] = field(default_factory=list)  # the content deltas
+    index: int = -1  # the request's number in its level (prompt and seed follow from it)
     error: str | None = None  # a coarse kind ("HTTP 503", "timeout", ...) counted per level
     detail: str | None = None  # the specifics, for the first example of each kind
 
@@ -46,6 +50,14 @@ class RequestResult:
     def inter_token_latencies(self) -> list[float]:
         t = self.token_times
         return [b - a for a, b in zip(t, t[1:])]
+
+    @property
+    def streaming_span(self) -> tuple[int, float] | None:
+        """(tokens after the first, seconds from the first text chunk to the last): the stream's
+        own generation rate, without its wait and prefill; None for fewer than two chunks."""
+        if len(self.token_times) < 2:
+            return None
+        return self.output_tokens - 1, self.token_times[-1] - self.token_times[0]
 
     @property
     def output_tokens(self) -> int:
@@ -73,6 +85,10 @@ class LevelStats:
     error_kinds: dict[str, int]
     error_examples: dict[str, str] = field(default_factory=dict)
     timed_out: bool = False
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+    outputs: dict[int, str] = field(default_factory=dict, repr=False)  # request index -> content
+    stream_tokens_per_s: float | None = None  # per stream, after its first token (streaming_span)
 
     @property
     def requests_per_s(self) -> float | None:
@@ -91,6 +107,9 @@ class LevelStats:
             "output_tokens_per_s": self.output_tokens_per_s,
             "ttft_ms": self.ttft_ms, "itl_ms": self.itl_ms, "error_kinds": self.error_kinds,
             "error_examples": self.error_examples,
+            "stream_tokens_per_s": self.stream_tokens_per_s,
+            "accepted_prediction_tokens": self.accepted_prediction_tokens,
+            "rejected_prediction_tokens": self.rejected_prediction_tokens,
         }
 
 
@@ -103,6 +122,8 @@ def summarize(server: str, concurrency: int, requests: int, results: Iterable[Re
     bad = [r for r in results if not r.ok]
     ttfts = [t for r in good if (t := r.ttft) is not None]
     itls = [x for r in good for x in r.inter_token_latencies]
+    spans = [span for r in good if (span := r.streaming_span) is not None]
+    span_s = sum(seconds for _, seconds in spans)
     return LevelStats(
         server=server, concurrency=concurrency, requests=requests,
         completed=len(good), errors=len(bad), not_run=max(0, requests - len(results)),
@@ -112,6 +133,10 @@ def summarize(server: str, concurrency: int, requests: int, results: Iterable[Re
         error_kinds=dict(Counter(r.error for r in bad if r.error)),
         error_examples=_examples(bad),
         timed_out=timed_out,
+        accepted_prediction_tokens=sum(r.accepted_prediction_tokens for r in good),
+        rejected_prediction_tokens=sum(r.rejected_prediction_tokens for r in good),
+        outputs={r.index: "".join(r.text) for r in good},
+        stream_tokens_per_s=sum(tokens for tokens, _ in spans) / span_s if span_s > 0 else None,
     )
 
 

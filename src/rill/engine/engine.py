@@ -11,10 +11,13 @@ import functools
 import logging
 import threading
 
+import numpy as np
+
 from rill.backends.base import Backend
 from rill.engine.detokenize import Detokenizer
 from rill.engine.loop import EngineLoop
 from rill.engine.sequence import Sequence
+from rill.engine.speculation import Draft
 from rill.engine.types import Event, Failed, Finished, Request
 from rill.errors import RateLimited
 from rill.sampling.grammar import Grammars
@@ -100,6 +103,8 @@ class Engine:
             "prefix_cache_tokens": loop.num_cached_tokens,
             "prefix_cache_hits_total": loop.placement.num_prefix_hits,
             "prefix_cache_reused_tokens_total": loop.placement.num_prefix_tokens_reused,
+            "prediction_accepted_tokens_total": loop.num_prediction_accepted,
+            "prediction_rejected_tokens_total": loop.num_prediction_rejected,
             "busy_seconds_total": round(loop.busy_seconds, 6),
             "forward_seconds_total": round(loop.forward_seconds, 6),
         }
@@ -142,7 +147,8 @@ class Engine:
         choices = [Sequence(request=request, publish=publish, index=i,
                             detok=Detokenizer(request.stop, request.stops_until),
                             rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
-                            constraint=self.grammars.constraint(request.grammar) if request.grammar else None)
+                            constraint=self.grammars.constraint(request.grammar) if request.grammar else None,
+                            draft=Draft(np.asarray(request.prediction, np.int32)) if request.prediction else None)
                    for i in range(request.n)]
         choices[0].forks = choices[1:]
         self._loop.add(choices[0])

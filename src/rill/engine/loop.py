@@ -24,6 +24,7 @@ from rill.sampling.sampler import adjust_logits, sample, token_logprobs
 
 log = logging.getLogger("rill.engine")
 
+_NO_DRAFT = np.zeros(0, np.int32)
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
 # A request that has waited this long is admitted next whatever its tier, so a steady flow of
 # `priority` requests cannot starve a `flex` one for ever.
@@ -54,6 +55,8 @@ class EngineLoop:
         self.num_preemptions = 0
         self.num_steps = 0
         self.num_cached_tokens = 0  # cells idle slots keep for prefix reuse
+        self.num_prediction_accepted = 0  # draft tokens verified and kept, all requests
+        self.num_prediction_rejected = 0
         self.busy_seconds = 0.0  # engine thread time in steps: scheduling, forward, sampling, ...
         self.forward_seconds = 0.0  # ... of which inside backend.forward (the rest is Python)
 
@@ -163,14 +166,20 @@ class EngineLoop:
         return sum(max(seq.num_cached, seq.num_to_prefill) + 1 for seq in self.running)
 
     def _schedule(self) -> list[tuple[Sequence, BatchItem]]:
-        """One step's batch: one token for every decoding sequence, then prefill chunks of the
-        admitted prompts, oldest first, as many tokens as the pacer allows next to the decoding
-        streams (chunked prefill keeps running streams flowing while a long prompt is read)."""
+        """One step's batch: one token for every decoding sequence (with its draft, when it has
+        a prediction to follow), then prefill chunks of the admitted prompts, oldest first, as
+        many tokens as the pacer allows next to the decoding streams (chunked prefill keeps
+        running streams flowing while a long prompt is read)."""
         plan = []
+        draft_room = self.backend.max_batch_tokens - len(self.running)
         for seq in self.running:
             if seq.status is Status.DECODING:
-                plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1],), seq.num_cached)))
-        budget = self.pacer.allowance(len(plan))
+                draft = self._draft(seq, draft_room)
+                draft_room -= len(draft)
+                plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1], *draft.tolist()), seq.num_cached,
+                                            num_logits=1 + len(draft))))
+        num_drafted = sum(item.num_logits - 1 for _, item in plan)
+        budget = self.pacer.allowance(len(plan), num_drafted)
         for seq in self.running:
             if seq.status is Status.PREFILLING:
                 stop = min(seq.num_to_prefill, seq.num_cached + budget)
@@ -182,9 +191,19 @@ class EngineLoop:
                 # has its next input token
                 wants = stop == seq.num_to_prefill and not seq.generated
                 plan.append((seq, BatchItem(seq.seq_id, seq.prefill_tokens(seq.num_cached, stop),
-                                            seq.num_cached, want_logits=wants)))
+                                            seq.num_cached, num_logits=int(wants))))
                 budget -= stop - seq.num_cached
         return plan
+
+    def _draft(self, seq: Sequence, room: int) -> np.ndarray:
+        """The predicted tokens to verify with the sequence's next token: as many as its
+        prediction offers, leaving room for the token sampled after them within max_tokens and
+        the context."""
+        if seq.draft is None:
+            return _NO_DRAFT
+        limit = min(room, seq.request.max_tokens - seq.num_generated - 1,
+                    self.backend.info.n_ctx - seq.num_cached - 1)
+        return seq.draft.propose(seq.generated, limit) if limit > 0 else _NO_DRAFT
 
     def _step(self) -> None:
         plan = self._schedule()
@@ -206,23 +225,57 @@ class EngineLoop:
             return
         elapsed = self._clock() - started
         self.forward_seconds += elapsed
+        # draft tokens are computed like prompt tokens (several of one sequence): paced as such
         self.pacer.observe(elapsed, num_decoding, sum(len(item.tokens) for _, item in plan) - num_decoding)
         self.num_steps += 1
         row = 0
         for seq, item in plan:
+            if seq.status is Status.DECODING and item.num_logits > 1:
+                self._verify(seq, item, logits[row : row + item.num_logits])
+                row += item.num_logits
+                continue
             seq.num_cached += len(item.tokens)
             if seq.status is Status.PREFILLING:
                 if seq.num_cached < seq.num_to_prefill:
                     continue
                 seq.status = Status.DECODING
                 seq.num_prefilled = seq.num_cached
-                if not item.want_logits:  # resumed after preemption: decode from its last token
+                if not item.num_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
                 self._accept(choice, self._sample(choice, logits[row]))
                 self._flush(choice)
             row += 1
         self._update_counts()
+
+    def _verify(self, seq: Sequence, item: BatchItem, rows: np.ndarray) -> None:
+        """A sequence's last token and draft went through in one item: sample each position as
+        a one-token step would have (same logits, same RNG draw, same penalties so far) and keep
+        the draft tokens that equal what was sampled. Sampling and then comparing is the
+        speculative acceptance rule for a draft that is certain of its token (accept with
+        probability p(draft), else draw from p without it), so the output is distributed, and
+        with a seed or greedy is, exactly as without the prediction. Positions after the first
+        disagreement are dropped from the cache."""
+        draft = item.tokens[1:]
+        seq.draft.verifying(len(draft))
+        accepted = 0
+        for j in range(rows.shape[0]):
+            token = self._sample(seq, rows[j])
+            kept = j < len(draft) and token == draft[j]
+            if kept:  # counted before _accept, whose Finished event reports the counts
+                seq.draft.kept()
+                accepted += 1
+            self._accept(seq, token)
+            if not kept or seq.is_done:
+                break
+        seq.num_cached += 1 + accepted
+        self.num_prediction_accepted += accepted
+        self.num_prediction_rejected += len(draft) - accepted
+        if accepted == len(draft):
+            seq.draft.grow()
+        elif not seq.is_done:  # a finished sequence's cache was released already
+            self.backend.truncate(seq.seq_id, seq.num_cached)
+        self._flush(seq)
 
     def _sample(self, seq: Sequence, row: np.ndarray) -> int:
         params = seq.request.sampling
@@ -290,6 +343,8 @@ class EngineLoop:
             return
         seq.generated.append(token)
         seq.num_unreported += 1
+        if seq.draft is not None:
+            seq.draft.observe(token)
         text, matched = seq.detok.push(self.backend.token_bytes(token))
         self._emit_text(seq, text)
         if matched or (seq.constraint is not None and seq.constraint.done):
@@ -310,8 +365,11 @@ class EngineLoop:
     @staticmethod
     def _finished(seq: Sequence, reason: FinishReason) -> Finished:
         queued = (seq.admitted_at or time.monotonic()) - seq.submitted_at
+        draft = seq.draft
         return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused,
-                        queue_seconds=max(queued, 0.0))
+                        queue_seconds=max(queued, 0.0),
+                        num_accepted_prediction_tokens=draft.num_accepted if draft else 0,
+                        num_rejected_prediction_tokens=draft.num_rejected if draft else 0)
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)

@@ -26,9 +26,10 @@ class PrefillPacer:
         self.decode_step_s: float | None = None  # a decode-only step
         self.prefill_token_s: float | None = None  # what one prefill token adds to a step
 
-    def allowance(self, num_decoding: int) -> int:
-        """Prompt tokens the next step may prefill, next to num_decoding one-token items."""
-        room = self.max_batch_tokens - num_decoding
+    def allowance(self, num_decoding: int, num_drafted: int = 0) -> int:
+        """Prompt tokens the next step may prefill, next to num_decoding one-token items and
+        num_drafted draft tokens (which cost what prompt tokens do)."""
+        room = self.max_batch_tokens - num_decoding - num_drafted
         if num_decoding == 0:
             return room
         if self.decode_step_s is None:
@@ -39,7 +40,7 @@ class PrefillPacer:
         if per_token <= 0:  # a clock too coarse to see a step: nothing to pace by
             return room
         step = max(self.max_stall * self.decode_step_s, STEP_FLOOR_S)
-        paced = int((step - self.decode_step_s) / per_token)
+        paced = int((step - self.decode_step_s) / per_token) - num_drafted
         return max(0, min(room, max(MIN_PACED_CHUNK, paced)))
 
     def observe(self, seconds: float, num_decoding: int, num_prefill: int) -> None:

@@ -41,6 +41,7 @@ class Request:
     top_logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k best
     grammar: str | None = None  # an llguidance grammar the output must follow (response_format, tools)
     stops_until: str | None = None  # stop strings are not looked for from this marker on (tool calls)
+    prediction: tuple[int, ...] = ()  # the predicted output's tokens: draft tokens (speculation.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ class Finished:
     index: int = 0  # the choice that finished (a request ends when all of its n choices have)
     num_cached_prompt_tokens: int = 0  # prompt tokens taken from the prefix cache
     queue_seconds: float = 0.0  # from submission to admission into the batch
+    num_accepted_prediction_tokens: int = 0  # predicted tokens verified and kept in the output
+    num_rejected_prediction_tokens: int = 0  # predicted tokens verified and not kept
 
 
 @dataclass(frozen=True, slots=True)

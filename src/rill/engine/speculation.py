@@ -1,0 +1,105 @@
+"""Predicted outputs (`prediction`): the predicted text's tokens as draft tokens for one sequence.
+
+While the output follows the prediction, each engine step feeds the sequence's last token and the
+next few predicted tokens in one item, gets logits at every position, and samples each position
+exactly as one-token decoding would; the predicted tokens that equal what was sampled are kept
+(EngineLoop._verify). When the output leaves the prediction (an identifier renamed), drafting
+stops until the last tokens generated are found again in the prediction, and resumes from there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_DRAFT = 16  # predicted tokens verified per step at most (docs/benchmarks.md: the trade-off)
+# Drafts start short after (re)alignment, which may be a coincidence, and double while accepted.
+FIRST_DRAFT = 4
+# Realignment looks for the last few generated tokens in the prediction, longest match first.
+MAX_NGRAM = 3
+SINGLE_TOKEN_SLACK = 4
+
+_EMPTY = np.zeros(0, np.int32)
+
+
+class Draft:
+    """Where a sequence's output stands against its prediction, and what to propose next."""
+
+    __slots__ = ("tokens", "pos", "anchor", "confirmed", "num_off", "length", "max_length",
+                 "num_accepted", "num_rejected")
+
+    def __init__(self, tokens: np.ndarray, max_length: int = MAX_DRAFT):
+        self.tokens = tokens.astype(np.int32, copy=False)
+        self.pos = 0  # index of the prediction token the output is expected to continue with; -1: off it
+        self.anchor = 0  # where the output left the prediction: realignment searches from here on
+        self.confirmed = True  # the output has continued the prediction since the last realignment
+        self.num_off = 0  # tokens generated since the output left the prediction
+        self.max_length = max_length
+        self.length = min(FIRST_DRAFT, max_length)  # the next draft's length
+        self.num_accepted = 0  # draft tokens the output kept
+        self.num_rejected = 0  # draft tokens verified and not kept
+
+    def propose(self, generated: list[int], limit: int) -> np.ndarray:
+        """The draft for the next step (maybe empty), at most `limit` tokens."""
+        if self.pos < 0:
+            self.pos = self._realign(generated)
+            if self.pos < 0:
+                return _EMPTY
+            self.confirmed = False
+            self.length = min(FIRST_DRAFT, self.max_length)
+        return self.tokens[self.pos : self.pos + min(self.length, limit)]
+
+    def observe(self, token: int) -> None:
+        """One generated token: the output stays on the prediction or leaves it here."""
+        if self.pos < 0:
+            self.num_off += 1
+            return
+        if self.pos < self.tokens.size and self.tokens[self.pos] == token:
+            self.pos += 1
+            self.confirmed = True
+            return
+        # a realignment that the very next token contradicts was a coincidence: the output
+        # left the prediction where it did before, not there
+        if self.confirmed:
+            self.anchor, self.num_off = self.pos, 0
+        self.pos = -1
+        self.num_off += 1
+
+    def verifying(self, num_drafted: int) -> None:
+        """A verification of num_drafted tokens ran: all count as rejected until kept."""
+        self.num_rejected += num_drafted
+
+    def kept(self) -> None:
+        """One verified draft token was kept in the output."""
+        self.num_accepted += 1
+        self.num_rejected -= 1
+
+    def grow(self) -> None:
+        """The whole draft was kept: propose a longer one next time."""
+        self.length = min(2 * self.length, self.max_length)
+
+    def _realign(self, generated: list[int]) -> int:
+        """The prediction index just past the latest generated tokens' occurrence in it: the
+        longest suffix (up to MAX_NGRAM tokens) that ends at or after the anchor, the nearest
+        such match first; a full MAX_NGRAM match before the anchor (the output repeating
+        itself) only when there is none. A lone token matches only about as far past the anchor
+        as the output has gone since leaving the prediction (a word replaced by one of similar
+        length): further on, a common token is likelier a coincidence. -1 when nothing matches."""
+        for n in range(min(MAX_NGRAM, len(generated)), 0, -1):
+            ends = self._matches(generated[-n:])
+            after = ends[ends >= self.anchor]
+            if n == 1:
+                after = after[after <= self.anchor + 2 * self.num_off + SINGLE_TOKEN_SLACK]
+            if after.size:
+                return int(after[0]) + 1
+            if n == MAX_NGRAM and ends.size:
+                return int(ends[-1]) + 1
+        return -1
+
+    def _matches(self, suffix: list[int]) -> np.ndarray:
+        """Indices where the suffix's last token sits in a full occurrence of it, ascending."""
+        tokens, n = self.tokens, len(suffix)
+        ends = np.flatnonzero(tokens == suffix[-1])
+        ends = ends[ends >= n - 1]
+        for k in range(1, n):
+            ends = ends[tokens[ends - k] == suffix[-1 - k]]
+        return ends

@@ -1,0 +1,258 @@
+"""`prediction` as speculative decoding, on the fake backend: the output with a prediction is the
+output without (greedy, seeded sampling, penalties, logprobs, stops, length caps, next to other
+requests), drafts follow the prediction and find it again after the output leaves it, rejected
+positions leave the cache, and the usage counts add up to the draft tokens verified."""
+
+from __future__ import annotations
+
+from typing import Sequence as Seq
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rill.backends.base import BatchItem
+from rill.backends.fake import FakeBackend
+from rill.engine.detokenize import Detokenizer
+from rill.engine.loop import EngineLoop
+from rill.engine.sequence import Sequence
+from rill.engine.speculation import FIRST_DRAFT, MAX_DRAFT, Draft
+from rill.engine.types import Event, Finished, FinishReason, Request, SamplingParams, TextDelta
+from rill.sampling.template import CHATML, ChatTemplate
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class CheckingBackend(FakeBackend):
+    """The fake backend, recording the draft tokens each sequence had verified, and checking
+    that a verification only ever starts where the sequence's kept cache ends (the fake raises
+    when a position is not the cache's length, so a rejected position left behind fails)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.drafted: dict[int, int] = {}
+        self.batches: list[list[BatchItem]] = []
+
+    def forward(self, batch: Seq[BatchItem]) -> np.ndarray:
+        self.batches.append(list(batch))
+        for item in batch:
+            if item.num_logits > 1:
+                assert item.num_logits == len(item.tokens)  # logits at every position
+                self.drafted[item.seq_id] = self.drafted.get(item.seq_id, 0) + len(item.tokens) - 1
+        return super().forward(batch)
+
+
+def prompt(loop: EngineLoop, message: str) -> tuple[int, ...]:
+    text = ChatTemplate(CHATML).render([{"role": "user", "content": message}])
+    return tuple(loop.backend.tokenize(text, add_bos=False))
+
+
+def submit(loop: EngineLoop, rid: str, message: str, prediction: str | None = None, *,
+           sampling: SamplingParams = GREEDY, max_tokens: int = 10_000, stop: tuple[str, ...] = (),
+           top_logprobs: int | None = None, seed: int = 0) -> list[Event]:
+    predicted = tuple(loop.backend.tokenize(prediction, add_bos=False, parse_special=False)) if prediction else ()
+    request = Request(rid, prompt(loop, message), max_tokens, sampling, stop, top_logprobs=top_logprobs,
+                      prediction=predicted)
+    events: list[Event] = []
+    loop.add(Sequence(request=request, publish=events.extend, rng=np.random.default_rng(seed),
+                      detok=Detokenizer(stop), draft=Draft(np.asarray(predicted, np.int32)) if predicted else None))
+    return events
+
+
+def run_until_idle(loop: EngineLoop, max_steps: int = 20_000) -> int:
+    for step in range(max_steps):
+        if not (loop.running or loop.waiting or loop._inbox):
+            return step
+        loop._drain()
+        loop._tick()
+    raise AssertionError("the engine did not go idle")
+
+
+def finished(events: list[Event]) -> Finished:
+    assert isinstance(events[-1], Finished), events[-1]
+    return events[-1]
+
+
+def text_of(events: list[Event]) -> str:
+    finished(events)
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def logprobs_of(events: list[Event]) -> list:
+    return [lp for e in events if isinstance(e, TextDelta) for lp in e.logprobs]
+
+
+def generate(message: str, prediction: str | None, **kwargs) -> tuple[list[Event], CheckingBackend, int]:
+    backend = CheckingBackend(max_sequences=2)
+    loop = EngineLoop(backend, max_running=2)
+    events = submit(loop, "r", message, prediction, **kwargs)
+    steps = run_until_idle(loop)
+    return events, backend, steps
+
+
+MESSAGE = "def total(items):\n    return sum(item.price for item in items)\n"
+
+CASES = {
+    "exact": MESSAGE,
+    "wrong from the first token": "zzz" + MESSAGE,
+    "right only at the end": "x" * 40 + MESSAGE[-20:],
+    "one identifier renamed": MESSAGE.replace("items", "things"),
+    "a line missing": MESSAGE.split("\n")[0] + "\n",
+    "an inserted line": MESSAGE.replace("\n", "\n    # note\n", 1),
+    "longer than the output": MESSAGE * 3,
+    "shorter than the output": MESSAGE[:12],
+    "unrelated": "SELECT * FROM t WHERE a = 1;",
+    "a single token": "d",
+    "the output twice over, shifted": MESSAGE[5:] + MESSAGE,
+}
+
+
+@pytest.mark.parametrize("prediction", list(CASES.values()), ids=list(CASES))
+def test_greedy_output_is_identical_with_any_prediction_and_the_counts_add_up(prediction):
+    plain, _, plain_steps = generate(MESSAGE, None)
+    events, backend, steps = generate(MESSAGE, prediction)
+    assert text_of(events) == text_of(plain) == MESSAGE
+    done = finished(events)
+    assert done.reason is FinishReason.STOP and done.num_completion_tokens == finished(plain).num_completion_tokens
+    drafted = sum(backend.drafted.values())
+    assert done.num_accepted_prediction_tokens + done.num_rejected_prediction_tokens == drafted
+    assert done.num_accepted_prediction_tokens <= done.num_completion_tokens
+    if prediction == MESSAGE:  # all of it accepted, in far fewer steps
+        verifications = sum(1 for batch in backend.batches for item in batch if item.num_logits > 1)
+        # every token was a draft token, kept, but the first (from the prompt's logits) and the
+        # one each verification samples after its draft, except the last's (the end of the turn)
+        assert done.num_accepted_prediction_tokens == len(MESSAGE) - verifications
+        assert done.num_rejected_prediction_tokens == 0
+        assert steps < plain_steps / 3
+
+
+def test_a_renamed_identifier_realigns_and_most_of_the_prediction_is_accepted():
+    original = "for item in items:\n    total += item.price * item.count\nreturn total\n"
+    edited = original.replace("item", "row")
+    plain, _, plain_steps = generate(edited, None)
+    events, _, steps = generate(edited, original)
+    assert text_of(events) == text_of(plain) == edited
+    done = finished(events)
+    # the draft finds the prediction again after each renamed word (byte tokens make a few
+    # coincidental realignments: "r" of "row" occurs in "price")
+    assert done.num_accepted_prediction_tokens > 0.6 * len(edited)
+    assert done.num_rejected_prediction_tokens < done.num_accepted_prediction_tokens
+    assert steps < plain_steps / 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(message=st.text(alphabet="abcde \n()", min_size=1, max_size=60),
+       edits=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 5), st.text(alphabet="abcdxy \n", max_size=6)),
+                      max_size=4))
+def test_greedy_equality_holds_for_random_edits_of_the_output(message, edits):
+    prediction = message
+    for at, cut, insert in edits:  # splice: replace `cut` characters at `at` by `insert`
+        at = min(at, len(prediction))
+        prediction = prediction[:at] + insert + prediction[at + cut:]
+    events, backend, _ = generate(message, prediction or None)
+    assert text_of(events) == message
+    done = finished(events)
+    assert done.num_accepted_prediction_tokens + done.num_rejected_prediction_tokens == sum(backend.drafted.values())
+
+
+def test_seeded_sampling_penalties_bias_and_logprobs_are_the_same_with_a_prediction():
+    sampling = SamplingParams(temperature=0.4, top_p=0.9, seed=7, frequency_penalty=0.3, presence_penalty=0.2,
+                              logit_bias=((ord("e"), 1.5),))
+    kwargs = dict(sampling=sampling, top_logprobs=3, seed=7, max_tokens=80)
+    plain, _, _ = generate(MESSAGE, None, **kwargs)
+    events, _, _ = generate(MESSAGE, MESSAGE, **kwargs)
+    assert text_of(events) == text_of(plain)
+    assert logprobs_of(events) == logprobs_of(plain)  # exact: the same logits, row by row
+    assert finished(events).num_accepted_prediction_tokens > 0
+
+
+def test_sampling_keeps_the_distribution_of_the_first_token():
+    """Unseeded: over many requests, how often the first token is the predicted one matches its
+    probability under the model (the fake's logits), as without a prediction."""
+    backend = FakeBackend()
+    loop = EngineLoop(backend, max_running=1)
+    tokens = prompt(loop, "a")
+    row = backend._logits(list(tokens))
+    p = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+    runs = 400
+    hits = 0
+    for i in range(runs):
+        events = submit(loop, f"r{i}", "a", "a", sampling=SamplingParams(temperature=1.0), max_tokens=1, seed=i)
+        run_until_idle(loop)
+        hits += text_of(events) == "a"
+    expected = p[ord("a")] * runs
+    assert abs(hits - expected) < 4 * np.sqrt(expected * (1 - p[ord("a")]))  # 4 sigma
+
+
+def test_stop_strings_and_the_length_cap_end_a_verification_midway():
+    events, _, _ = generate(MESSAGE, MESSAGE, stop=("sum(",))
+    assert text_of(events) == MESSAGE[: MESSAGE.index("sum(")]
+    done = finished(events)
+    assert done.reason is FinishReason.STOP
+    capped, backend, _ = generate(MESSAGE, MESSAGE, max_tokens=10)
+    assert text_of(capped) == MESSAGE[:10] and finished(capped).reason is FinishReason.LENGTH
+    # no draft ran past the cap: the last verification held at most the tokens still allowed
+    assert finished(capped).num_accepted_prediction_tokens + finished(capped).num_rejected_prediction_tokens \
+        == sum(backend.drafted.values()) <= 9
+
+
+def test_drafts_grow_while_accepted_up_to_the_maximum():
+    message = "abcdefghij" * 12
+    _, backend, _ = generate(message, message)
+    lengths = [item.num_logits - 1 for batch in backend.batches for item in batch if item.num_logits > 1]
+    assert lengths[0] == FIRST_DRAFT
+    assert max(lengths) == MAX_DRAFT
+    assert lengths[:3] == [FIRST_DRAFT, 2 * FIRST_DRAFT, min(4 * FIRST_DRAFT, MAX_DRAFT)]
+
+
+def test_a_predicting_sequence_runs_in_the_same_steps_as_an_ordinary_one():
+    backend = CheckingBackend(max_sequences=2)
+    loop = EngineLoop(backend, max_running=2)
+    ordinary = submit(loop, "plain", "an ordinary request decoded one token per step")
+    predicting = submit(loop, "predicted", MESSAGE, MESSAGE)
+    run_until_idle(loop)
+    assert text_of(ordinary) == "an ordinary request decoded one token per step"
+    assert text_of(predicting) == MESSAGE
+    mixed = [b for b in backend.batches if {len(i.tokens) == 1 for i in b} == {True, False}
+             and any(i.num_logits > 1 for i in b)]
+    assert mixed  # a step held a one-token decode and a verification together
+
+
+class TestDraft:
+    def tokens(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode(), np.uint8).astype(np.int32)
+
+    def follow(self, draft: Draft, output: str) -> list[int]:
+        """Feed the output token by token; the draft proposed before each token, as positions."""
+        generated: list[int] = []
+        proposed = []
+        for ch in output.encode():
+            proposal = draft.propose(generated, 100)
+            proposed.append(draft.pos if proposal.size else -1)
+            generated.append(ch)
+            draft.observe(ch)
+        return proposed
+
+    def test_a_substituted_word_is_rejoined_after_it(self):
+        draft = Draft(self.tokens("x = old(1)"))
+        positions = self.follow(draft, "x = new(1)")
+        # "x = " follows the prediction; "new" leaves it; "(" finds the "(" after "old"
+        assert positions[:4] == [0, 1, 2, 3]
+        assert positions[-2:] == [8, 9]  # "1" and ")" drafted from the prediction's own
+
+    def test_nothing_is_drafted_while_no_generated_token_occurs_in_the_prediction(self):
+        draft = Draft(self.tokens("abc"))
+        assert self.follow(draft, "xyz") == [0, -1, -1]
+
+    def test_the_longest_recent_match_wins_over_a_nearer_shorter_one(self):
+        draft = Draft(self.tokens("ab_x ab_y"))
+        generated = list(b"zz ab_")
+        draft.observe(ord("z"))  # leaves the prediction at 0
+        assert draft.propose(generated, 100).tolist() == list(b"x ab"[:FIRST_DRAFT])
+        assert draft.pos == 3
+
+    def test_counts(self):
+        draft = Draft(self.tokens("abcdef"))
+        draft.verifying(4)
+        draft.kept(), draft.kept()
+        assert (draft.num_accepted, draft.num_rejected) == (2, 2)
