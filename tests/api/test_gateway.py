@@ -132,7 +132,7 @@ async def test_a_stream_comes_back_in_rills_shape(client, fake):
     assert all(c["usage"] is None for c in chunks[:-1])
     (sent,) = fake.bodies("up.test")
     assert sent["model"] == "remote-name" and sent["temperature"] == 0.5 and sent["x_vendor"] == {"a": 1}
-    assert sent["prediction"] == {"type": "content", "content": "x"}  # unbuilt locally; the upstream decides
+    assert sent["prediction"] == {"type": "content", "content": "x"}  # passed on: the upstream does what it does with it
     assert sent["stream_options"] == {"include_usage": True}
     assert not {"tags", "store", "metadata", "parent_span_id"} & set(sent)
 
