@@ -35,7 +35,9 @@ PANICS = {"$ref": {"a": "x" * 91 + "éééé"}}
 def fake_loader(backend: FakeBackend, *, max_queue: int = 256, max_running: int = 1) -> Callable[[Router], None]:
     def load(router: Router) -> None:
         info = backend.info
-        engine = Engine(backend, max_queue=max_queue, max_running=max_running)
+        # drafted tokens priced as on 2 CPU cores, not by the fake's microsecond timings, so
+        # that `prediction`'s drafts (not only its output) are the same every run
+        engine = Engine(backend, max_queue=max_queue, max_running=max_running, draft_cost=0.4)
         engine.start()
         template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
         router.add(LocalModel(id=MODEL, engine=engine, template=template, aliases=frozenset({"echo"})))

@@ -65,10 +65,10 @@ class RequestStream:
 
 class Engine:
     def __init__(self, backend: Backend, *, max_queue: int = 256, max_running: int = 1,
-                 max_stall: float = 2.0):
+                 max_stall: float = 2.0, draft_cost: float | None = None):
         self.backend = backend
         self.max_queue = max_queue
-        self._loop = EngineLoop(backend, max_running=max_running, max_stall=max_stall)
+        self._loop = EngineLoop(backend, max_running=max_running, max_stall=max_stall, draft_cost=draft_cost)
         self._thread = threading.Thread(target=self._run, name="rill-engine", daemon=True)
 
     @functools.cached_property

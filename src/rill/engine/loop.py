@@ -25,6 +25,9 @@ from rill.sampling.sampler import adjust_logits, sample, token_logprobs
 log = logging.getLogger("rill.engine")
 
 _NO_DRAFT = np.zeros(0, np.int32)
+# A drafted token's cost relative to a decoding sequence's share of a step, until timed (about
+# what 2 CPU cores measured for the embedded model: docs/benchmarks.md).
+DEFAULT_DRAFT_COST = 0.4
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
 # A request that has waited this long is admitted next whatever its tier, so a steady flow of
 # `priority` requests cannot starve a `flex` one for ever.
@@ -35,10 +38,11 @@ class EngineLoop:
     """Owns the backend and every Sequence; all methods but the inbox ones run on the engine thread."""
 
     def __init__(self, backend: Backend, *, max_running: int = 1, max_stall: float = 2.0,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, draft_cost: float | None = None):
         self.backend = backend
         self.max_running = min(max_running, backend.max_sequences)
         self.pacer = PrefillPacer(backend.max_batch_tokens, max_stall)
+        self.draft_cost = draft_cost  # None: learnt from timed steps (_draft_cost)
         self._clock = clock
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
@@ -172,9 +176,10 @@ class EngineLoop:
         running streams flowing while a long prompt is read)."""
         plan = []
         draft_room = self.backend.max_batch_tokens - len(self.running)
+        cost = self._draft_cost()
         for seq in self.running:
             if seq.status is Status.DECODING:
-                draft = self._draft(seq, draft_room)
+                draft = self._draft(seq, draft_room, cost)
                 draft_room -= len(draft)
                 plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1], *draft.tolist()), seq.num_cached,
                                             num_logits=1 + len(draft))))
@@ -195,15 +200,28 @@ class EngineLoop:
                 budget -= stop - seq.num_cached
         return plan
 
-    def _draft(self, seq: Sequence, room: int) -> np.ndarray:
-        """The predicted tokens to verify with the sequence's next token: as many as its
-        prediction offers, leaving room for the token sampled after them within max_tokens and
+    def _draft(self, seq: Sequence, room: int, cost: float) -> np.ndarray:
+        """The predicted tokens to verify with the sequence's next token: as many as pay (see
+        Draft.propose), leaving room for the token sampled after them within max_tokens and
         the context."""
         if seq.draft is None:
             return _NO_DRAFT
         limit = min(room, seq.request.max_tokens - seq.num_generated - 1,
                     self.backend.info.n_ctx - seq.num_cached - 1)
-        return seq.draft.propose(seq.generated, limit) if limit > 0 else _NO_DRAFT
+        return seq.draft.propose(seq.generated, limit, cost) if limit > 0 else _NO_DRAFT
+
+    def _draft_cost(self) -> float:
+        """What one drafted token adds to a step, relative to one decoding sequence's share of a
+        plain decode step: from the pacer's timings (a prompt token costs what a draft token
+        does), DEFAULT_DRAFT_COST until both are known. On a CPU the share shrinks as more
+        sequences decode together, so drafting pays less the fuller the batch."""
+        if self.draft_cost is not None:
+            return self.draft_cost
+        per_token, step = self.pacer.prefill_token_s, self.pacer.decode_step_s
+        num_decoding = sum(1 for seq in self.running if seq.status is Status.DECODING)
+        if not (per_token and step and num_decoding):
+            return DEFAULT_DRAFT_COST
+        return per_token * num_decoding / step
 
     def _step(self) -> None:
         plan = self._schedule()
@@ -271,9 +289,7 @@ class EngineLoop:
         seq.num_cached += 1 + accepted
         self.num_prediction_accepted += accepted
         self.num_prediction_rejected += len(draft) - accepted
-        if accepted == len(draft):
-            seq.draft.grow()
-        elif not seq.is_done:  # a finished sequence's cache was released already
+        if accepted < len(draft) and not seq.is_done:  # a finished sequence's cache was released already
             self.backend.truncate(seq.seq_id, seq.num_cached)
         self._flush(seq)
 

@@ -5,15 +5,22 @@ next few predicted tokens in one item, gets logits at every position, and sample
 exactly as one-token decoding would; the predicted tokens that equal what was sampled are kept
 (EngineLoop._verify). When the output leaves the prediction (an identifier renamed), drafting
 stops until the last tokens generated are found again in the prediction, and resumes from there.
+How many tokens to draft weighs the estimated chance of each being kept against what a drafted
+token costs on this machine and in this batch: where the step is compute-bound (a CPU with many
+streams), drafting cannot pay and stops.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MAX_DRAFT = 16  # predicted tokens verified per step at most (docs/benchmarks.md: the trade-off)
-# Drafts start short after (re)alignment, which may be a coincidence, and double while accepted.
-FIRST_DRAFT = 4
+MAX_DRAFT = 32  # predicted tokens verified per step at most
+# The chance that the next predicted token is the model's, as believed at the start and after a
+# realignment on n matching tokens (a lone common token is often a coincidence); then learnt from
+# every token generated while on the prediction, drafted or not.
+START_RATE = 0.8
+REALIGNED_RATE = {1: 0.35, 2: 0.6, 3: 0.8}
+RATE_EMA = 0.2
 # Realignment looks for the last few generated tokens in the prediction, longest match first.
 MAX_NGRAM = 3
 SINGLE_TOKEN_SLACK = 4
@@ -21,10 +28,22 @@ SINGLE_TOKEN_SLACK = 4
 _EMPTY = np.zeros(0, np.int32)
 
 
+def best_length(rate: float, cost: float, limit: int) -> int:
+    """The draft length d that maximises expected tokens per unit of step time: a step with d
+    draft tokens yields 1 + rate + ... + rate^d tokens (each is kept only if all before it were)
+    and takes 1 + cost * d one-token steps, `cost` being what one more token in the step costs
+    relative to the sequence's share of a plain decode step. The shortest of equals."""
+    if limit <= 0:
+        return 0
+    d = np.arange(limit + 1)
+    expected = np.cumsum(float(rate) ** d)
+    return int(np.argmax(expected / (1.0 + cost * d)))
+
+
 class Draft:
     """Where a sequence's output stands against its prediction, and what to propose next."""
 
-    __slots__ = ("tokens", "pos", "anchor", "confirmed", "num_off", "length", "max_length",
+    __slots__ = ("tokens", "pos", "anchor", "confirmed", "num_off", "rate", "max_length",
                  "num_accepted", "num_rejected")
 
     def __init__(self, tokens: np.ndarray, max_length: int = MAX_DRAFT):
@@ -33,27 +52,31 @@ class Draft:
         self.anchor = 0  # where the output left the prediction: realignment searches from here on
         self.confirmed = True  # the output has continued the prediction since the last realignment
         self.num_off = 0  # tokens generated since the output left the prediction
+        self.rate = START_RATE  # estimated chance that the next predicted token is kept
         self.max_length = max_length
-        self.length = min(FIRST_DRAFT, max_length)  # the next draft's length
         self.num_accepted = 0  # draft tokens the output kept
         self.num_rejected = 0  # draft tokens verified and not kept
 
-    def propose(self, generated: list[int], limit: int) -> np.ndarray:
-        """The draft for the next step (maybe empty), at most `limit` tokens."""
+    def propose(self, generated: list[int], limit: int, cost: float) -> np.ndarray:
+        """The draft for the next step (maybe empty), at most `limit` tokens, as long as pays
+        at this cost of a drafted token (see best_length)."""
         if self.pos < 0:
-            self.pos = self._realign(generated)
+            self.pos, matched = self._realign(generated)
             if self.pos < 0:
                 return _EMPTY
             self.confirmed = False
-            self.length = min(FIRST_DRAFT, self.max_length)
-        return self.tokens[self.pos : self.pos + min(self.length, limit)]
+            self.rate = (self.rate + REALIGNED_RATE[matched]) / 2
+        length = best_length(self.rate, cost, min(limit, self.max_length, self.tokens.size - self.pos))
+        return self.tokens[self.pos : self.pos + length]
 
     def observe(self, token: int) -> None:
         """One generated token: the output stays on the prediction or leaves it here."""
         if self.pos < 0:
             self.num_off += 1
             return
-        if self.pos < self.tokens.size and self.tokens[self.pos] == token:
+        kept = self.pos < self.tokens.size and self.tokens[self.pos] == token
+        self.rate += RATE_EMA * (kept - self.rate)
+        if kept:
             self.pos += 1
             self.confirmed = True
             return
@@ -73,27 +96,24 @@ class Draft:
         self.num_accepted += 1
         self.num_rejected -= 1
 
-    def grow(self) -> None:
-        """The whole draft was kept: propose a longer one next time."""
-        self.length = min(2 * self.length, self.max_length)
-
-    def _realign(self, generated: list[int]) -> int:
+    def _realign(self, generated: list[int]) -> tuple[int, int]:
         """The prediction index just past the latest generated tokens' occurrence in it: the
         longest suffix (up to MAX_NGRAM tokens) that ends at or after the anchor, the nearest
         such match first; a full MAX_NGRAM match before the anchor (the output repeating
         itself) only when there is none. A lone token matches only about as far past the anchor
         as the output has gone since leaving the prediction (a word replaced by one of similar
-        length): further on, a common token is likelier a coincidence. -1 when nothing matches."""
+        length): further on, a common token is likelier a coincidence. Returns (index, tokens
+        matched), or (-1, 0) when nothing matches."""
         for n in range(min(MAX_NGRAM, len(generated)), 0, -1):
             ends = self._matches(generated[-n:])
             after = ends[ends >= self.anchor]
             if n == 1:
                 after = after[after <= self.anchor + 2 * self.num_off + SINGLE_TOKEN_SLACK]
             if after.size:
-                return int(after[0]) + 1
+                return int(after[0]) + 1, n
             if n == MAX_NGRAM and ends.size:
-                return int(ends[-1]) + 1
-        return -1
+                return int(ends[-1]) + 1, n
+        return -1, 0
 
     def _matches(self, suffix: list[int]) -> np.ndarray:
         """Indices where the suffix's last token sits in a full occurrence of it, ascending."""
