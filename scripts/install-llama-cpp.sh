@@ -19,3 +19,9 @@ if ! compgen -G "$wheels/llama_cpp_python-$version-*.whl" >/dev/null; then
     --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==$version"
 fi
 "$pip" install -q --only-binary llama-cpp-python --find-links "$wheels" "llama-cpp-python==$version"
+# A venv made before this script holds the same version built with llamafile: replace it.
+python="$(dirname "$pip")/python"
+if "$python" -c 'import llama_cpp, sys; sys.exit(b"LLAMAFILE = 1" not in llama_cpp.llama_print_system_info())' 2>/dev/null; then
+  echo "Replacing the installed llama-cpp-python (built with llamafile) with Rill's build"
+  "$pip" install -q --force-reinstall --no-deps --no-index --find-links "$wheels" "llama-cpp-python==$version"
+fi

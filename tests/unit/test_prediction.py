@@ -19,6 +19,7 @@ from rill.engine.sequence import Sequence
 from rill.engine.speculation import MAX_DRAFT, Draft, best_length
 from rill.engine.types import Event, Finished, FinishReason, Request, SamplingParams, TextDelta
 from rill.sampling.template import CHATML, ChatTemplate
+from tests.unit.test_engine_loop import run_until_idle
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -57,15 +58,6 @@ def submit(loop: EngineLoop, rid: str, message: str, prediction: str | None = No
     loop.add(Sequence(request=request, publish=events.extend, rng=np.random.default_rng(seed),
                       detok=Detokenizer(stop), draft=Draft(np.asarray(predicted, np.int32)) if predicted else None))
     return events
-
-
-def run_until_idle(loop: EngineLoop, max_steps: int = 20_000) -> int:
-    for step in range(max_steps):
-        if not (loop.running or loop.waiting or loop._inbox):
-            return step
-        loop._drain()
-        loop._tick()
-    raise AssertionError("the engine did not go idle")
 
 
 def finished(events: list[Event]) -> Finished:
@@ -226,16 +218,20 @@ def test_when_drafted_tokens_cost_as_much_as_a_decoding_sequence_nothing_is_draf
 
 def test_the_draft_cost_is_learnt_from_the_pacers_timings():
     loop = EngineLoop(FakeBackend(max_sequences=4), max_running=4)
-    assert loop._draft_cost() == 0.4  # nothing timed yet: the default
+    assert loop.draft_cost.relative(1) == 0.4  # nothing timed yet: the default
     for i in range(2):
         submit(loop, f"r{i}", "a message long enough to keep decoding for a while")
     while sum(seq.status.value == "decoding" for seq in loop.running) < 2:
         loop._drain(), loop._tick()
     loop.pacer.prefill_token_s, loop.pacer.decode_step_s = 0.006, 0.030
     # a drafted token costs 6 ms; each of the 2 decoding sequences' share of a step is 15 ms
-    assert loop._draft_cost() == pytest.approx(0.4)
+    assert loop.draft_cost.relative(2) == pytest.approx(0.4)
     loop.pacer.decode_step_s = 0.012
-    assert loop._draft_cost() == pytest.approx(1.0)  # compute-bound: drafting will not pay
+    assert loop.draft_cost.relative(2) == pytest.approx(1.0)  # compute-bound: drafting will not pay
+    # timed verifications replace the prompt token's stand-in: (26 ms - 12 ms) / 7 drafted
+    loop.draft_cost.observe(0.026, 7)
+    assert loop.draft_cost.draft_token_s == pytest.approx(0.002)
+    assert loop.draft_cost.relative(2) == pytest.approx(2 * 0.002 / 0.012)
 
 
 @pytest.mark.parametrize("rate, cost, limit, expected", [

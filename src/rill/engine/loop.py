@@ -19,16 +19,13 @@ from rill.engine.pacing import PrefillPacer
 from rill.engine.placement import MIN_PREFILL_CHUNK, Placement
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool
+from rill.engine.speculation import DraftCost
 from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta, TokenLogprob
 from rill.sampling.sampler import adjust_logits, sample, token_logprobs
 
 log = logging.getLogger("rill.engine")
 
 _NO_DRAFT = np.zeros(0, np.int32)
-# A drafted token's cost relative to a decoding sequence's share of a step, until timed (about
-# what 2 CPU cores measured for the embedded model: docs/benchmarks.md).
-DEFAULT_DRAFT_COST = 0.4
-_DRAFT_COST_EMA = 0.2
 SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shutting_down=True)
 # A request that has waited this long is admitted next whatever its tier, so a steady flow of
 # `priority` requests cannot starve a `flex` one for ever.
@@ -43,8 +40,7 @@ class EngineLoop:
         self.backend = backend
         self.max_running = min(max_running, backend.max_sequences)
         self.pacer = PrefillPacer(backend.max_batch_tokens, max_stall)
-        self.draft_cost = draft_cost  # None: learnt from timed steps (_draft_cost)
-        self.draft_token_s: float | None = None  # what one verified draft token adds to a step
+        self.draft_cost = DraftCost(self.pacer, fixed=draft_cost)
         self._clock = clock
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
@@ -178,7 +174,7 @@ class EngineLoop:
         running streams flowing while a long prompt is read)."""
         plan = []
         draft_room = self.backend.max_batch_tokens - len(self.running)
-        cost = self._draft_cost()
+        cost = self.draft_cost.relative(sum(1 for seq in self.running if seq.status is Status.DECODING))
         for seq in self.running:
             if seq.status is Status.DECODING:
                 draft = self._draft(seq, draft_room, cost)
@@ -212,35 +208,6 @@ class EngineLoop:
                     self.backend.info.n_ctx - seq.num_cached - 1)
         return seq.draft.propose(seq.generated, limit, cost) if limit > 0 else _NO_DRAFT
 
-    def _draft_cost(self) -> float:
-        """What one drafted token adds to a step, relative to one decoding sequence's share of a
-        plain decode step (both timed; a prompt token's cost stands in for a draft token's
-        until verifications are timed; DEFAULT_DRAFT_COST until a decode step is). On a CPU
-        the share shrinks as more sequences decode together, so drafting pays less the fuller
-        the batch."""
-        if self.draft_cost is not None:
-            return self.draft_cost
-        per_token = self.draft_token_s or self.pacer.prefill_token_s
-        step = self.pacer.decode_step_s
-        num_decoding = sum(1 for seq in self.running if seq.status is Status.DECODING)
-        if not (per_token and step and num_decoding):
-            return DEFAULT_DRAFT_COST
-        return per_token * num_decoding / step
-
-    def _time_drafts(self, plan: list[tuple[Sequence, BatchItem]], elapsed: float) -> None:
-        """Learn a draft token's cost from steps of decodes and verifications only (logits at
-        every verified position make it dearer than a prompt token)."""
-        step = self.pacer.decode_step_s
-        num_drafted = 0
-        for seq, item in plan:
-            if seq.status is not Status.DECODING:
-                return
-            num_drafted += item.num_logits - 1
-        if num_drafted and step:
-            per_token = max(elapsed - step, 0.0) / num_drafted
-            self.draft_token_s = per_token if self.draft_token_s is None else \
-                self.draft_token_s + _DRAFT_COST_EMA * (per_token - self.draft_token_s)
-
     def _step(self) -> None:
         plan = self._schedule()
         num_decoding = sum(1 for seq, _ in plan if seq.status is Status.DECODING)
@@ -261,7 +228,8 @@ class EngineLoop:
             return
         elapsed = self._clock() - started
         self.forward_seconds += elapsed
-        self._time_drafts(plan, elapsed)
+        if all(seq.status is Status.DECODING for seq, _ in plan):
+            self.draft_cost.observe(elapsed, sum(item.num_logits - 1 for _, item in plan))
         # draft tokens are computed like prompt tokens (several of one sequence): paced as such
         self.pacer.observe(elapsed, num_decoding, sum(len(item.tokens) for _, item in plan) - num_decoding)
         self.num_steps += 1

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rill.engine.pacing import PrefillPacer
+
 MAX_DRAFT = 32  # predicted tokens verified per step at most
 # The chance that the next predicted token is the model's, as believed at the start and after a
 # realignment on n matching tokens (a lone common token is often a coincidence); then learnt from
@@ -24,6 +26,11 @@ RATE_EMA = 0.2
 # Realignment looks for the last few generated tokens in the prediction, longest match first.
 MAX_NGRAM = 3
 SINGLE_TOKEN_SLACK = 4
+
+# A drafted token's cost relative to a decoding sequence's share of a step, until timed (about
+# what 2 CPU cores measured for the embedded model: docs/benchmarks.md).
+DEFAULT_DRAFT_COST = 0.4
+_COST_EMA = 0.2
 
 _EMPTY = np.zeros(0, np.int32)
 
@@ -38,6 +45,37 @@ def best_length(rate: float, cost: float, limit: int) -> int:
     d = np.arange(limit + 1)
     expected = np.cumsum(float(rate) ** d)
     return int(np.argmax(expected / (1.0 + cost * d)))
+
+
+class DraftCost:
+    """What one drafted token adds to a step, relative to one decoding sequence's share of a plain
+    decode step, both timed: the `cost` best_length weighs drafts by. A prompt token's cost (the
+    pacer's) stands in for a draft token's until verifications are timed; DEFAULT_DRAFT_COST
+    until a decode step is. On a CPU the share shrinks as more sequences decode together, so
+    drafting pays less the fuller the batch."""
+
+    def __init__(self, pacer: PrefillPacer, fixed: float | None = None):
+        self._pacer = pacer
+        self.fixed = fixed  # tests: a cost that does not depend on timings
+        self.draft_token_s: float | None = None
+
+    def relative(self, num_decoding: int) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        per_token = self.draft_token_s or self._pacer.prefill_token_s
+        step = self._pacer.decode_step_s
+        if not (per_token and step and num_decoding):
+            return DEFAULT_DRAFT_COST
+        return per_token * num_decoding / step
+
+    def observe(self, seconds: float, num_drafted: int) -> None:
+        """A timed step of decodes and verifications only, holding num_drafted draft tokens
+        (logits at every verified position make one dearer than a prompt token)."""
+        step = self._pacer.decode_step_s
+        if num_drafted and step:
+            per_token = max(seconds - step, 0.0) / num_drafted
+            old = self.draft_token_s
+            self.draft_token_s = per_token if old is None else old + _COST_EMA * (per_token - old)
 
 
 class Draft:
