@@ -43,15 +43,18 @@ def test_greedy_answers_are_the_same_cold_partly_cached_and_cached(rill_factory:
     assert partly == cold and cached == cold
 
 
-def test_the_next_turn_of_a_chat_reuses_the_previous_prompt(rill_factory: RillFactory) -> None:
-    """The previous answer is prefilled again: its cache was written by decode steps, whose
-    kernels differ from prefill's in the last bits, and reusing it changed this very answer."""
+def test_the_next_turn_of_a_chat_reuses_the_previous_prompt_and_answer(rill_factory: RillFactory) -> None:
+    """The previous answer's cells, written by decode steps, are reused too: llama.cpp built
+    without llamafile's kernels (as `make` builds it) computes them bit for bit as a prefill
+    would. (With those kernels they differed in the last bits, and reusing them changed this very
+    answer; Rill then keeps prompt cells only.)"""
     root = rill_factory("--parallel", "2", cached=False).url
     turn1 = chat("Name a large river in Europe.")
     answer1, usage1 = ask(root, turn1)
     turn2 = [*turn1, {"role": "assistant", "content": answer1}, {"role": "user", "content": "Which sea does it flow into?"}]
     answer2, usage2 = ask(root, turn2)
-    assert usage2["prompt_tokens_details"]["cached_tokens"] == usage1["prompt_tokens"]
+    cached = usage2["prompt_tokens_details"]["cached_tokens"]
+    assert cached > usage1["prompt_tokens"] + usage1["completion_tokens"] // 2, (cached, usage1)
     fresh = rill_factory("--parallel", "1", cached=False).url
     assert ask(fresh, turn2)[0] == answer2  # the same answer from a server with nothing cached
 

@@ -20,7 +20,11 @@ GREEDY = SamplingParams(temperature=0.0)
 
 class RecordingBackend(FakeBackend):
     """The fake backend, remembering every batch it was given, and which cache positions were
-    written by one-token items (decode steps), which the prefix cache must never reuse."""
+    written by one-token items (decode steps). It poses as a backend whose decoded cells differ
+    from prefilled ones (llama.cpp with llamafile's kernels), so the prefix cache must never
+    reuse those positions."""
+
+    batch_invariant = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -109,6 +109,28 @@ def test_a_shared_system_prompt_and_the_previous_turn_are_reused():
     assert text_of(first) == "first question"
 
 
+def test_on_a_batch_invariant_backend_the_next_turn_reuses_the_previous_answer_too():
+    backend = FakeBackend(max_sequences=1)
+    assert backend.batch_invariant
+    loop = EngineLoop(backend, max_running=1)
+    turn1 = submit(loop, "a", user("where does the river go"))
+    run_until_idle(loop)
+    answer = text_of(turn1)
+    follow_up = [*user("where does the river go"), {"role": "assistant", "content": answer},
+                 {"role": "user", "content": "and then"}]
+    turn2 = submit(loop, "b", follow_up)
+    run_until_idle(loop)
+    assert text_of(turn2) == "and then"
+    # the previous prompt and every token of the answer (the end-of-turn token after it was
+    # sampled, never fed back: the template writes it again)
+    prompt1 = len(tokens_of(backend, user("where does the river go")))
+    assert finished(turn2).num_cached_prompt_tokens == prompt1 + len(answer.encode())
+    fresh = EngineLoop(FakeBackend(max_sequences=1), max_running=1)
+    cold = submit(fresh, "c", follow_up)
+    run_until_idle(fresh)
+    assert text_of(cold) == text_of(turn2) and finished(cold).num_cached_prompt_tokens == 0
+
+
 def test_greedy_output_is_the_same_with_and_without_the_cache():
     messages = [user(f"question {i} about the same topic") for i in range(4)]
     cold = []

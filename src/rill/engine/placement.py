@@ -29,6 +29,8 @@ class Placement:
     def __init__(self, backend: Backend, slots: SlotPool):
         self.backend = backend
         self.slots = slots
+        # a batch-invariant backend's decoded cells equal prefilled ones: answers are kept too
+        self.exact = bool(getattr(backend, "batch_invariant", False))
         self.num_prefix_hits = 0  # admissions that reused a cached prefix
         self.num_prefix_tokens_reused = 0
 
@@ -48,8 +50,9 @@ class Placement:
         if min(n, limit) > source_reuse:
             source, source_reuse = idle_id, min(n, limit)
         for other in running:
-            if other.num_reusable > source_reuse:
-                n = min(shared_prefix(other.cache_tokens(other.num_reusable), tokens), limit)
+            reusable = other.num_reusable(self.exact)
+            if reusable > source_reuse:
+                n = min(shared_prefix(other.cache_tokens(reusable), tokens), limit)
                 if n > source_reuse:
                     source, source_reuse = other.seq_id, n
         copy = source != target and source_reuse >= reuse + MIN_COPY_GAIN
@@ -115,7 +118,7 @@ class Placement:
     def free(self, seq: Sequence, *, keep_cache: bool) -> None:
         """seq left the batch: its slot, and the slots held for its choices not forked yet, are
         free again. With keep_cache its prompt's cache stays for prefix reuse."""
-        keep = seq.num_reusable if keep_cache else 0
+        keep = seq.num_reusable(self.exact) if keep_cache else 0
         if keep and self.backend.truncate(seq.seq_id, keep):
             self.slots.give_back(seq.seq_id, seq.cache_tokens(keep))
         else:

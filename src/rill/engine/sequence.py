@@ -65,13 +65,16 @@ class Sequence:
         stop = self.num_cached if stop is None else stop
         return np.asarray(self.prefill_tokens(0, stop), np.int32)
 
-    @property
-    def num_reusable(self) -> int:
-        """Cache positions another prompt may reuse bit for bit: those written by prefill chunks.
-        llama.cpp computes attention for a lone token per sequence (decode) with other kernels
-        than for several (prefill), so the cache of generated tokens differs in the last bits
-        from what prefilling the same text writes, and reusing it could change greedy output."""
-        return self.num_cached if self.status is Status.PREFILLING else min(self.num_cached, self.num_prefilled)
+    def num_reusable(self, exact: bool = False) -> int:
+        """Cache positions another prompt may reuse bit for bit. On an `exact` backend (one whose
+        logits do not depend on batching: Backend.batch_invariant) all it has cached. Otherwise
+        only those written by prefill chunks: llama.cpp with llamafile's kernels computes
+        attention for a lone token per sequence (decode) in another order than for several
+        (prefill), so the cache of generated tokens differs in the last bits from what
+        prefilling the same text writes, and reusing it could change greedy output."""
+        if exact or self.status is Status.PREFILLING:
+            return self.num_cached
+        return min(self.num_cached, self.num_prefilled)
 
     @property
     def is_done(self) -> bool:
