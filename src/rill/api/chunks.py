@@ -15,14 +15,15 @@ _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, *,
-          accepted_prediction_tokens: int = 0, rejected_prediction_tokens: int = 0) -> dict[str, Any]:
+          accepted_prediction_tokens: int = 0, rejected_prediction_tokens: int = 0,
+          reasoning_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0, "audio_tokens": 0,
+            "reasoning_tokens": reasoning_tokens, "audio_tokens": 0,
             "accepted_prediction_tokens": accepted_prediction_tokens,
             "rejected_prediction_tokens": rejected_prediction_tokens,
         },
@@ -96,7 +97,8 @@ def total_usage(finished: list[Finished]) -> dict[str, Any]:
     return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
                  finished[0].num_cached_prompt_tokens,
                  accepted_prediction_tokens=sum(e.num_accepted_prediction_tokens for e in finished),
-                 rejected_prediction_tokens=sum(e.num_rejected_prediction_tokens for e in finished))
+                 rejected_prediction_tokens=sum(e.num_rejected_prediction_tokens for e in finished),
+                 reasoning_tokens=sum(e.num_reasoning_tokens for e in finished))
 
 
 def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOutput],

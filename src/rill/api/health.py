@@ -35,7 +35,9 @@ def _card(model: Model) -> dict[str, Any]:
         "aliases": sorted(model.aliases),
         "context_length": info.n_ctx,
         # every local model can call tools: the grammar makes the format, whatever its template
-        "capabilities": {"streaming": True, "vision": False, "tools": True, "reasoning": False},
+        # reasoning: its chat template has a thinking section, split off as reasoning_content
+        "capabilities": {"streaming": True, "vision": False, "tools": True,
+                         "reasoning": model.template.has_thinking},
         "fallbacks": list(model.fallbacks),
     }
 

@@ -21,6 +21,12 @@ Piece = tuple[Delta, tuple[TokenLogprob, ...]]  # a chunk's delta and the logpro
 class ChoiceOutput:
     def __init__(self) -> None:
         self._content: list[str] = []
+        self._reasoning: list[str] = []
+
+    def reason(self, text: str) -> list[Piece]:
+        """A thinking model's reasoning: `reasoning_content`, never content (no logprobs)."""
+        self._reasoning.append(text)
+        return [({"reasoning_content": text}, ())]
 
     def feed(self, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> list[Piece]:
         self._content.append(text)
@@ -33,8 +39,10 @@ class ChoiceOutput:
         return reason.value
 
     def message(self) -> dict[str, Any]:
-        """The `content` (and call fields) of the non-streamed message."""
-        return {"content": "".join(self._content)}
+        """The `content` (and call fields, and a thinking model's `reasoning_content`) of the
+        non-streamed message."""
+        reasoning = {"reasoning_content": "".join(self._reasoning)} if self._reasoning else {}
+        return {"content": "".join(self._content), **reasoning}
 
 
 class ToolCallOutput(ChoiceOutput):
@@ -94,4 +102,6 @@ class ToolCallOutput(ChoiceOutput):
                 out["function_call"] = calls[0]["function"]
         elif calls:
             out["tool_calls"] = calls
+        if self._reasoning:
+            out["reasoning_content"] = "".join(self._reasoning)
         return out

@@ -16,6 +16,7 @@ from rill.api.messages import render_messages, template_tools
 from rill.api.prediction import check_prediction, prediction_tokens
 from rill.api.schemas import ChatCompletionRequest
 from rill.api.tools import ToolPlan, plan_tools, tool_grammar
+from rill.engine.reasoning import CLOSE, OPEN, ThinkingMarks
 from rill.engine.types import Request, SamplingParams
 from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
@@ -84,15 +85,29 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
         raise _not_yet("web_search_options", "web search", "search providers")
 
 
-def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = ()) -> list[int]:
-    """The messages (and offered tools) through the model's chat template, tokenized."""
+def prompt_parts(body: ChatCompletionRequest, model: LocalModel,
+                 tools: Sequence[ToolSpec] = ()) -> list[tuple[str, bool]]:
+    """The messages (and offered tools) through the model's chat template, as render_parts."""
     native = model.template.knows_tools
     messages = render_messages(body, tools, native_tools=native)
     try:
-        parts = model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None)
+        return model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None)
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
-    return model.tokenize_prompt(parts)
+
+
+def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = ()) -> list[int]:
+    """The messages (and offered tools) through the model's chat template, tokenized."""
+    return model.tokenize_prompt(prompt_parts(body, model, tools))
+
+
+def thinking_marks(model: LocalModel, parts: list[tuple[str, bool]]) -> ThinkingMarks | None:
+    """For a model whose template has a thinking section: its markers, and whether the
+    generation prompt (the template text after the last message) already opened it."""
+    if not model.template.has_thinking:
+        return None
+    tail = parts[-1][0] if parts and not parts[-1][1] else ""
+    return ThinkingMarks(starts_inside=tail.rfind(OPEN) > tail.rfind(CLOSE))
 
 
 def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> int:
@@ -180,7 +195,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         raise InvalidRequest(f"`n` must be at most {n_limit} on this server (the configured maximum is "
                              f"{max_n}; --parallel is {model.engine.max_sequences}).", param="n")
     tools = plan_tools(body)
-    tokens = prompt_tokens(body, model, tools.offered if tools else ())
+    parts = prompt_parts(body, model, tools.offered if tools else ())
+    tokens = model.tokenize_prompt(parts)
     max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
     request_id = new_completion_id()
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -202,7 +218,8 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
                         n=body.n or 1, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                         grammar=output_grammar(body, model, tools),
                         stops_until=tool_format.OPEN if tools else None,
-                        prediction=prediction_tokens(body, model)),
+                        prediction=prediction_tokens(body, model),
+                        thinking=thinking_marks(model, parts)),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

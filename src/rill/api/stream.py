@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from rill.api.chunks import ChunkBuilder, completion
-from rill.api.output import ChoiceOutput, ToolCallOutput
+from rill.api.output import ChoiceOutput, Piece, ToolCallOutput
 from rill.api.plan import Plan
 from rill.api.tracing import ChatSpan
 from rill.engine.engine import RequestStream
@@ -57,6 +57,14 @@ async def store_failure(request_id: str, save: Saver, body: dict[str, Any]) -> S
     return None
 
 
+def pieces(output: ChoiceOutput, event: TextDelta) -> list[Piece]:
+    """A delta's chunks: its reasoning (a thinking model's), then its text."""
+    out = output.reason(event.reasoning) if event.reasoning else []
+    if event.text:
+        out += output.feed(event.text, event.logprobs)
+    return out
+
+
 async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = None,
                      span: ChatSpan | None = None) -> AsyncIterator[bytes]:
     """The contract's stream: a role chunk per choice, content or tool-call chunks (interleaved
@@ -84,7 +92,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
             if isinstance(event, TextDelta):
                 if span is not None:
                     span.text(event)
-                for delta, entries in outputs[event.index].feed(event.text, event.logprobs):
+                for delta, entries in pieces(outputs[event.index], event):
                     if logprobs is not None:
                         logprobs[event.index].extend(entries)
                     yield sse(chunks.delta(delta, event.index, entries))
@@ -133,7 +141,7 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
             if isinstance(event, TextDelta):
                 if span is not None:
                     span.text(event)
-                for _, entries in outputs[event.index].feed(event.text, event.logprobs):
+                for _, entries in pieces(outputs[event.index], event):
                     logprobs[event.index].extend(entries)
             elif isinstance(event, Finished):
                 for _, entries in outputs[event.index].finish():

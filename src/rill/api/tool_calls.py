@@ -15,6 +15,7 @@ import json
 import secrets
 from typing import Any, Callable
 
+from rill.engine.detokenize import held_prefix
 from rill.sampling.tool_format import CLOSE, OPEN
 
 _HEAD = '{"name":'
@@ -27,14 +28,6 @@ Delta = dict[str, Any]
 
 def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
-
-
-def _held_prefix(text: str, marker: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of marker."""
-    for n in range(min(len(text), len(marker) - 1), 0, -1):
-        if marker.startswith(text[-n:]):
-            return n
-    return 0
 
 
 class ToolCallStreamer:
@@ -62,7 +55,7 @@ class ToolCallStreamer:
             if self._state == "text":
                 at = self._buf.find(OPEN)
                 # whitespace just before a call is markup; a tag's first characters may be one
-                held = _held_prefix(self._buf, OPEN) if at < 0 else len(self._buf) - at
+                held = held_prefix(self._buf, OPEN) if at < 0 else len(self._buf) - at
                 text_end = len(self._buf[: len(self._buf) - held].rstrip(_SPACE))
                 self._content(out, text_end)
                 if at < 0:

@@ -4,7 +4,9 @@ Its vocabulary is the 256 byte values plus two ChatML control tokens, so multi-b
 are always split across tokens. It speaks ChatML, and its "model" echoes the last user message
 and then ends: greedy decoding reproduces that message exactly, while the other tokens get
 position-dependent pseudo-random logits so that temperature sampling and seeds matter.
-A user message containing FAIL makes forward() fail after two generated tokens.
+A user message containing FAIL makes forward() fail after two generated tokens. With a chat
+template that has a thinking section, a message "<think>plan</think>answer" is a model that
+thinks (the echo is the whole turn).
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ class FakeBackend:
     max_batch_tokens = 512
 
     def __init__(self, *, n_ctx: int = 2048, max_sequences: int = 4, step_delay: float = 0.0,
-                 name: str = "fake-echo", kv_capacity: int | None = None):
+                 name: str = "fake-echo", kv_capacity: int | None = None, chat_template: str = CHATML):
         self.info = ModelInfo(
-            name=name, n_ctx=n_ctx, n_vocab=258, chat_template=CHATML, bos_token="",
+            name=name, n_ctx=n_ctx, n_vocab=258, chat_template=chat_template, bos_token="",
             eos_token="<|im_end|>", add_bos=False, fingerprint="fp_fake",
         )
         self.max_sequences = max_sequences

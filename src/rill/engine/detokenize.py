@@ -6,6 +6,15 @@ from __future__ import annotations
 import codecs
 
 
+
+def held_prefix(text: str, marker: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of marker: what a stream
+    must hold back until it knows whether the marker follows."""
+    for n in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
 class StopMatcher:
     """Holds back text that could be the start of a stop string; reports the first full match.
 

@@ -17,6 +17,7 @@ from rill.backends.base import Backend
 from rill.engine.detokenize import Detokenizer
 from rill.engine.loop import EngineLoop
 from rill.engine.sequence import Sequence
+from rill.engine.reasoning import ThinkingSplitter
 from rill.engine.speculation import Draft
 from rill.engine.types import Event, Failed, Finished, Request
 from rill.errors import RateLimited
@@ -148,7 +149,8 @@ class Engine:
                             detok=Detokenizer(request.stop, request.stops_until),
                             rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
                             constraint=self.grammars.constraint(request.grammar) if request.grammar else None,
-                            draft=Draft(np.asarray(request.prediction, np.int32)) if request.prediction else None)
+                            draft=Draft(np.asarray(request.prediction, np.int32)) if request.prediction else None,
+                            thinking=ThinkingSplitter(request.thinking) if request.thinking else None)
                    for i in range(request.n)]
         choices[0].forks = choices[1:]
         self._loop.add(choices[0])

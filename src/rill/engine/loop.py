@@ -341,7 +341,7 @@ class EngineLoop:
         """Postprocess one sampled token: end of generation, stop strings, length."""
         req = seq.request
         if self.backend.is_end_of_generation(token):
-            self._emit_text(seq, seq.detok.finish())
+            self._emit_text(seq, seq.detok.finish(), final=True)
             self._finish(seq, self._finished(seq, FinishReason.STOP))
             return
         seq.generated.append(token)
@@ -350,18 +350,29 @@ class EngineLoop:
             seq.draft.observe(token)
         text, matched = seq.detok.push(self.backend.token_bytes(token))
         self._emit_text(seq, text)
+        if seq.thinking is not None:
+            seq.thinking.count_token()
         if matched or (seq.constraint is not None and seq.constraint.done):
-            if not matched:  # the grammar is complete: nothing may follow
-                self._emit_text(seq, seq.detok.finish())
+            # the grammar is complete (nothing may follow), or a stop string matched
+            self._emit_text(seq, "" if matched else seq.detok.finish(), final=True)
             self._finish(seq, self._finished(seq, FinishReason.STOP))
         elif seq.num_generated >= req.max_tokens:
-            self._emit_text(seq, seq.detok.finish())
+            self._emit_text(seq, seq.detok.finish(), final=True)
             self._finish(seq, self._finished(seq, FinishReason.LENGTH))
 
     @staticmethod
-    def _emit_text(seq: Sequence, text: str) -> None:
-        if text:
-            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index, tuple(seq.logprobs)))
+    def _emit_text(seq: Sequence, text: str, *, final: bool = False) -> None:
+        """New text for the client; a thinking model's reasoning is split off, and its tokens
+        carry no logprobs (`final`: generation ends, nothing is held back any more)."""
+        reasoning = ""
+        if seq.thinking is not None:
+            reasoning, text = seq.thinking.feed(text)
+            if final:
+                more_reasoning, more_text = seq.thinking.finish()
+                reasoning, text = reasoning + more_reasoning, text + more_text
+        if text or reasoning:
+            logprobs = tuple(seq.logprobs) if text else ()
+            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index, logprobs, reasoning))
             seq.num_unreported = 0
             seq.logprobs.clear()
 
@@ -372,7 +383,8 @@ class EngineLoop:
         return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused,
                         queue_seconds=max(queued, 0.0),
                         num_accepted_prediction_tokens=draft.num_accepted if draft else 0,
-                        num_rejected_prediction_tokens=draft.num_rejected if draft else 0)
+                        num_rejected_prediction_tokens=draft.num_rejected if draft else 0,
+                        num_reasoning_tokens=seq.thinking.num_tokens if seq.thinking else 0)
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)

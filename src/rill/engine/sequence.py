@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from rill.engine.detokenize import Detokenizer
+from rill.engine.reasoning import ThinkingSplitter
 from rill.engine.speculation import Draft
 from rill.engine.types import Event, Request, Status, TokenLogprob
 from rill.sampling.grammar import Constraint
@@ -36,6 +37,8 @@ class Sequence:
     utf8: codecs.IncrementalDecoder | None = None  # token texts for logprobs
     constraint: Constraint | None = None  # the grammar state, for constrained output
     draft: Draft | None = None  # the request's prediction, as draft tokens
+    thinking: ThinkingSplitter | None = None  # a thinking model's reasoning/content split
+    num_reasoning: int = 0  # tokens generated in the thinking section
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
     admitted_at: float = 0.0  # monotonic time of its first admission into the batch

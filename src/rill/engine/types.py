@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from rill.engine.reasoning import ThinkingMarks
+
 
 class FinishReason(enum.StrEnum):
     STOP = "stop"
@@ -42,6 +44,7 @@ class Request:
     grammar: str | None = None  # an llguidance grammar the output must follow (response_format, tools)
     stops_until: str | None = None  # stop strings are not looked for from this marker on (tool calls)
     prediction: tuple[int, ...] = ()  # the predicted output's tokens: draft tokens (speculation.py)
+    thinking: ThinkingMarks | None = None  # a thinking model: its reasoning is split off (reasoning.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class TextDelta:
     num_tokens: int
     index: int = 0  # the choice
     logprobs: tuple[TokenLogprob, ...] = ()  # the tokens of this text, when the request asked
+    reasoning: str = ""  # a thinking model's reasoning, generated before `text`
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class Finished:
     queue_seconds: float = 0.0  # from submission to admission into the batch
     num_accepted_prediction_tokens: int = 0  # predicted tokens verified and kept in the output
     num_rejected_prediction_tokens: int = 0  # predicted tokens verified and not kept
+    num_reasoning_tokens: int = 0  # completion tokens of the thinking section (markers included)
 
 
 @dataclass(frozen=True, slots=True)
