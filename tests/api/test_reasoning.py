@@ -78,3 +78,42 @@ async def test_the_model_card_says_it_reasons(client):
 async def test_a_model_without_a_thinking_section_does_not_reason(client):
     card = (await client.get(f"/v1/models/{MODEL}")).json()
     assert card["capabilities"]["reasoning"] is False
+
+
+LONG_THOUGHT = "<think>\n" + "I weigh every colour in turn, slowly. " * 20 + "\n</think>\n\n"
+
+
+@thinking
+async def test_a_spent_budget_closes_the_section_and_the_model_answers(client):
+    """`low` allows 512 reasoning tokens: the fake's 770-byte thought is cut there, Rill writes
+    the closing marker itself, and what the model writes next is content."""
+    body = (await client.post(CHAT_URL, json=chat(LONG_THOUGHT + ANSWER, temperature=0,
+                                                  reasoning_effort="low"))).json()
+    message = body["choices"][0]["message"]
+    details = body["usage"]["completion_tokens_details"]
+    # the budget, then the forced closing marker: "\n</think>" (the "\n\n" after it is dropped)
+    assert details["reasoning_tokens"] == 512 + len("\n</think>")
+    assert message["reasoning_content"] == LONG_THOUGHT[len("<think>"):512] + "\n"
+    assert "<think>" not in message["content"] and message["content"]
+    unlimited = (await client.post(CHAT_URL, json=chat(LONG_THOUGHT + ANSWER, temperature=0))).json()
+    assert unlimited["choices"][0]["message"]["content"] == ANSWER
+    assert unlimited["usage"]["completion_tokens_details"]["reasoning_tokens"] == len(LONG_THOUGHT.rstrip("\n"))
+
+
+@thinking
+@pytest.mark.parametrize("effort", ["none", "minimal"])
+async def test_no_effort_renders_the_prompt_with_thinking_switched_off(client, effort):
+    # enable_thinking=false puts an empty section in the prompt: the fake, echoing after it,
+    # shows the prompt grew by exactly that section
+    on = (await client.post(CHAT_URL, json=chat("Hi.", temperature=0))).json()["usage"]
+    off = (await client.post(CHAT_URL, json=chat("Hi.", temperature=0, reasoning_effort=effort))).json()["usage"]
+    assert off["prompt_tokens"] == on["prompt_tokens"] + len("<think>\n\n</think>\n\n")
+
+
+@pytest.mark.parametrize("backend", [{"chat_template": OPENS}], indirect=True)
+async def test_no_effort_without_a_switch_closes_the_section_at_once(client):
+    body = (await client.post(CHAT_URL, json=chat("<think>\nplan</think>Yes.", temperature=0,
+                                                  reasoning_effort="none"))).json()
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] == "\n"  # nothing but the forced marker's newline
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == len("\n</think>")

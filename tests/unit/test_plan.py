@@ -10,7 +10,7 @@ from rill.api.plan import plan_chat
 from rill.api.schemas import ChatCompletionRequest
 from rill.backends.fake import IM_END, IM_START, FakeBackend
 from rill.engine.engine import Engine
-from rill.errors import InvalidRequest, UnsupportedParameter
+from rill.errors import InvalidRequest
 from rill.router import LocalModel
 from rill.sampling.template import CHATML, ChatTemplate
 
@@ -38,10 +38,12 @@ def test_reasoning_effort_is_accepted_without_effect_for_a_model_that_does_not_t
     assert with_effort.request.sampling == plain.request.sampling
 
 
-def test_reasoning_effort_is_refused_for_a_model_that_thinks():
-    with pytest.raises(UnsupportedParameter) as caught:
-        plan_chat(body(reasoning_effort="low"), model_with(THINKING_TEMPLATE), max_n=16)
-    assert caught.value.param == "reasoning_effort"
+@pytest.mark.parametrize("effort, budget", [(None, None), ("none", 0), ("minimal", 0), ("low", 512),
+                                            ("medium", 2048), ("high", 8192)])
+def test_reasoning_effort_sets_a_thinking_models_budget(effort, budget):
+    plan = plan_chat(body(reasoning_effort=effort), model_with(THINKING_TEMPLATE), max_n=16)
+    assert plan.request.thinking is not None and plan.request.thinking.budget == budget
+    assert plan_chat(body(reasoning_effort=effort), model_with(), max_n=16).request.thinking is None
 
 
 def test_control_token_text_in_a_message_is_tokenized_as_plain_text():

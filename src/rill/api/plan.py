@@ -66,15 +66,11 @@ def check_request(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
 
 
-def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
+def refuse_unbuilt(body: ChatCompletionRequest) -> None:
     """Fields that validate but whose behaviour is not built yet for local models: 400 naming
     the field (an upstream model gets them as sent). Values that mean "the default" (penalty 0,
     n 1, text format, ...) are honoured exactly, so they pass."""
     check_request(body)
-    if body.reasoning_effort is not None and model_reasons:
-        # For a model without a thinking section the contract's behaviour is "accepted, no
-        # effect" (and /v1/models says it does not reason); budgets for one that has it are not built.
-        raise _not_yet("reasoning_effort", "reasoning effort for a model that thinks", "reasoning models")
     if body.verbosity not in (None, "medium"):
         raise _not_yet("verbosity", f"verbosity `{body.verbosity}`", "reasoning models")
     if body.modalities and "audio" in body.modalities:
@@ -87,11 +83,15 @@ def refuse_unbuilt(body: ChatCompletionRequest, *, model_reasons: bool) -> None:
 
 def prompt_parts(body: ChatCompletionRequest, model: LocalModel,
                  tools: Sequence[ToolSpec] = ()) -> list[tuple[str, bool]]:
-    """The messages (and offered tools) through the model's chat template, as render_parts."""
+    """The messages (and offered tools) through the model's chat template, as render_parts;
+    `reasoning_effort` none/minimal turns thinking off where the template has the switch."""
     native = model.template.knows_tools
     messages = render_messages(body, tools, native_tools=native)
+    off = REASONING_BUDGETS.get(body.reasoning_effort or "") == 0
+    enable = False if off and model.template.has_thinking and model.template.switches_thinking else None
     try:
-        return model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None)
+        return model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None,
+                                           enable_thinking=enable)
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
 
@@ -101,13 +101,21 @@ def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequenc
     return model.tokenize_prompt(prompt_parts(body, model, tools))
 
 
-def thinking_marks(model: LocalModel, parts: list[tuple[str, bool]]) -> ThinkingMarks | None:
-    """For a model whose template has a thinking section: its markers, and whether the
-    generation prompt (the template text after the last message) already opened it."""
+# `reasoning_effort` -> reasoning tokens before Rill closes the thinking section itself
+# (docs/features.md); none and minimal turn thinking off.
+REASONING_BUDGETS = {"none": 0, "minimal": 0, "low": 512, "medium": 2048, "high": 8192}
+
+
+def thinking_marks(body: ChatCompletionRequest, model: LocalModel,
+                   parts: list[tuple[str, bool]]) -> ThinkingMarks | None:
+    """For a model whose template has a thinking section: its markers, whether the generation
+    prompt (the template text after the last message) already opened it, and the budget the
+    request's `reasoning_effort` sets (none without one: the model thinks as long as it likes)."""
     if not model.template.has_thinking:
         return None
     tail = parts[-1][0] if parts and not parts[-1][1] else ""
-    return ThinkingMarks(starts_inside=tail.rfind(OPEN) > tail.rfind(CLOSE))
+    return ThinkingMarks(starts_inside=tail.rfind(OPEN) > tail.rfind(CLOSE),
+                         budget=REASONING_BUDGETS.get(body.reasoning_effort or ""))
 
 
 def completion_cap(body: ChatCompletionRequest, num_prompt: int, n_ctx: int) -> int:
@@ -187,7 +195,7 @@ def new_completion_id() -> str:
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
     for name in body.model_extra or {}:
         _note_unknown_field(name)
-    refuse_unbuilt(body, model_reasons=model.template.has_thinking)
+    refuse_unbuilt(body)
     check_prediction(body)
     # n choices are decoded together, so they must also fit in the engine's slots (--parallel)
     n_limit = min(max_n, model.engine.max_sequences)
@@ -219,7 +227,7 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
                         grammar=output_grammar(body, model, tools),
                         stops_until=tool_format.OPEN if tools else None,
                         prediction=prediction_tokens(body, model),
-                        thinking=thinking_marks(model, parts)),
+                        thinking=thinking_marks(body, model, parts)),
         stream=bool(body.stream),
         include_usage=bool(options and options.include_usage),
         include_obfuscation=not (options and options.include_obfuscation is False),

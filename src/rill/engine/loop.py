@@ -202,7 +202,7 @@ class EngineLoop:
         """The predicted tokens to verify with the sequence's next token: as many as pay (see
         Draft.propose), leaving room for the token sampled after them within max_tokens and
         the context."""
-        if seq.draft is None:
+        if seq.draft is None or seq.forced:
             return _NO_DRAFT
         limit = min(room, seq.request.max_tokens - seq.num_generated - 1,
                     self.backend.info.n_ctx - seq.num_cached - 1)
@@ -248,7 +248,7 @@ class EngineLoop:
                 if not item.num_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
-                self._accept(choice, self._sample(choice, logits[row]))
+                self._accept(choice, self._next_token(choice, logits[row]))
                 self._flush(choice)
             row += 1
         self._update_counts()
@@ -265,7 +265,7 @@ class EngineLoop:
         seq.draft.verifying(len(draft))
         accepted = 0
         for j in range(rows.shape[0]):
-            token = self._sample(seq, rows[j])
+            token = self._next_token(seq, rows[j])
             kept = j < len(draft) and token == draft[j]
             if kept:  # counted before _accept, whose Finished event reports the counts
                 seq.draft.kept()
@@ -279,6 +279,17 @@ class EngineLoop:
         if accepted < len(draft) and not seq.is_done:  # a finished sequence's cache was released already
             self.backend.truncate(seq.seq_id, seq.num_cached)
         self._flush(seq)
+
+    def _next_token(self, seq: Sequence, row: np.ndarray) -> int:
+        """The sampled token, unless Rill must write the next ones itself: the closing marker of
+        a thinking section whose budget (`reasoning_effort`) is spent."""
+        thinking = seq.thinking
+        if thinking is not None and not seq.forced and thinking.must_close():
+            thinking.closing = True
+            seq.forced = self.backend.tokenize(f"\n{thinking.marks.close}\n\n", add_bos=False)
+        if seq.forced:
+            return seq.forced.pop(0)
+        return self._sample(seq, row)
 
     def _sample(self, seq: Sequence, row: np.ndarray) -> int:
         params = seq.request.sampling

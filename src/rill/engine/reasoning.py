@@ -25,6 +25,7 @@ class ThinkingMarks:
     open: str = OPEN
     close: str = CLOSE
     starts_inside: bool = False
+    budget: int | None = None  # reasoning tokens allowed before Rill closes the section itself
 
 
 class _State(enum.Enum):
@@ -43,6 +44,13 @@ class ThinkingSplitter:
         self.num_tokens = 0  # tokens of the thinking section, markers included (count_token)
         self._pending = 0  # tokens while it is not yet known whether a section opens
         self._closed_now = False
+        self.closing = False  # Rill is feeding the closing marker (the budget ran out)
+
+    def must_close(self) -> bool:
+        """The section is open, its budget is spent, and its closing is not under way yet."""
+        budget = self.marks.budget
+        return (budget is not None and not self.closing and self._state is _State.INSIDE
+                and self.num_tokens + self._pending >= budget)
 
     @property
     def in_reasoning(self) -> bool:

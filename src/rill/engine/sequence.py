@@ -38,7 +38,7 @@ class Sequence:
     constraint: Constraint | None = None  # the grammar state, for constrained output
     draft: Draft | None = None  # the request's prediction, as draft tokens
     thinking: ThinkingSplitter | None = None  # a thinking model's reasoning/content split
-    num_reasoning: int = 0  # tokens generated in the thinking section
+    forced: list[int] = field(default_factory=list)  # tokens to emit next instead of sampling
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = 0.0  # when the engine thread put it in the waiting line (its clock)
     admitted_at: float = 0.0  # monotonic time of its first admission into the batch

@@ -46,7 +46,7 @@ def _strftime_now(fmt: str) -> str:
 
 class ChatTemplate:
     __slots__ = ("source", "bos_token", "eos_token", "knows_developer_role", "has_thinking", "knows_tools",
-                 "_template")
+                 "switches_thinking", "_template")
 
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = ""):
         self.source = source or CHATML
@@ -56,6 +56,8 @@ class ChatTemplate:
         self.knows_developer_role = "developer" in self.source
         # A template with a thinking section belongs to a reasoning model (Qwen3, DeepSeek-R1, ...).
         self.has_thinking = any(mark in self.source for mark in _THINKING_MARKS)
+        # Qwen3's switch: rendered with enable_thinking=false, the prompt holds an empty section
+        self.switches_thinking = "enable_thinking" in self.source
         # A template that renders `tools` and writes calls as <tool_call> speaks Rill's tool
         # format (Hermes/Qwen); any other gets the tools in the system prompt (api/messages.py).
         self.knows_tools = "tools" in self.source and "<tool_call>" in self.source
@@ -71,9 +73,10 @@ class ChatTemplate:
             raise TemplateError(f"the model's chat template does not parse: {exc}") from exc
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
-               tools: list[dict[str, Any]] | None = None) -> str:
+               tools: list[dict[str, Any]] | None = None, enable_thinking: bool | None = None) -> str:
         """Render messages ({role, content: str, ...}) into the prompt text; `tools` (OpenAI's
-        shape) only for a template that knows_tools."""
+        shape) only for a template that knows_tools; `enable_thinking` for one that
+        switches_thinking."""
         if not self.knows_developer_role:
             messages = [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
         try:
@@ -83,6 +86,7 @@ class ChatTemplate:
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 **({"tools": tools} if tools else {}),
+                **({"enable_thinking": enable_thinking} if enable_thinking is not None else {}),
             )
         except TemplateError:
             raise
@@ -92,18 +96,21 @@ class ChatTemplate:
             raise TemplateError(f"the model's chat template failed on these messages: {exc}") from exc
 
     def render_parts(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
-                     tools: list[dict[str, Any]] | None = None) -> list[tuple[str, bool]]:
+                     tools: list[dict[str, Any]] | None = None,
+                     enable_thinking: bool | None = None) -> list[tuple[str, bool]]:
         """The prompt as (text, is_message_text) parts, whose concatenation is render(messages).
 
         Message text is tokenized without special-token parsing, so a user who types
         `<|im_end|>` cannot close their turn and forge another role's. The template is rendered
         once more with stand-ins for the message texts to find where they sit; a template that
         rewrites or inspects content (the stand-in render then differs) gets one part, as is."""
-        prompt = self.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+        prompt = self.render(messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                             enable_thinking=enable_thinking)
         marked = [{**m, "content": _MARK.format(i)} if isinstance(m.get("content"), str) and m["content"] else m
                   for i, m in enumerate(messages)]
         try:
-            skeleton = self.render(marked, add_generation_prompt=add_generation_prompt, tools=tools)
+            skeleton = self.render(marked, add_generation_prompt=add_generation_prompt, tools=tools,
+                                   enable_thinking=enable_thinking)
         except TemplateError:
             return [(prompt, False)]
         parts: list[tuple[str, bool]] = []
