@@ -5,7 +5,6 @@ Only this thread touches the backend, so llama.cpp's compute threads are started
 
 from __future__ import annotations
 
-import codecs
 import collections
 import logging
 import threading
@@ -15,13 +14,14 @@ from typing import Callable
 import numpy as np
 
 from rill.backends.base import Backend, BackendError, BatchItem, KVCacheFull
+from rill.engine.events import emit_text, finished_event
 from rill.engine.pacing import PrefillPacer
+from rill.engine.picker import TokenPicker
 from rill.engine.placement import MIN_PREFILL_CHUNK, Placement
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool
 from rill.engine.speculation import DraftCost
-from rill.engine.types import Failed, FinishReason, Finished, Status, TextDelta, TokenLogprob
-from rill.sampling.sampler import adjust_logits, sample, token_logprobs
+from rill.engine.types import Failed, FinishReason, Finished, Status
 
 log = logging.getLogger("rill.engine")
 
@@ -49,6 +49,7 @@ class EngineLoop:
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
         self.placement = Placement(backend, SlotPool(self.max_running))
+        self.picker = TokenPicker(backend)
         self.slots = self.placement.slots
         # What other threads may read for /health, metrics and tests (ints: atomic to read).
         self.num_waiting = 0
@@ -248,7 +249,7 @@ class EngineLoop:
                 if not item.num_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
-                self._accept(choice, self._next_token(choice, logits[row]))
+                self._accept(choice, self.picker.next_token(choice, logits[row]))
                 self._flush(choice)
             row += 1
         self._update_counts()
@@ -265,7 +266,7 @@ class EngineLoop:
         seq.draft.verifying(len(draft))
         accepted = 0
         for j in range(rows.shape[0]):
-            token = self._next_token(seq, rows[j])
+            token = self.picker.next_token(seq, rows[j])
             kept = j < len(draft) and token == draft[j]
             if kept:  # counted before _accept, whose Finished event reports the counts
                 seq.draft.kept()
@@ -279,35 +280,6 @@ class EngineLoop:
         if accepted < len(draft) and not seq.is_done:  # a finished sequence's cache was released already
             self.backend.truncate(seq.seq_id, seq.num_cached)
         self._flush(seq)
-
-    def _next_token(self, seq: Sequence, row: np.ndarray) -> int:
-        """The sampled token, unless Rill must write the next ones itself: the closing marker of
-        a thinking section whose budget (`reasoning_effort`) is spent."""
-        thinking = seq.thinking
-        if thinking is not None and not seq.forced and thinking.must_close():
-            thinking.closing = True
-            seq.forced = self.backend.tokenize(f"\n{thinking.marks.close}\n\n", add_bos=False)
-        if seq.forced:
-            return seq.forced.pop(0)
-        return self._sample(seq, row)
-
-    def _sample(self, seq: Sequence, row: np.ndarray) -> int:
-        params = seq.request.sampling
-        adjusted = adjust_logits(row, seq.generated, frequency_penalty=params.frequency_penalty,
-                                 presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
-        if seq.constraint is not None:
-            adjusted = seq.constraint.mask(adjusted)
-        token = sample(adjusted, params.temperature, params.top_p, seq.rng)
-        if seq.constraint is not None:
-            seq.constraint.advance(token)
-        k = seq.request.top_logprobs
-        if k is not None and not self.backend.is_end_of_generation(token):
-            if seq.utf8 is None:
-                seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            logprob, top = token_logprobs(row, token, k)
-            text = seq.utf8.decode(self.backend.token_bytes(token))
-            seq.logprobs.append(TokenLogprob(token, text, logprob, top))
-        return token
 
     def _fork(self, seq: Sequence) -> list[Sequence]:
         """At the end of a prompt's prefill, its other choices take a copy of its cache and
@@ -352,50 +324,24 @@ class EngineLoop:
         """Postprocess one sampled token: end of generation, stop strings, length."""
         req = seq.request
         if self.backend.is_end_of_generation(token):
-            self._emit_text(seq, seq.detok.finish(), final=True)
-            self._finish(seq, self._finished(seq, FinishReason.STOP))
+            emit_text(seq, seq.detok.finish(), final=True)
+            self._finish(seq, finished_event(seq, FinishReason.STOP))
             return
         seq.generated.append(token)
         seq.num_unreported += 1
         if seq.draft is not None:
             seq.draft.observe(token)
         text, matched = seq.detok.push(self.backend.token_bytes(token))
-        self._emit_text(seq, text)
+        emit_text(seq, text)
         if seq.thinking is not None:
             seq.thinking.count_token()
         if matched or (seq.constraint is not None and seq.constraint.done):
             # the grammar is complete (nothing may follow), or a stop string matched
-            self._emit_text(seq, "" if matched else seq.detok.finish(), final=True)
-            self._finish(seq, self._finished(seq, FinishReason.STOP))
+            emit_text(seq, "" if matched else seq.detok.finish(), final=True)
+            self._finish(seq, finished_event(seq, FinishReason.STOP))
         elif seq.num_generated >= req.max_tokens:
-            self._emit_text(seq, seq.detok.finish(), final=True)
-            self._finish(seq, self._finished(seq, FinishReason.LENGTH))
-
-    @staticmethod
-    def _emit_text(seq: Sequence, text: str, *, final: bool = False) -> None:
-        """New text for the client; a thinking model's reasoning is split off, and its tokens
-        carry no logprobs (`final`: generation ends, nothing is held back any more)."""
-        reasoning = ""
-        if seq.thinking is not None:
-            reasoning, text = seq.thinking.feed(text)
-            if final:
-                more_reasoning, more_text = seq.thinking.finish()
-                reasoning, text = reasoning + more_reasoning, text + more_text
-        if text or reasoning:
-            logprobs = tuple(seq.logprobs) if text else ()
-            seq.outbox.append(TextDelta(text, seq.num_unreported, seq.index, logprobs, reasoning))
-            seq.num_unreported = 0
-            seq.logprobs.clear()
-
-    @staticmethod
-    def _finished(seq: Sequence, reason: FinishReason) -> Finished:
-        queued = (seq.admitted_at or time.monotonic()) - seq.submitted_at
-        draft = seq.draft
-        return Finished(reason, seq.num_prompt_tokens, seq.num_generated, seq.index, seq.num_reused,
-                        queue_seconds=max(queued, 0.0),
-                        num_accepted_prediction_tokens=draft.num_accepted if draft else 0,
-                        num_rejected_prediction_tokens=draft.num_rejected if draft else 0,
-                        num_reasoning_tokens=seq.thinking.num_tokens if seq.thinking else 0)
+            emit_text(seq, seq.detok.finish(), final=True)
+            self._finish(seq, finished_event(seq, FinishReason.LENGTH))
 
     def _finish(self, seq: Sequence, event: Finished | Failed) -> None:
         seq.outbox.append(event)
