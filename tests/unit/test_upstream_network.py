@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from rill.backends.upstream import Upstream, UpstreamError
+from rill.backends.upstream import Upstream
+from rill.backends.upstream_errors import UpstreamError
 from rill.config import UpstreamConfig
 from tests.unit.test_fast_upstream import fast_upstream
 

@@ -25,7 +25,8 @@ from rill.api.request_metrics import RequestMetrics
 from rill.api.stream import (CLIENT_LEFT, DONE, KEEPALIVE, KEEPALIVE_SECONDS, Outcome, Saver, sse,
                              store_failure)
 from rill.api.tracing import ChatSpan
-from rill.backends.upstream import UpstreamBroken, UpstreamError, UpstreamStream
+from rill.backends.upstream_errors import UpstreamBroken, UpstreamError
+from rill.backends.upstream_stream import UpstreamStream
 from rill.errors import NotReady, RateLimited, RillError, error_body
 from rill.router import LocalModel, Model, UpstreamModel
 

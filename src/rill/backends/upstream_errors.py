@@ -1,0 +1,48 @@
+"""How an upstream fails: before the first event (UpstreamError, which says whether another try
+may do better) or after it (UpstreamBroken); what the network raises; an error body's fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpcore
+import orjson
+
+
+class UpstreamError(Exception):
+    """Failed before the first byte of the answer."""
+
+    def __init__(self, message: str, *, status: int, retryable: bool, type: str | None = None,
+                 code: str | None = None, param: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message, self.status, self.retryable = message, status, retryable
+        self.type, self.code, self.param, self.retry_after = type, code, param, retry_after
+
+
+class UpstreamBroken(Exception):
+    """The stream failed after it started."""
+
+
+# What the network can raise: httpcore's errors (timeouts first, to say which it was)
+TIMEOUTS = (httpcore.TimeoutException, TimeoutError)
+NETWORK_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError)
+
+
+def error_fields(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
+    """(message, type, code, param) of an error body: OpenAI's {"error": {...}}, FastAPI's
+    {"detail": ...}, {"message": ...}, or plain text."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return (text[:500] or "no message"), None, None, None
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        message = err.get("message") or err.get("detail") or orjson.dumps(err).decode()
+        code = err.get("code")
+        return (str(message), _str(err.get("type")), None if code is None else str(code), _str(err.get("param")))
+    return str(err), None, None, None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
