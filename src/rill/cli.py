@@ -11,8 +11,9 @@ from pathlib import Path
 
 from rill import __version__
 from rill.bench.command import add_bench_parser, run_bench
-from rill.config import ModelConfig, ServerConfig
+from rill.config import AudioConfig, ModelConfig, ServerConfig
 from rill.config_file import load_config_file
+from rill.config_sections import load_sections
 from rill.errors import ConfigError
 from rill.keys_command import add_keys_parser, run_keys
 
@@ -124,10 +125,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.config:
         refuse_model_flags(args)
     models = load_config_file(args.config) if args.config else (model_from_args(args),)
+    audio, search = load_sections(args.config) if args.config else (AudioConfig(), None)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, models=models,
                         database_url=args.database_url, api_keys=api_keys_from(args.api_key),
-                        retention_days=args.retention_days)
+                        retention_days=args.retention_days, audio=audio, search=search)
 
 
 def refuse_model_flags(args: argparse.Namespace) -> None:

@@ -96,6 +96,52 @@ MIN_API_KEY_CHARS = 16
 
 
 @dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """`[audio]`: text-to-speech for audio output (the `audio` extra)."""
+    voices: tuple[tuple[str, Path], ...] = ()  # voice name (OpenAI's or new) -> a Piper .onnx voice
+    default_voice: str | None = None  # what OpenAI's names speak with; None: the bundled voice
+    workers: int = 1  # pieces synthesised at once (each on one thread)
+
+    def __post_init__(self) -> None:
+        for name, path in self.voices:
+            if not path.is_file():
+                raise ConfigError(f"audio voice {name!r}: voice file not found: {path}")
+            if not path.with_name(path.name + ".json").is_file():
+                raise ConfigError(f"audio voice {name!r}: {path.name}.json (the voice's config) must lie beside it")
+        if self.default_voice is not None and self.default_voice not in dict(self.voices):
+            raise ConfigError(f"audio default_voice {self.default_voice!r} is not one of [audio.voices]")
+        if not 1 <= self.workers <= 16:
+            raise ConfigError("audio workers must be between 1 and 16")
+
+
+SEARCH_PROVIDERS = ("searxng", "brave", "tavily")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """`[search]`: the web search behind `web_search_options`."""
+    provider: str  # searxng (any SearxNG-compatible JSON endpoint), brave or tavily
+    url: str | None = None  # searxng: the instance's base URL; brave/tavily: their API by default
+    api_key_env: str | None = None  # the environment variable holding the provider's key
+    timeout: float = 10.0  # seconds for one search
+    max_results: int = 5  # results asked of the provider (search_context_size bounds what is used)
+
+    def __post_init__(self) -> None:
+        if self.provider not in SEARCH_PROVIDERS:
+            raise ConfigError(f"search provider must be one of {', '.join(SEARCH_PROVIDERS)}, got {self.provider!r}")
+        if self.provider == "searxng" and not self.url:
+            raise ConfigError("search provider searxng needs url (the instance's base URL)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"search url must start with http:// or https://, got {self.url!r}")
+        if self.provider != "searxng" and not self.api_key_env:
+            raise ConfigError(f"search provider {self.provider} needs api_key_env (the variable holding its key)")
+        if not 0 < self.timeout <= 300:
+            raise ConfigError("search timeout must be between 0 and 300 seconds")
+        if not 1 <= self.max_results <= 20:
+            raise ConfigError("search max_results must be between 1 and 20")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -109,6 +155,8 @@ class ServerConfig:
     # keys: the server is open. Not in repr(), so a logged config shows no secret.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     retention_days: float | None = None  # None: keep traces and stored completions forever
+    audio: AudioConfig = AudioConfig()
+    search: SearchConfig | None = None  # None: web_search_options is refused, saying how to set one up
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -11,7 +11,7 @@ from rill.config import EMBEDDED_ID, AnyModelConfig, ModelConfig, UpstreamConfig
 from rill.errors import ConfigError
 
 EMBEDDED_PATH = "embedded"  # `path = "embedded"` (or no path): the SmolLM2 shipped with Rill
-TOP_LEVEL_KEYS = ("default_model", "models")
+TOP_LEVEL_KEYS = ("default_model", "models", "audio", "search")  # the last two: config_sections.py
 
 
 class _Wrong(Exception):

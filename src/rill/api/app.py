@@ -19,6 +19,7 @@ from rill.api import chat, health, metrics, spans, stored, tokens
 from rill.api.auth import ApiKeyAuth, Authenticator
 from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
+from rill.api.speech_setup import open_speech
 from rill.api.ui import mount_ui
 from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
                               UpdateStoredCompletion)
@@ -30,6 +31,7 @@ from rill.store.database import default_database_url, open_database
 from rill.store.keys import KeyStore
 from rill.store.retention import Retention
 from rill.store.spans import SpanStore
+from rill.store.transcripts import TranscriptStore
 from rill.store.writer import SpanWriter
 
 log = logging.getLogger("rill.api")
@@ -81,12 +83,16 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             retention.start()
         app.state.keys = KeyStore(database)
         app.state.auth = Authenticator(config.api_keys, app.state.keys)
+        app.state.transcripts = TranscriptStore(database)
+        app.state.speech, app.state.no_speech = open_speech(config.audio)
         loader = threading.Thread(target=load, name="rill-loader", daemon=True)
         loader.start()
         try:
             yield
         finally:
             loader.join()
+            if app.state.speech is not None:
+                app.state.speech.close()
             router.close()
             await router.aclose()
             await writer.close()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.routing import Route
 from pydantic import BaseModel, ValidationError
 
+from rill.api.audio import AudioTrack, with_transcripts
 from rill.api.auth import owner_of, scope_of
 from rill.api.errors import invalid_body
 from rill.api.gateway import Gateway
@@ -98,15 +99,21 @@ class ChatRequest:
     async def local_start(self, model: LocalModel) -> AsyncIterator[bytes] | Callable[[], Awaitable[Outcome]]:
         """Plan and submit to a local model (a 400 for the request, 429 for a full queue, raised
         before anything is sent); its SSE stream, or the collector of its JSON answer."""
+        body = await with_transcripts(self.body, functools.partial(self.state.transcripts.get,
+                                                                   scope_of(self.request)))
+        speech = self.state.speech
         # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
-        plan = await anyio.to_thread.run_sync(functools.partial(plan_chat, self.body, model,
-                                                                max_n=self.state.config.max_n))
+        plan = await anyio.to_thread.run_sync(functools.partial(
+            plan_chat, body, model, max_n=self.state.config.max_n, speech=speech, no_speech=self.state.no_speech))
         save, span = self.saver(), self.span
+        keep = functools.partial(self.state.transcripts.save, self.owner)
+        tracks = [AudioTrack(speech, plan.audio, stream=plan.stream, save=keep)
+                  for _ in range(plan.request.n)] if plan.audio is not None else None
         stream = model.engine.submit(plan.request)
         span.record.model, span.record.completion_id = model.id, plan.id
         if plan.stream:
-            return sse_events(plan, stream, save, span)
-        return lambda: collect(plan, stream, save, span)
+            return sse_events(plan, stream, save, span, tracks)
+        return lambda: collect(plan, stream, save, span, tracks)
 
     async def local_answer(self, model: LocalModel) -> Outcome | AsyncIterator[bytes]:
         started = await self.local_start(model)

@@ -16,14 +16,14 @@ _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, *,
           accepted_prediction_tokens: int = 0, rejected_prediction_tokens: int = 0,
-          reasoning_tokens: int = 0) -> dict[str, Any]:
+          reasoning_tokens: int = 0, audio_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": reasoning_tokens, "audio_tokens": 0,
+            "reasoning_tokens": reasoning_tokens, "audio_tokens": audio_tokens,
             "accepted_prediction_tokens": accepted_prediction_tokens,
             "rejected_prediction_tokens": rejected_prediction_tokens,
         },
@@ -73,8 +73,8 @@ class ChunkBuilder:
         return self._chunk([{"index": event.index, "delta": {}, "logprobs": None,
                              "finish_reason": reason or event.reason.value}])
 
-    def usage(self, finished: list[Finished]) -> dict[str, Any]:
-        return self._chunk([], usage=total_usage(finished))
+    def usage(self, finished: list[Finished], audio_tokens: int = 0) -> dict[str, Any]:
+        return self._chunk([], usage=total_usage(finished, audio_tokens))
 
 
 def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
@@ -92,19 +92,22 @@ def logprobs_object(plan: Plan, entries: Sequence[TokenLogprob]) -> dict[str, An
             "refusal": None}
 
 
-def total_usage(finished: list[Finished]) -> dict[str, Any]:
-    """The prompt is counted once; completion tokens are summed over the choices."""
+def total_usage(finished: list[Finished], audio_tokens: int = 0) -> dict[str, Any]:
+    """The prompt is counted once; completion tokens are summed over the choices. Audio tokens
+    (the phonemes a spoken answer's voice read) are reported beside the text's, not in
+    completion_tokens: they are the speech model's, not the language model's."""
     return usage(finished[0].num_prompt_tokens, sum(e.num_completion_tokens for e in finished),
                  finished[0].num_cached_prompt_tokens,
                  accepted_prediction_tokens=sum(e.num_accepted_prediction_tokens for e in finished),
                  rejected_prediction_tokens=sum(e.num_rejected_prediction_tokens for e in finished),
-                 reasoning_tokens=sum(e.num_reasoning_tokens for e in finished))
+                 reasoning_tokens=sum(e.num_reasoning_tokens for e in finished), audio_tokens=audio_tokens)
 
 
 def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOutput],
-               logprobs: list[list[TokenLogprob]] | None = None) -> dict[str, Any]:
+               logprobs: list[list[TokenLogprob]] | None = None,
+               audio: Sequence[dict[str, Any] | None] | None = None, audio_tokens: int = 0) -> dict[str, Any]:
     """The non-streamed `chat.completion` object; outputs[i] holds choice i's message, logprobs[i]
-    the logprobs of its content's tokens."""
+    the logprobs of its content's tokens, audio[i] (audio output) its `audio`."""
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -114,9 +117,10 @@ def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOut
         "service_tier": plan.service_tier,
         "choices": [{
             "index": event.index,
-            "message": {"role": "assistant", **outputs[event.index].message(), "refusal": None, "annotations": []},
+            "message": {"role": "assistant", **outputs[event.index].message(), "refusal": None, "annotations": [],
+                        **({"audio": audio[event.index]} if audio is not None else {})},
             "logprobs": logprobs_object(plan, logprobs[event.index] if logprobs else ()),
             "finish_reason": outputs[event.index].finish_reason(event.reason),
         } for event in sorted(finished, key=lambda e: e.index)],
-        "usage": total_usage(finished),
+        "usage": total_usage(finished, audio_tokens),
     }

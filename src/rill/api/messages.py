@@ -13,7 +13,7 @@ import json
 from typing import Any, Sequence
 
 from rill.api.schemas import AssistantMessage, ChatCompletionRequest, ContentPart, FunctionMessage, ToolMessage
-from rill.errors import InvalidRequest, UnsupportedParameter
+from rill.errors import InvalidRequest
 from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
 
@@ -63,9 +63,9 @@ def render_messages(body: ChatCompletionRequest, tools: Sequence[ToolSpec] = (),
     for i, msg in enumerate(body.messages):
         param = f"messages[{i}]"
         if isinstance(msg, AssistantMessage):
-            if msg.audio is not None:
-                raise UnsupportedParameter(f"`{param}.audio`: assistant audio is not supported yet "
-                                           "(text-to-speech).", param=f"{param}.audio")
+            if msg.audio is not None:  # api/audio.py's with_transcripts replaces it by its text first
+                raise InvalidRequest(f"`{param}.audio`: an earlier answer's audio must be resolved to its "
+                                     "transcript before rendering.", param=f"{param}.audio")
             text = _text(msg.content, f"{param}.content") or (msg.refusal or "")
             calls = _calls(msg)
             call_names.update({c["id"]: c["name"] for c in calls if c["id"]})

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rill.api.audio import AudioPlan, plan_audio
 from rill.api.messages import render_messages, template_tools
 from rill.api.prediction import check_prediction, prediction_tokens
 from rill.api.schemas import ChatCompletionRequest
@@ -24,6 +25,7 @@ from rill.sampling.grammar import GrammarError
 from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
 from rill.sampling.template import TemplateError
+from rill.speech.service import SpeechService
 
 log = logging.getLogger("rill.api")
 
@@ -40,6 +42,7 @@ class Plan:
     service_tier: str
     tools: ToolPlan | None = None  # offered tools: the output is split into content and calls
     store: bool = False  # keep the finished completion (store: true)
+    audio: AudioPlan | None = None  # audio output: the answer is also spoken
 
 
 # `service_tier` -> admission priority (lower first); the chunks echo the tier used.
@@ -73,10 +76,6 @@ def refuse_unbuilt(body: ChatCompletionRequest) -> None:
     check_request(body)
     if body.verbosity not in (None, "medium"):
         raise _not_yet("verbosity", f"verbosity `{body.verbosity}`", "reasoning models")
-    if body.modalities and "audio" in body.modalities:
-        raise _not_yet("modalities", "audio output", "text-to-speech")
-    if body.audio is not None:
-        raise _not_yet("audio", "audio output", "text-to-speech")
     if body.web_search_options is not None:
         raise _not_yet("web_search_options", "web search", "search providers")
 
@@ -192,10 +191,17 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> Plan:
+# Why a server without speech cannot speak (a request for audio gets it in its 400).
+NO_SPEECH = "text-to-speech is not installed: pip install 'rill[audio]'"
+
+
+def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,
+              speech: SpeechService | None = None, no_speech: str = NO_SPEECH) -> Plan:
+    """`speech`: the server's text-to-speech, for audio output (`no_speech` says why there is none)."""
     for name in body.model_extra or {}:
         _note_unknown_field(name)
     refuse_unbuilt(body)
+    audio = plan_audio(body, speech, no_speech)
     check_prediction(body)
     # n choices are decoded together, so they must also fit in the engine's slots (--parallel)
     n_limit = min(max_n, model.engine.max_sequences)
@@ -234,4 +240,5 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int) -> 
         service_tier=tier,
         tools=tools,
         store=bool(body.store),
+        audio=audio,
     )

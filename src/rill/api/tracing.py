@@ -78,10 +78,13 @@ class ChatSpan:
             self._metrics.observe_inter_token(model, (now - self._last_token) / count, count)
         self._last_token = now
 
-    def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None) -> None:
-        """Record a local completion's span: what was generated, usage, timings, the error if any."""
+    def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None,
+            audio: Sequence[dict[str, Any] | None] | None = None) -> None:
+        """Record a local completion's span: what was generated (with audio output, the audio's
+        id and transcript), usage, timings, the error if any."""
         done = {event.index for event in finished}
-        messages = [{"role": "assistant", **output.message()} for i, output in enumerate(outputs) if i in done]
+        messages = [{"role": "assistant", **output.message(), **({"audio": audio[i]} if audio and audio[i] else {})}
+                    for i, output in enumerate(outputs) if i in done]
         usage = reasons = None
         if finished:
             prompt = finished[0].num_prompt_tokens

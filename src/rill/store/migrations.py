@@ -29,6 +29,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stored completions and their metadata", None),
     Migration(2, "spans, traces, API keys; stored completions indexed by time", lambda conn: _add_tracing(conn)),
+    Migration(3, "transcripts of spoken answers", lambda conn: schema.metadata.create_all(
+        conn, tables=[schema.audio_transcripts])),
 )
 
 

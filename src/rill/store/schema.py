@@ -107,6 +107,17 @@ api_keys = Table(
     Column("revoked", Float),  # when revoked; revoked keys are refused
 )
 
+# A spoken answer's transcript, by its audio id: a later request's assistant message may be just
+# {"audio": {"id"}} (OpenAI's multi-turn audio), which stands for this text until expires_at.
+audio_transcripts = Table(
+    "audio_transcripts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(OWNER), nullable=False),
+    Column("transcript", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_audio_transcripts_expires_at", "expires_at"),
+)
+
 migrations = Table(
     "rill_migrations", metadata,
     Column("version", Integer, primary_key=True),

@@ -1,0 +1,3 @@
+"""Speech output: the answer's text spoken by a local text-to-speech engine (Piper), sentence by
+sentence, encoded as the request's `audio.format`. Synchronous and free of HTTP; api/audio.py
+runs it next to a streaming answer."""
