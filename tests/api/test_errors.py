@@ -143,8 +143,6 @@ async def test_empty_string_inside_stop_list_is_explained(client):
 UNSUPPORTED = [
     ("verbosity-low", {"verbosity": "low"}, "verbosity"),
     ("verbosity-high", {"verbosity": "high"}, "verbosity"),
-    ("modalities-audio", {"modalities": ["text", "audio"]}, "modalities"),
-    ("audio", {"audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
     ("web_search_options", {"web_search_options": {"search_context_size": "low"}}, "web_search_options"),
     ("web_search_options-empty", {"web_search_options": {}}, "web_search_options"),
 ]

@@ -18,6 +18,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "rill.backends": ("rill.api", "rill.store"),
     "rill.api": ("rill.backends.local", "rill.engine.loop"),
     "rill.store": ("rill.engine", "rill.api"),
+    # speech is synchronous text -> audio: no HTTP, no event loop, nothing of the model's
+    "rill.speech": ("rill.api", "rill.engine", "rill.backends", "rill.store", "asyncio", "fastapi",
+                    "starlette", "httpx"),
     "rill": ("rill.cli",),  # nothing imports the composition root...
 }
 ENTRY_POINTS = {"rill.cli", "rill.__main__"}  # ...except `python -m rill`, and cli may import anything

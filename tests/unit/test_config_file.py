@@ -135,7 +135,7 @@ def test_an_unknown_model_key_is_named(tmp_path, text, expected):
 
 def test_an_unknown_top_level_key_is_named(tmp_path):
     config = write(tmp_path, '[[model]]\nname = "a"\n')
-    assert error(config) == (f"{config}: unknown top-level key 'model' (the keys: default_model, models; models are "
+    assert error(config) == (f"{config}: unknown top-level key 'model' (the keys: default_model, models, audio, search; models are "
                              "[[models]] tables)")
 
 

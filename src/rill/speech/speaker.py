@@ -20,8 +20,9 @@ from rill.speech.voices import VoiceFile
 EXTRA = "pip install 'rill[audio]'"
 _MODULES = {"piper": "piper-tts", "soxr": "soxr", "soundfile": "soundfile"}
 PAUSE_SECONDS = 0.2  # silence after each spoken piece: sentences joined without it sound rushed
-# markdown that would be read out or mangled: emphasis, headings, code fences, table rules, links' URLs
-_MARKUP = re.compile(r"[*_`#|~]+|\]\([^)]*\)|^\s*>+\s?", re.MULTILINE)
+# markdown that would be read out or mangled: emphasis, headings, code fences, table rules, quotes
+_MARKUP = re.compile(r"[*_`#|~]+|^\s*>+\s?", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [text](url): say the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def missing() -> list[str]:
 
 def spoken(text: str) -> str:
     """What to say for a piece of markdown answer: the words, not the markup."""
-    return _MARKUP.sub(" ", text.replace("](", " ("))
+    return _MARKUP.sub(" ", _LINK.sub(r"\1", text))
 
 
 class PiperSpeaker:
