@@ -124,7 +124,7 @@ class SearchConfig:
     url: str | None = None  # searxng: the instance's base URL; brave/tavily: their API by default
     api_key_env: str | None = None  # the environment variable holding the provider's key
     timeout: float = 10.0  # seconds for one search
-    max_results: int = 5  # results asked of the provider (search_context_size bounds what is used)
+    max_results: int = 10  # the most results one search asks for (search_context_size picks 3, 5 or 8)
 
     def __post_init__(self) -> None:
         if self.provider not in SEARCH_PROVIDERS:
@@ -139,6 +139,11 @@ class SearchConfig:
             raise ConfigError("search timeout must be between 0 and 300 seconds")
         if not 1 <= self.max_results <= 20:
             raise ConfigError("search max_results must be between 1 and 20")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ConfigError(f"search: the environment variable {self.api_key_env} (api_key_env) is not set")
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@
     ├── NotReady                    503 while the model loads
     ├── ShuttingDown                503 a request cut short by shutdown
     ├── EngineError                 500 inference failed (foreign errors wrapped here)
+    ├── SearchFailed                502 the web search provider failed (web_search_options)
     ├── StoreFailed                 500 a `store: true` completion could not be written
     └── StoreUnavailable            503 the database cannot be reached (keys, spans, stored completions)
 """
@@ -111,6 +112,12 @@ class EngineError(RillError):
     status = 500
     type = "server_error"
     code = "engine_error"
+
+
+class SearchFailed(RillError):
+    status = 502
+    type = "server_error"
+    code = "search_failed"
 
 
 class StoreFailed(RillError):

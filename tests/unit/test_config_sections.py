@@ -45,6 +45,7 @@ def test_a_searxng_search(tmp_path):
     ('[search]\nprovider = "google"\n', "provider must be one of"),
     ('[search]\nprovider = "searxng"\n', "needs url"),
     ('[search]\nprovider = "brave"\n', "needs api_key_env"),
+    ('[search]\nprovider = "brave"\napi_key_env = "RILL_TEST_UNSET_KEY"\n', "RILL_TEST_UNSET_KEY .api_key_env. is not set"),
     ('[search]\nprovider = "searxng"\nurl = "ftp://x"\n', "must start with http"),
 ])
 def test_mistakes_name_the_table_and_key(tmp_path, text, says):

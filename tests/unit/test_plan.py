@@ -84,3 +84,20 @@ def test_n_is_limited_by_the_configured_maximum_and_by_the_engines_slots():
         with pytest.raises(InvalidRequest) as caught:
             plan_chat(body(n=n), model, max_n=max_n)
         assert caught.value.param == "n" and f"at most {min(max_n, 8)}" in caught.value.message
+
+
+def prompt_text(plan) -> str:
+    return bytes(t for t in plan.request.prompt_tokens if t < 256).decode()
+
+
+@pytest.mark.parametrize("verbosity, words", [("low", "Be concise"), ("high", "Be thorough")])
+def test_verbosity_asks_for_shorter_or_longer_answers_in_the_system_prompt(verbosity, words):
+    model = model_with()
+    plain, medium = plan_chat(body(), model, max_n=1), plan_chat(body(verbosity="medium"), model, max_n=1)
+    assert medium.request.prompt_tokens == plain.request.prompt_tokens  # medium is the default
+    told = prompt_text(plan_chat(body(verbosity=verbosity), model, max_n=1))
+    assert told.startswith(f"system\n{words}") and told.endswith("user\nhi\nassistant\n")
+    # joined to the client's own system message, not a second one
+    own = ChatCompletionRequest.model_validate({"verbosity": verbosity, "messages": [
+        {"role": "system", "content": "You are kind."}, {"role": "user", "content": "hi"}]})
+    assert prompt_text(plan_chat(own, model, max_n=1)).startswith(f"system\nYou are kind.\n\n{words}")

@@ -11,6 +11,7 @@ import signal
 import threading
 from typing import Any, AsyncIterator, Callable
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -26,6 +27,7 @@ from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeReque
 from rill.backends.upstream import Pool, Upstream
 from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
+from rill.search.providers import open_provider
 from rill.store.completions import CompletionStore
 from rill.store.database import default_database_url, open_database
 from rill.store.keys import KeyStore
@@ -42,9 +44,11 @@ ModelLoader = Callable[[Router], None]
 
 def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_models: tuple[str, ...] = (),
                exit_on_load_failure: bool = True,
-               upstream_pool: Pool | None = None) -> FastAPI:
+               upstream_pool: Pool | None = None,
+               search_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """`load_models` adds the local models (on a thread: it takes seconds); the upstream models
-    of `config.models` are added here. `upstream_pool` replaces the network (tests)."""
+    of `config.models` are added here. `upstream_pool` and `search_transport` replace the
+    network (tests)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = Router()
@@ -85,6 +89,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         app.state.auth = Authenticator(config.api_keys, app.state.keys)
         app.state.transcripts = TranscriptStore(database)
         app.state.speech, app.state.no_speech = open_speech(config.audio)
+        app.state.search = open_provider(config.search, transport=search_transport) if config.search else None
         loader = threading.Thread(target=load, name="rill-loader", daemon=True)
         loader.start()
         try:
@@ -93,6 +98,8 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             loader.join()
             if app.state.speech is not None:
                 app.state.speech.close()
+            if app.state.search is not None:
+                await app.state.search.aclose()
             router.close()
             await router.aclose()
             await writer.close()

@@ -21,6 +21,7 @@ from rill.api.plan import check_request, new_completion_id, plan_chat
 from rill.api.schemas import ChatCompletionRequest, ErrorResponse
 from rill.api.stream import EngineResponse, Outcome, Saver, collect, sse_events
 from rill.api.tracing import SPAN_TYPE, ChatSpan, locate_parent, new_span_id
+from rill.api.web_search import with_search
 from rill.errors import InvalidRequest
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
@@ -101,10 +102,15 @@ class ChatRequest:
         before anything is sent); its SSE stream, or the collector of its JSON answer."""
         body = await with_transcripts(self.body, functools.partial(self.state.transcripts.get,
                                                                    scope_of(self.request)))
+        search = self.state.config.search
+        body, sources, searched = await with_search(body, self.state.search, search.max_results if search else 0)
+        if searched is not None:
+            self.span.record.meta["web_search"] = searched
         speech = self.state.speech
         # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
         plan = await anyio.to_thread.run_sync(functools.partial(
-            plan_chat, body, model, max_n=self.state.config.max_n, speech=speech, no_speech=self.state.no_speech))
+            plan_chat, body, model, max_n=self.state.config.max_n, speech=speech, no_speech=self.state.no_speech,
+            sources=sources))
         save, span = self.saver(), self.span
         keep = functools.partial(self.state.transcripts.save, self.owner)
         tracks = [AudioTrack(speech, plan.audio, stream=plan.stream, save=keep)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from rill.api.output import ChoiceOutput
 from rill.api.plan import Plan
 from rill.engine.types import Finished, TokenLogprob
+from rill.search.context import citations
 
 _OBFUSCATION_ALPHABET = string.ascii_letters + string.digits
 
@@ -117,10 +118,23 @@ def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOut
         "service_tier": plan.service_tier,
         "choices": [{
             "index": event.index,
-            "message": {"role": "assistant", **outputs[event.index].message(), "refusal": None, "annotations": [],
-                        **({"audio": audio[event.index]} if audio is not None else {})},
+            "message": message(plan, outputs[event.index], audio[event.index] if audio is not None else None),
             "logprobs": logprobs_object(plan, logprobs[event.index] if logprobs else ()),
             "finish_reason": outputs[event.index].finish_reason(event.reason),
         } for event in sorted(finished, key=lambda e: e.index)],
         "usage": total_usage(finished, audio_tokens),
     }
+
+
+def message(plan: Plan, output: ChoiceOutput, audio: dict[str, Any] | None) -> dict[str, Any]:
+    """A choice's message: its text (and calls), the sources it cites, its audio if spoken."""
+    text = output.message()
+    out = {"role": "assistant", **text, "refusal": None, "annotations": annotations(plan, text.get("content"))}
+    if plan.audio is not None:
+        out["audio"] = audio
+    return out
+
+
+def annotations(plan: Plan, content: str | None) -> list[dict[str, Any]]:
+    """The `url_citation`s of an answer to a web-searched request."""
+    return citations(content, plan.sources) if plan.sources and content else []

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from rill.api.schemas import AssistantMessage, ChatCompletionRequest, ContentPart, FunctionMessage, ToolMessage
+from rill.api.schemas import (AssistantMessage, ChatCompletionRequest, ContentPart, DeveloperMessage, FunctionMessage,
+                              SystemMessage, ToolMessage)
 from rill.errors import InvalidRequest
 from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
@@ -115,3 +116,21 @@ def _offer(messages: Messages, tools: Sequence[ToolSpec]) -> None:
 def template_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     """Tools as a Hermes-style template's `tools` variable expects them (OpenAI's shape)."""
     return [{"type": "function", "function": tool_format.function_json(t)} for t in tools]
+
+
+def with_system_text(body: ChatCompletionRequest, text: str) -> ChatCompletionRequest:
+    """The body with `text` added to its system prompt: joined to the first system (or developer)
+    message, else opening the conversation as one (many chat templates accept a system message
+    only in first place)."""
+    messages = list(body.messages)
+    first = messages[0]
+    if isinstance(first, (SystemMessage, DeveloperMessage)):
+        content = first.content
+        if isinstance(content, str):
+            merged: Any = f"{content}\n\n{text}" if content else text
+        else:
+            merged = [*content, ContentPart(type="text", text="\n\n" + text)]
+        messages[0] = first.model_copy(update={"content": merged})
+    else:
+        messages.insert(0, SystemMessage(role="system", content=text))
+    return body.model_copy(update={"messages": messages})

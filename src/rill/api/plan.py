@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rill.api.audio import AudioPlan, plan_audio
-from rill.api.messages import render_messages, template_tools
+from rill.api.messages import render_messages, template_tools, with_system_text
 from rill.api.prediction import check_prediction, prediction_tokens
 from rill.api.schemas import ChatCompletionRequest
 from rill.api.tools import ToolPlan, plan_tools, tool_grammar
+from rill.api.web_search import not_configured
 from rill.engine.reasoning import CLOSE, OPEN, ThinkingMarks
 from rill.engine.types import Request, SamplingParams
-from rill.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from rill.errors import ContextLengthExceeded, InvalidRequest
 from rill.router import LocalModel
+from rill.search.context import Source
 from rill.sampling.grammar import GrammarError
 from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
@@ -43,6 +45,7 @@ class Plan:
     tools: ToolPlan | None = None  # offered tools: the output is split into content and calls
     store: bool = False  # keep the finished completion (store: true)
     audio: AudioPlan | None = None  # audio output: the answer is also spoken
+    sources: tuple[Source, ...] = ()  # web search results the answer may cite (annotations)
 
 
 # `service_tier` -> admission priority (lower first); the chunks echo the tier used.
@@ -52,10 +55,6 @@ TIER_PRIORITY = {"priority": 0, "scale": 0, "default": 1, "flex": 2}
 @functools.lru_cache(maxsize=256)
 def _note_unknown_field(name: str) -> None:
     log.debug("ignoring unknown request field %r (logged once)", name)
-
-
-def _not_yet(param: str, what: str, issue: str) -> UnsupportedParameter:
-    return UnsupportedParameter(f"`{param}`: {what} is not supported yet ({issue}).", param=param)
 
 
 def check_request(body: ChatCompletionRequest) -> None:
@@ -69,15 +68,12 @@ def check_request(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
 
 
-def refuse_unbuilt(body: ChatCompletionRequest) -> None:
-    """Fields that validate but whose behaviour is not built yet for local models: 400 naming
-    the field (an upstream model gets them as sent). Values that mean "the default" (penalty 0,
-    n 1, text format, ...) are honoured exactly, so they pass."""
+def check_local(body: ChatCompletionRequest) -> None:
+    """What a local model refuses that an upstream one gets as sent: web_search_options that no
+    search has handled (there is no [search] provider: with_search runs before planning)."""
     check_request(body)
-    if body.verbosity not in (None, "medium"):
-        raise _not_yet("verbosity", f"verbosity `{body.verbosity}`", "reasoning models")
     if body.web_search_options is not None:
-        raise _not_yet("web_search_options", "web search", "search providers")
+        raise not_configured()
 
 
 def prompt_parts(body: ChatCompletionRequest, model: LocalModel,
@@ -191,17 +187,25 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
+# `verbosity` low and high: an instruction in the system prompt (medium, the default, adds none)
+VERBOSITY = {"low": "Be concise: answer in as few sentences as the question allows.",
+             "high": "Be thorough: answer in detail, with explanations and examples."}
+
 # Why a server without speech cannot speak (a request for audio gets it in its 400).
 NO_SPEECH = "text-to-speech is not installed: pip install 'rill[audio]'"
 
 
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,
-              speech: SpeechService | None = None, no_speech: str = NO_SPEECH) -> Plan:
-    """`speech`: the server's text-to-speech, for audio output (`no_speech` says why there is none)."""
+              speech: SpeechService | None = None, no_speech: str = NO_SPEECH,
+              sources: tuple[Source, ...] = ()) -> Plan:
+    """`speech`: the server's text-to-speech, for audio output (`no_speech` says why there is
+    none); `sources`: the web search results in the prompt (web_search.with_search put them there)."""
     for name in body.model_extra or {}:
         _note_unknown_field(name)
-    refuse_unbuilt(body)
+    check_local(body)
     audio = plan_audio(body, speech, no_speech)
+    if body.verbosity in VERBOSITY:
+        body = with_system_text(body, VERBOSITY[body.verbosity])
     check_prediction(body)
     # n choices are decoded together, so they must also fit in the engine's slots (--parallel)
     n_limit = min(max_n, model.engine.max_sequences)
@@ -241,4 +245,5 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,
         tools=tools,
         store=bool(body.store),
         audio=audio,
+        sources=sources,
     )

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from rill.api.audio import AudioTrack, next_item
-from rill.api.chunks import ChunkBuilder, completion
+from rill.api.chunks import ChunkBuilder, annotations, completion
 from rill.api.output import ChoiceOutput, Piece, ToolCallOutput
 from rill.api.plan import Plan
 from rill.api.tracing import ChatSpan
@@ -141,6 +141,9 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 if track is not None:
                     async for delta in track.finish():
                         yield sse(chunks.delta(delta, event.index))
+                cited = annotations(plan, output.message().get("content"))
+                if cited:
+                    yield sse(chunks.delta({"annotations": cited}, event.index))
                 yield sse(chunks.finish(event, output.finish_reason(event.reason)))
                 finished.append(event)
                 if len(finished) < len(outputs):

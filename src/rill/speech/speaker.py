@@ -20,8 +20,9 @@ from rill.speech.voices import VoiceFile
 EXTRA = "pip install 'rill[audio]'"
 _MODULES = {"piper": "piper-tts", "soxr": "soxr", "soundfile": "soundfile"}
 PAUSE_SECONDS = 0.2  # silence after each spoken piece: sentences joined without it sound rushed
-# markdown that would be read out or mangled: emphasis, headings, code fences, table rules, quotes
-_MARKUP = re.compile(r"[*_`#|~]+|^\s*>+\s?", re.MULTILINE)
+# markdown that would be read out or mangled (emphasis, headings, code fences, table rules, quotes)
+# and a web-searched answer's citation markers, [1] or [1, 3]
+_MARKUP = re.compile(r"[*_`#|~]+|^\s*>+\s?|\[\d+(?:\s*,\s*\d+)*\]", re.MULTILINE)
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")  # [text](url): say the text
 
 
