@@ -101,6 +101,7 @@ class AudioConfig:
     voices: tuple[tuple[str, Path], ...] = ()  # voice name (OpenAI's or new) -> a Piper .onnx voice
     default_voice: str | None = None  # what OpenAI's names speak with; None: the bundled voice
     workers: int = 1  # pieces synthesised at once (each on one thread)
+    niceness: int = 10  # of the threads that speak all but an answer's first piece (speech/service.py)
 
     def __post_init__(self) -> None:
         for name, path in self.voices:
@@ -112,6 +113,8 @@ class AudioConfig:
             raise ConfigError(f"audio default_voice {self.default_voice!r} is not one of [audio.voices]")
         if not 1 <= self.workers <= 16:
             raise ConfigError("audio workers must be between 1 and 16")
+        if not 0 <= self.niceness <= 19:
+            raise ConfigError("audio niceness must be between 0 and 19")
 
 
 SEARCH_PROVIDERS = ("searxng", "brave", "tavily")

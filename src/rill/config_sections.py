@@ -10,7 +10,8 @@ from rill.config import AudioConfig, SearchConfig
 from rill.config_file import Converter, _describe, _integer, _number, _read, _string, _Wrong
 from rill.errors import ConfigError
 
-AUDIO_KEYS: dict[str, Converter] = {"default_voice": _string, "workers": _integer, "voices": lambda v: v}
+AUDIO_KEYS: dict[str, Converter] = {"default_voice": _string, "workers": _integer, "niceness": _integer,
+                                    "voices": lambda v: v}
 SEARCH_KEYS: dict[str, Converter] = {"provider": _string, "url": _string, "api_key_env": _string,
                                      "timeout": _number, "max_results": _integer}
 

@@ -41,6 +41,7 @@ def test_a_searxng_search(tmp_path):
     ('[audio]\ndefault_voice = "amy"\n', "default_voice 'amy' is not one of"),
     ('[audio]\nspeed = 2\n', "unknown key 'speed'"),
     ('[audio]\nworkers = "two"\n', "workers must be an integer"),
+    ('[audio]\nniceness = 25\n', "niceness must be between 0 and 19"),
     ('[search]\nurl = "http://x"\n', "provider is required"),
     ('[search]\nprovider = "google"\n', "provider must be one of"),
     ('[search]\nprovider = "searxng"\n', "needs url"),

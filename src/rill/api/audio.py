@@ -96,6 +96,7 @@ class AudioTrack:
         self._samples: list[np.ndarray] = []  # the whole answer's, for a non-streamed message
         self._text: list[str] = []
         self._announced = False  # the id goes out once, with the first transcript
+        self._submitted = False
         self.num_tokens = 0
 
     @property
@@ -112,7 +113,9 @@ class AudioTrack:
         return part
 
     def _submit(self, piece: str) -> None:
-        self._pending.append(asyncio.wrap_future(self._speech.speak(self._plan.voice, piece)))
+        urgent = not self._submitted  # the first piece is what the listener waits for
+        self._submitted = True
+        self._pending.append(asyncio.wrap_future(self._speech.speak(self._plan.voice, piece, urgent=urgent)))
 
     @property
     def next_ready(self) -> asyncio.Future[Speech] | None:

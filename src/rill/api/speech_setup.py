@@ -24,4 +24,4 @@ def open_speech(config: AudioConfig) -> tuple[SpeechService | None, str]:
                       "names no default_voice; " + EXTRA)
     log.info("audio output: voices %s (OpenAI's names speak as %s)",
              ", ".join(n for n in catalog.names() if n not in OPENAI_VOICES), catalog.default)
-    return SpeechService(catalog, workers=config.workers), ""
+    return SpeechService(catalog, workers=config.workers, niceness=config.niceness), ""
