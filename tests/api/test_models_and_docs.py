@@ -37,6 +37,8 @@ async def test_models_do_not_claim_reasoning(client):
     """The contract: for a model without a thinking section, /v1/models says it does not reason."""
     card = (await client.get("/v1/models")).json()["data"][0]
     assert card["capabilities"]["reasoning"] is False and card["capabilities"]["tools"] is True
+    # the test install has the audio extra; no [search] is configured
+    assert card["capabilities"]["audio_output"] is True and card["capabilities"]["web_search"] is False
 
 
 async def test_health_is_200_when_ready(client):
