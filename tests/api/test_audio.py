@@ -5,6 +5,7 @@ content; formats, voices, multi-turn audio ids and the 400s before the first byt
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import base64
 import io
 import json
@@ -194,3 +195,26 @@ async def test_a_stored_spoken_completion_keeps_the_transcript_not_the_samples(c
     audio = stored["choices"][0]["message"]["audio"]
     assert audio["id"] == body["choices"][0]["message"]["audio"]["id"]
     assert audio["transcript"] == SHORT and "data" not in audio
+
+
+async def test_a_voice_that_fails_mid_stream_ends_the_stream_with_an_error_event(app, client, monkeypatch):
+    def broken(voice, text, *, urgent=False):
+        future = concurrent.futures.Future()
+        future.set_exception(RuntimeError("the voice file is damaged"))
+        return future
+
+    monkeypatch.setattr(app.state.speech, "speak", broken)
+    r = await client.post(CHAT_URL, json=chat(LONG, stream=True, **audio_of("alloy", "pcm16")))
+    events = chunks_of(parse_sse(r.text))
+    assert "the voice file is damaged" in events[-1]["error"]["message"]
+    plain = await client.post(CHAT_URL, json=chat(SHORT, **audio_of()))
+    assert_error(plain, 500, code="engine_error")
+
+
+async def test_an_answer_is_whole_when_its_transcript_cannot_be_kept(app, client, monkeypatch):
+    async def down(*args):
+        raise ConnectionError("the database is down")
+
+    monkeypatch.setattr(app.state.transcripts, "save", down)
+    body = (await client.post(CHAT_URL, json=chat(SHORT, temperature=0, **audio_of()))).json()
+    assert body["choices"][0]["message"]["audio"]["transcript"] == SHORT

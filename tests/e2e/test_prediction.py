@@ -52,7 +52,13 @@ def test_the_original_code_as_prediction_changes_nothing_but_the_speed(client, p
     text, usage = create(client, EDITS[case], ORIGINALS[case], stream=stream)
     assert text == plain[case]
     accepted, rejected = counts(usage)
-    assert accepted > 0 and accepted + rejected > 0
+    # Which answers copy the module depends on the CPU's arithmetic (greedy SmolLM2 answered
+    # prompt 1 with code on one machine and with prose on another): an answer that starts as the
+    # prediction does gets drafts kept, one that never meets it gets no drafts at all.
+    if plain[case].startswith("```python\nimport json"):
+        assert accepted > 0
+    else:
+        assert not ORIGINALS[case].startswith(plain[case][:10]) and accepted == 0
     assert accepted < usage.completion_tokens
 
 
@@ -82,8 +88,10 @@ def test_stop_strings_and_logprobs_are_the_same_with_a_prediction(client):
     messages = EDITS[1]
     fields = dict(stop=["def allow"], logprobs=True, top_logprobs=2)
     a = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=MAX_TOKENS, temperature=0, **fields)
+    # the answer itself as the prediction: drafts are kept whatever this CPU's greedy answer is
     b = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=MAX_TOKENS, temperature=0,
-                                       prediction={"type": "content", "content": ORIGINALS[1]}, **fields)
+                                       prediction={"type": "content", "content": a.choices[0].message.content},
+                                       **fields)
     assert b.choices[0].message.content == a.choices[0].message.content
     assert b.choices[0].finish_reason == a.choices[0].finish_reason
     assert b.choices[0].logprobs.model_dump() == a.choices[0].logprobs.model_dump()  # exact floats

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from rill.speech.sentences import SentenceSplitter
 from rill.speech.service import SpeechService
 from rill.speech.speaker import Speech
 from rill.speech.voices import VoiceFile
+
+log = logging.getLogger("rill.api")
 
 AUDIO_TTL_SECONDS = 3600  # how long an answer's audio id stands for its transcript (expires_at)
 
@@ -136,7 +139,8 @@ class AudioTrack:
         if rest is not None:
             self._submit(rest)
         while self._pending:
-            data = self._take(await asyncio.shield(self._pending.popleft()))
+            await asyncio.wait({self._pending[0]})  # its failure is _take's to report
+            data = self._take(self._pending.popleft())
             if data:
                 yield {"audio": {"data": base64.b64encode(data).decode()}}
         if not self._text:
@@ -147,9 +151,9 @@ class AudioTrack:
             yield {"audio": {"data": base64.b64encode(data).decode()}}
         yield {"audio": {"expires_at": self.expires_at}}
 
-    def _take(self, done: asyncio.Future[Speech] | Speech) -> bytes:
+    def _take(self, done: asyncio.Future[Speech]) -> bytes:
         try:
-            speech = done.result() if isinstance(done, asyncio.Future) else done
+            speech = done.result()
         except Exception as exc:
             raise EngineError(f"speaking the answer failed: {exc}") from exc
         self.num_tokens += speech.num_tokens
@@ -159,8 +163,14 @@ class AudioTrack:
         return self._encoder.add(speech.samples)
 
     async def _keep(self) -> None:
-        if self._save is not None:
+        """Keep the transcript for the next turn. The answer is whole without it: when the store
+        fails, the id is refused later with a clear 400 rather than the answer now."""
+        if self._save is None:
+            return
+        try:
             await asyncio.shield(self._save(self.id, self.transcript_text, self.expires_at))
+        except Exception:
+            log.exception("keeping the transcript of %s failed", self.id)
 
     def message(self) -> dict[str, Any] | None:
         """The non-streamed message's `audio` (None when nothing was said)."""
