@@ -97,3 +97,32 @@ def test_with_the_extra_the_bundled_voice_is_the_default():
         assert why == "" and service.catalog.default == "joe" and service.catalog.resolve("alloy").model.is_file()
     finally:
         service.close()
+
+
+def test_citation_markers_are_not_read_out():
+    assert "[" not in spoken("Paris is large [1]. It is old [2, 3].") and "Paris is large" in spoken("Paris is large [1].")
+
+
+async def test_an_answers_first_piece_is_urgent_and_the_rest_is_spoken_ahead(tmp_path: Path):
+    import concurrent.futures
+
+    from rill.api.audio import AudioPlan, AudioTrack
+    from rill.speech.speaker import Speech
+
+    class Recorder:
+        def __init__(self):
+            self.asked: list[tuple[str, bool]] = []
+
+        def speak(self, voice, text, *, urgent=False):
+            self.asked.append((text, urgent))
+            future = concurrent.futures.Future()
+            future.set_result(Speech(np.ones(30, np.int16), 1))
+            return future
+
+    speech = Recorder()
+    track = AudioTrack(speech, AudioPlan(VoiceFile("joe", tmp_path / "joe.onnx"), "pcm16"), stream=True)
+    assert "id" in track.transcript("The first sentence is here. ") and "id" not in track.transcript("A second one. ")
+    track.transcript("And a third one, unfinished")
+    deltas = [d async for d in track.finish()]
+    assert [urgent for _, urgent in speech.asked] == [True, False, False]
+    assert deltas[-1] == {"audio": {"expires_at": track.expires_at}} and track.num_tokens == 3

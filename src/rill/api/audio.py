@@ -98,8 +98,7 @@ class AudioTrack:
         self._encoder = StreamEncoder(plan.format) if stream else None
         self._samples: list[np.ndarray] = []  # the whole answer's, for a non-streamed message
         self._text: list[str] = []
-        self._announced = False  # the id goes out once, with the first transcript
-        self._submitted = False
+        self._submitted = False  # the first piece goes to the urgent queue
         self.num_tokens = 0
 
     @property
@@ -107,12 +106,12 @@ class AudioTrack:
         return "".join(self._text)
 
     def transcript(self, text: str) -> dict[str, Any]:
-        """The `audio` part of the delta that carries this content."""
+        """The `audio` part of the delta that carries this content; the id goes out once, with the
+        first transcript."""
+        part = {"transcript": text} if self._text else {"id": self.id, "transcript": text}
         self._text.append(text)
         for piece in self._splitter.feed(text):
             self._submit(piece)
-        part = {"transcript": text} if self._announced else {"id": self.id, "transcript": text}
-        self._announced = True
         return part
 
     def _submit(self, piece: str) -> None:
@@ -192,7 +191,7 @@ class AudioTrack:
 
 
 async def next_item(stream: Any, pending_event: asyncio.Future | None, tracks: list[AudioTrack],
-                    timeout: float) -> tuple[asyncio.Future | None, bool]:
+                    timeout: float) -> tuple[asyncio.Future, bool]:
     """Wait for the engine's next event or a track's next audio, whichever comes first;
     (the event future, still pending or done; whether anything happened before the timeout)."""
     if pending_event is None:

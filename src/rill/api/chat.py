@@ -102,8 +102,7 @@ class ChatRequest:
         before anything is sent); its SSE stream, or the collector of its JSON answer."""
         body = await with_transcripts(self.body, functools.partial(self.state.transcripts.get,
                                                                    scope_of(self.request)))
-        search = self.state.config.search
-        body, sources, searched = await with_search(body, self.state.search, search.max_results if search else 0)
+        body, sources, searched = await with_search(body, self.state.search)
         if searched is not None:
             self.span.record.meta["web_search"] = searched
         speech = self.state.speech

@@ -28,6 +28,7 @@ from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
 from rill.sampling.template import TemplateError
 from rill.speech.service import SpeechService
+from rill.speech.speaker import EXTRA
 
 log = logging.getLogger("rill.api")
 
@@ -192,7 +193,7 @@ VERBOSITY = {"low": "Be concise: answer in as few sentences as the question allo
              "high": "Be thorough: answer in detail, with explanations and examples."}
 
 # Why a server without speech cannot speak (a request for audio gets it in its 400).
-NO_SPEECH = "text-to-speech is not installed: pip install 'rill[audio]'"
+NO_SPEECH = f"text-to-speech is not installed: {EXTRA}"
 
 
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,

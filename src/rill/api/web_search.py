@@ -23,8 +23,10 @@ def not_configured() -> UnsupportedParameter:
     return UnsupportedParameter(NOT_CONFIGURED, param="web_search_options")
 
 
-async def with_search(body: ChatCompletionRequest, provider: SearchProvider | None,
-                      max_results: int = 10) -> tuple[ChatCompletionRequest, tuple[Source, ...], dict[str, Any] | None]:
+Searched = tuple[ChatCompletionRequest, tuple[Source, ...], dict[str, Any] | None]
+
+
+async def with_search(body: ChatCompletionRequest, provider: SearchProvider | None) -> Searched:
     """(the body with the results in its system prompt and web_search_options done with, the
     sources the answer may cite, what the span records of the search). A body without the
     field comes back as it is."""
@@ -39,7 +41,7 @@ async def with_search(body: ChatCompletionRequest, provider: SearchProvider | No
         place = options.user_location.approximate
         location = Location(city=place.city, region=place.region, country=place.country, timezone=place.timezone)
     size = options.search_context_size or "medium"
-    count = min(max_results, CONTEXT_BUDGETS[size][0])
+    count = min(provider.max_results, CONTEXT_BUDGETS[size][0])
     results = within_budget(await provider.search(query, location, count), size)
     text = context_text(query, results, datetime.date.today().isoformat())
     searched = with_system_text(body, text).model_copy(update={"web_search_options": None})

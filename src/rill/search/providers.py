@@ -45,6 +45,7 @@ class SearchResult:
 
 class SearchProvider(Protocol):
     name: str
+    max_results: int  # the most results one search may ask for ([search] max_results)
 
     async def search(self, query: str, location: Location | None, count: int) -> list[SearchResult]: ...
 
@@ -58,6 +59,7 @@ class HttpSearch:
 
     def __init__(self, config: SearchConfig, *, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
+        self.max_results = config.max_results
         self._key = config.api_key()
         self._client = httpx.AsyncClient(timeout=config.timeout, transport=transport, follow_redirects=True,
                                          headers={"accept": "application/json"})
