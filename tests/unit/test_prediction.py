@@ -16,7 +16,8 @@ from rill.backends.fake import FakeBackend
 from rill.engine.detokenize import Detokenizer
 from rill.engine.loop import EngineLoop
 from rill.engine.sequence import Sequence
-from rill.engine.speculation import MAX_DRAFT, Draft, best_length
+from rill.engine.pacing import PrefillPacer
+from rill.engine.speculation import MAX_DRAFT, Draft, DraftCost, best_length
 from rill.engine.types import Event, Finished, FinishReason, Request, SamplingParams, TextDelta
 from rill.sampling.template import CHATML, ChatTemplate
 from tests.unit.test_engine_loop import run_until_idle
@@ -228,10 +229,32 @@ def test_the_draft_cost_is_learnt_from_the_pacers_timings():
     assert loop.draft_cost.relative(2) == pytest.approx(0.4)
     loop.pacer.decode_step_s = 0.012
     assert loop.draft_cost.relative(2) == pytest.approx(1.0)  # compute-bound: drafting will not pay
-    # timed verifications replace the prompt token's stand-in: (26 ms - 12 ms) / 7 drafted
-    loop.draft_cost.observe(0.026, 7)
+    # timed verifications replace the prompt token's stand-in, measured against a plain step of
+    # as many sequences: (26 ms - 12 ms) / 7 drafted
+    loop.draft_cost.observe(0.012, 2, 0)
+    loop.draft_cost.observe(0.026, 2, 7)
     assert loop.draft_cost.draft_token_s == pytest.approx(0.002)
     assert loop.draft_cost.relative(2) == pytest.approx(2 * 0.002 / 0.012)
+
+
+def test_a_full_batchs_verifications_are_not_priced_against_a_lone_sequences_step():
+    cost = DraftCost(PrefillPacer(512))
+    cost.observe(0.007, 1, 0)  # one sequence decoding alone: 7 ms
+    cost.observe(0.066, 16, 5)  # 16 sequences, one drafting 5 tokens: no 16-sequence baseline yet
+    assert cost.draft_token_s is None
+    cost.observe(0.060, 16, 0)
+    cost.observe(0.066, 16, 5)
+    assert cost.draft_token_s == pytest.approx(0.0012)
+    assert cost.relative(1) == pytest.approx(0.0012 / 0.007)  # drafting alone still pays
+    assert cost.relative(16) == pytest.approx(16 * 0.0012 / 0.060)
+
+
+def test_one_slow_step_moves_the_draft_cost_a_bounded_step():
+    cost = DraftCost(PrefillPacer(512))
+    cost.observe(0.010, 1, 0)
+    cost.observe(0.014, 1, 4)  # 1 ms a draft token
+    cost.observe(1.010, 1, 4)  # descheduled for a second
+    assert cost.draft_token_s == pytest.approx(0.001 + 0.2 * (0.004 - 0.001))
 
 
 @pytest.mark.parametrize("rate, cost, limit, expected", [

@@ -230,7 +230,7 @@ class EngineLoop:
         elapsed = self._clock() - started
         self.forward_seconds += elapsed
         if all(seq.status is Status.DECODING for seq, _ in plan):
-            self.draft_cost.observe(elapsed, sum(item.num_logits - 1 for _, item in plan))
+            self.draft_cost.observe(elapsed, len(plan), sum(item.num_logits - 1 for _, item in plan))
         # draft tokens are computed like prompt tokens (several of one sequence): paced as such
         self.pacer.observe(elapsed, num_decoding, sum(len(item.tokens) for _, item in plan) - num_decoding)
         self.num_steps += 1

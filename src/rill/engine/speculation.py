@@ -31,6 +31,7 @@ SINGLE_TOKEN_SLACK = 4
 # what 2 CPU cores measured for the embedded model: docs/benchmarks.md).
 DEFAULT_DRAFT_COST = 0.4
 _COST_EMA = 0.2
+_MAX_JUMP = 4.0  # one timing counts as at most this many times the estimate
 
 _EMPTY = np.zeros(0, np.int32)
 
@@ -52,30 +53,44 @@ class DraftCost:
     decode step, both timed: the `cost` best_length weighs drafts by. A prompt token's cost (the
     pacer's) stands in for a draft token's until verifications are timed; DEFAULT_DRAFT_COST
     until a decode step is. On a CPU the share shrinks as more sequences decode together, so
-    drafting pays less the fuller the batch."""
+    drafting pays less the fuller the batch.
+
+    A verification step is measured against a plain step of as many decoding sequences: the
+    pacer's running estimate of a decode step mixes batch sizes, and a 16-sequence step taken as
+    the excess over a 1-sequence baseline would price drafts so high that drafting stops, and with
+    it the measurements that could correct the price."""
 
     def __init__(self, pacer: PrefillPacer, fixed: float | None = None):
         self._pacer = pacer
         self.fixed = fixed  # tests: a cost that does not depend on timings
         self.draft_token_s: float | None = None
+        self.decode_step_s: dict[int, float] = {}  # plain decode step time by number of sequences
 
     def relative(self, num_decoding: int) -> float:
         if self.fixed is not None:
             return self.fixed
         per_token = self.draft_token_s or self._pacer.prefill_token_s
-        step = self._pacer.decode_step_s
+        step = self.decode_step_s.get(num_decoding) or self._pacer.decode_step_s
         if not (per_token and step and num_decoding):
             return DEFAULT_DRAFT_COST
         return per_token * num_decoding / step
 
-    def observe(self, seconds: float, num_drafted: int) -> None:
-        """A timed step of decodes and verifications only, holding num_drafted draft tokens
-        (logits at every verified position make one dearer than a prompt token)."""
-        step = self._pacer.decode_step_s
-        if num_drafted and step:
-            per_token = max(seconds - step, 0.0) / num_drafted
-            old = self.draft_token_s
-            self.draft_token_s = per_token if old is None else old + _COST_EMA * (per_token - old)
+    def observe(self, seconds: float, num_decoding: int, num_drafted: int) -> None:
+        """A timed step of num_decoding sequences, decodes and verifications only, holding
+        num_drafted draft tokens (logits at every verified position make one dearer than a
+        prompt token). One outlier (a descheduled thread) moves the estimate a bounded step."""
+        if not num_drafted:
+            old = self.decode_step_s.get(num_decoding)
+            self.decode_step_s[num_decoding] = seconds if old is None else old + _COST_EMA * (seconds - old)
+            return
+        base = self.decode_step_s.get(num_decoding)
+        if base is None:
+            return  # nothing to tell the drafts' share of this step from the sequences'
+        per_token = max(seconds - base, 0.0) / num_drafted
+        old = self.draft_token_s
+        if old is not None:
+            per_token = min(per_token, _MAX_JUMP * old)
+        self.draft_token_s = per_token if old is None else old + _COST_EMA * (per_token - old)
 
 
 class Draft:
