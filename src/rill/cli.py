@@ -53,6 +53,19 @@ def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozense
     return out
 
 
+def open_backend(cfg: ModelConfig, path: Path):
+    """The engine backend cfg asks for, loaded from path."""
+    if cfg.backend == "torch":
+        try:
+            from rill.backends.torch.backend import TorchBackend
+        except ImportError as exc:
+            raise ConfigError(f"--backend torch needs PyTorch: pip install 'rill[torch]' ({exc})") from exc
+        return TorchBackend.load(path, cfg, name=cfg.id, device=cfg.device, dtype=cfg.dtype)
+    from rill.backends.local import LlamaBackend
+
+    return LlamaBackend(path, cfg, name=cfg.id)
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"RILL_{name}", default)
 
@@ -84,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
     serve.add_argument("--batch-tokens", type=int,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
+    serve.add_argument("--backend", choices=["llamacpp", "torch"],
+                       help="the engine: llamacpp (GGUF's own quantized kernels; fastest for one "
+                            "stream) or torch (Rill's PyTorch engine, bf16/fp32, paged KV cache; "
+                            "fastest with many streams and long prompts; needs rill[torch]) "
+                            "[env RILL_BACKEND; llamacpp]")
+    serve.add_argument("--device", help="--backend torch: cpu, cuda or cuda:N [env RILL_DEVICE; cpu]")
+    serve.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="--backend torch: the weights' and activations' type; auto: bf16 on GPUs and "
+                            "on CPUs with native bf16 (AMX, AVX512-BF16), else fp32 [env RILL_DTYPE; auto]")
     serve.add_argument("--max-stall", type=float,
                        help="while streams decode, prefilling a new prompt may stretch a step to "
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "
@@ -118,6 +140,9 @@ MODEL_FLAGS = {
     "--threads": ("threads", "RILL_THREADS", "n_threads"),
     "--batch-tokens": ("batch_tokens", None, "n_batch"),
     "--max-stall": ("max_stall", "RILL_MAX_STALL", "max_stall"),
+    "--backend": ("backend", "RILL_BACKEND", "backend"),
+    "--device": ("device", "RILL_DEVICE", "device"),
+    "--dtype": ("dtype", "RILL_DTYPE", "dtype"),
 }
 
 
@@ -158,7 +183,8 @@ def model_from_args(args: argparse.Namespace) -> ModelConfig:
 
 def _parse_env(env: str, flag: str, text: str) -> object:
     """An env variable's value, converted as its flag's argparse type would be."""
-    kind = {"--model": Path, "--name": str, "--max-stall": float}.get(flag, int)
+    kind = {"--model": Path, "--name": str, "--max-stall": float, "--backend": str, "--device": str,
+            "--dtype": str}.get(flag, int)
     try:
         return kind(text)
     except ValueError as exc:
@@ -177,7 +203,6 @@ def serve(config: ServerConfig) -> None:
 
     from rill.api.app import create_app
     from rill.api.server import GracefulServer
-    from rill.backends.local import LlamaBackend
     from rill.engine.engine import Engine
     from rill.router import LocalModel, Router
     from rill.sampling.template import ChatTemplate
@@ -187,7 +212,7 @@ def serve(config: ServerConfig) -> None:
     def load(router: Router) -> None:
         for cfg, path, aliases in local:
             log.info("loading %s from %s", cfg.id, path)
-            backend = LlamaBackend(path, cfg, name=cfg.id)
+            backend = open_backend(cfg, path)
             info = backend.info
             template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
             engine = Engine(backend, max_queue=config.max_queue, max_running=cfg.parallel, max_stall=cfg.max_stall)

@@ -11,6 +11,8 @@ from rill.errors import ConfigError
 from rill.store.database import database_url
 
 EMBEDDED_ID = "SmolLM2-135M-Instruct"  # the served id of the embedded model
+BACKENDS = ("llamacpp", "torch")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,9 @@ class ModelConfig:
     max_stall: float = 2.0  # a step with prefill may take this many decode-only steps' time
     aliases: tuple[str, ...] = ()  # other names clients may send in `model`
     fallbacks: tuple[str, ...] = ()  # models tried in order when this one cannot take a request
+    backend: str = "llamacpp"  # llamacpp | torch (Rill's PyTorch engine: docs/torch-backend.md)
+    device: str = "cpu"  # torch: cpu | cuda | cuda:N
+    dtype: str = "auto"  # torch: auto | bf16 | fp16 | fp32
 
     @property
     def id(self) -> str:
@@ -48,6 +53,16 @@ class ModelConfig:
             raise ConfigError("--max-stall must be between 1 and 100")
         if self.n_threads < 0:
             raise ConfigError("--threads must be >= 0")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "llamacpp" and (self.device != "cpu" or self.dtype != "auto"):
+            raise ConfigError("--device and --dtype are settings of --backend torch (llama.cpp runs "
+                              "the GGUF file's own types on the CPU)")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.device not in ("cpu", "cuda") and not (self.device.startswith("cuda:")
+                                                       and self.device[5:].isdigit()):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, not {self.device!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,22 @@ def test_a_model_flag_with_a_config_file_is_refused(config_file, flag, value):
 
 def test_every_model_flag_is_checked():
     assert set(MODEL_FLAGS) == {"--model", "--name", "--ctx", "--parallel", "--threads", "--batch-tokens",
-                                "--max-stall"}
+                                "--max-stall", "--backend", "--device", "--dtype"}
+
+
+def test_the_backend_flags_make_a_torch_model(gguf, monkeypatch):
+    monkeypatch.setenv("RILL_DTYPE", "fp32")
+    got = config("--model", str(gguf), "--backend", "torch", "--device", "cuda:1")
+    assert got.models == (ModelConfig(path=gguf, backend="torch", device="cuda:1", dtype="fp32"),)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--backend", "llamacpp", "--dtype", "bf16"), "--device and --dtype are settings of --backend torch"),
+    (("--backend", "torch", "--device", "tpu"), "--device must be cpu, cuda or cuda:N, not 'tpu'"),
+])
+def test_backend_settings_that_cannot_work_are_refused(gguf, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        config("--model", str(gguf), *flags)
 
 
 def test_a_model_env_variable_with_a_config_file_is_refused(config_file, monkeypatch):

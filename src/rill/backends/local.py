@@ -18,6 +18,7 @@ import numpy as np
 
 from rill import __version__
 from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
+from rill.backends.llama_vocab import LlamaVocab
 from rill.config import ModelConfig, default_threads
 
 log = logging.getLogger("rill.llama")
@@ -37,7 +38,7 @@ def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
 _initialised = False
 
 
-def _init_llama() -> None:
+def init_llama() -> None:
     global _initialised
     if not _initialised:
         ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
@@ -73,7 +74,7 @@ def llamafile_enabled() -> bool:
 class LlamaBackend:
     def __init__(self, path: Path, config: ModelConfig, *, name: str,
                  on_progress: Callable[[float], None] | None = None):
-        _init_llama()
+        init_llama()
         self.max_sequences = config.parallel
         self.max_batch_tokens = config.n_batch
         progress = on_progress or terminal_progress(name)
@@ -92,7 +93,7 @@ class LlamaBackend:
         self._model = ll.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise BackendError(f"llama.cpp could not load {path} (is it a GGUF model file?)")
-        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.vocab = LlamaVocab(self._model)
         n_ctx_train = ll.llama_model_n_ctx_train(self._model)
         n_ctx = min(config.n_ctx, n_ctx_train) if n_ctx_train > 0 else config.n_ctx  # per sequence
         self.kv_capacity = n_ctx * config.parallel
@@ -119,10 +120,7 @@ class LlamaBackend:
             ll.llama_model_free(self._model)
             raise BackendError("llama.cpp could not create a context (out of memory?)")
         self._memory = ll.llama_get_memory(self._ctx)
-        self._guidance: Any = None
-        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
-        self._pieces = [self._piece(t, special=False) for t in range(self.n_vocab)]
-        self._eog = np.array([ll.llama_vocab_is_eog(self._vocab, t) for t in range(self.n_vocab)])
+        self.n_vocab = self.vocab.n_vocab
         self._alloc_batch(config.n_batch)
         self._batch_invariant = not llamafile_enabled()
         if not self._batch_invariant:
@@ -130,16 +128,14 @@ class LlamaBackend:
                         "it is batched, so `prediction` may change output at near-ties (reinstall "
                         "llama-cpp-python with CMAKE_ARGS=-DGGML_LLAMAFILE=OFF; docs/prediction.md)")
 
-        template = ll.llama_model_chat_template(self._model, None)
-        bos, eos = ll.llama_vocab_bos(self._vocab), ll.llama_vocab_eos(self._vocab)
         self.info = ModelInfo(
             name=name,
             n_ctx=n_ctx,
             n_vocab=self.n_vocab,
-            chat_template=template.decode("utf-8") if template else None,
-            bos_token=self._piece(bos, special=True).decode("utf-8", "replace") if bos >= 0 else "",
-            eos_token=self._piece(eos, special=True).decode("utf-8", "replace") if eos >= 0 else "",
-            add_bos=bool(ll.llama_vocab_get_add_bos(self._vocab)),
+            chat_template=self.vocab.chat_template,
+            bos_token=self.vocab.bos_token,
+            eos_token=self.vocab.eos_token,
+            add_bos=self.vocab.add_bos,
             fingerprint=self._fingerprint(path),
         )
         log.info("loaded %s: %d tokens per sequence, %d-token KV cache for %d sequences, %d threads",
@@ -169,32 +165,16 @@ class LlamaBackend:
         batch.logits = self._want.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
         self._batch = batch
 
-    def _piece(self, token: int, *, special: bool) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
     # ---- the Backend protocol ----------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 2
-        buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
-        if n < 0:  # pragma: no cover - cap is an upper bound for byte-level vocabularies
-            cap = -n
-            buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, parse_special)
-        return list(buf[:n])
+        return self.vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
 
     def token_bytes(self, token: int) -> bytes:
-        return self._pieces[token]
+        return self.vocab.token_bytes(token)
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(self._eog[token])
+        return self.vocab.is_end_of_generation(token)
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         """One llama_decode for all one-token items, one for all verifications, then one per
@@ -263,11 +243,7 @@ class LlamaBackend:
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
 
     def guidance_tokenizer(self) -> Any:
-        if self._guidance is None:
-            from llguidance.llamacpp import lltokenizer_from_vocab  # ~1 s: only when first needed
-
-            self._guidance = lltokenizer_from_vocab(self._vocab)
-        return self._guidance
+        return self.vocab.guidance_tokenizer()
 
     def copy(self, src: int, dst: int) -> None:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)

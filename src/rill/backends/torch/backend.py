@@ -1,0 +1,208 @@
+"""Rill's own PyTorch engine backend: a Llama-family model over a paged KV cache, on the CPU
+(bf16 where the CPU multiplies it natively, else fp32) or a CUDA GPU.
+
+It speaks the same Backend protocol as the llama.cpp backend. Each forward() is one model call
+for the whole step: the items' tokens are placed in the cache first (prefix blocks another
+sequence already computed are mapped instead of recomputed), then every matmul runs on all the
+step's tokens at once and attention on each item's own keys (see layers.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from rill import __version__
+from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
+from rill.backends.llama_vocab import LlamaVocab
+from rill.backends.torch.blocks import BLOCK_SIZE
+from rill.backends.torch.device import resolve_device, resolve_dtype
+from rill.backends.torch.kv_cache import KVCache
+from rill.backends.torch.layers import AttentionBatch, Span
+from rill.backends.torch.model import LlamaModel
+from rill.backends.torch.weights import open_weights
+from rill.config import ModelConfig, default_threads
+
+log = logging.getLogger("rill.torch")
+
+
+class TorchBackend:
+    def __init__(self, model: LlamaModel, vocab: Any, config: ModelConfig, *, name: str, fingerprint: str):
+        """A backend over a loaded model and its vocabulary (load() reads both from a file)."""
+        self.model, self.vocab = model, vocab
+        self.device, self.dtype = model.device, model.dtype
+        if vocab.n_vocab > model.spec.vocab_size:
+            raise BackendError(f"the tokenizer has {vocab.n_vocab} tokens, the model {model.spec.vocab_size}")
+        n_ctx = min(config.n_ctx, model.max_positions)
+        self.max_sequences = config.parallel
+        self.max_batch_tokens = config.n_batch
+        self.kv_capacity = n_ctx * config.parallel
+        with torch.inference_mode():
+            self.cache = KVCache(model.spec, -(-self.kv_capacity // BLOCK_SIZE), BLOCK_SIZE, self.dtype, self.device)
+        self.n_vocab = vocab.n_vocab
+        self.info = ModelInfo(
+            name=name, n_ctx=n_ctx, n_vocab=self.n_vocab, chat_template=vocab.chat_template,
+            bos_token=vocab.bos_token, eos_token=vocab.eos_token, add_bos=vocab.add_bos, fingerprint=fingerprint,
+        )
+
+    @classmethod
+    def load(cls, path: Path, config: ModelConfig, *, name: str, device: str = "cpu", dtype: str = "auto",
+             on_progress: Callable[[float], None] | None = None) -> TorchBackend:
+        """A GGUF model: weights dequantized to dtype on device, tokenizer and chat template from
+        its metadata (read by llama.cpp, so both backends tokenize alike)."""
+        where = resolve_device(device)
+        kind = resolve_dtype(dtype, where)
+        threads = config.n_threads or default_threads()
+        if where.type == "cpu":
+            torch.set_num_threads(threads)
+        weights = open_weights(path)
+        spec = weights.spec
+        total = 2 + spec.num_layers * 7  # about how many tensors the loader yields
+        progress = on_progress or (lambda _fraction: None)
+
+        def reporting(tensors):
+            for i, item in enumerate(tensors):
+                progress(min(1.0, i / total))
+                yield item
+            progress(1.0)
+
+        with torch.inference_mode():
+            model = LlamaModel(spec, reporting(weights.tensors()), dtype=kind, device=where,
+                               max_positions=min(config.n_ctx, spec.context_length))
+        vocab = LlamaVocab.load(path)
+        ident = f"{path.name}:{path.stat().st_size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{where.type}"
+        backend = cls(model, vocab, config, name=name, fingerprint="fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10])
+        log.info("loaded %s: %s %s on %s, %d tokens per sequence, %d-token paged KV cache (%d MiB) for "
+                 "%d sequences, %d threads", path.name, spec.arch, str(kind).removeprefix("torch."), where,
+                 backend.info.n_ctx, backend.kv_capacity,
+                 backend.kv_capacity * backend.cache.bytes_per_token >> 20, config.parallel, threads)
+        return backend
+
+    # ---- the Backend protocol ----------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        return self.vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.vocab.token_bytes(token)
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return self.vocab.is_end_of_generation(token)
+
+    def guidance_tokenizer(self) -> Any:
+        return self.vocab.guidance_tokenizer()
+
+    def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
+        blocks = self.cache.blocks
+        needed = sum(blocks.blocks_needed(item.seq_id, item.start, len(item.tokens)) for item in batch)
+        if needed > blocks.num_available:
+            raise KVCacheFull(f"{needed} KV blocks needed, {blocks.num_available} free")
+        for item in batch:
+            if item.start + len(item.tokens) > self.info.n_ctx:
+                raise BackendError(f"sequence {item.seq_id} would exceed {self.info.n_ctx} positions")
+        try:
+            step = self._place(batch)
+            with torch.inference_mode():
+                self.cache.apply_copies()
+                logits = self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
+                out = logits.cpu().numpy()
+        except Exception as exc:
+            for item in batch:  # what this step appended holds nothing usable
+                blocks.truncate(item.seq_id, item.start)
+            if isinstance(exc, (BackendError, KVCacheFull)):
+                raise
+            raise BackendError(f"torch forward failed: {exc}") from exc
+        for item in batch:
+            blocks.computed(item.seq_id)
+        return out
+
+    def _place(self, batch: Sequence[BatchItem]) -> _Step:
+        """Give every item's tokens their cache slots and lay the step out: one-token items'
+        rows first, then each multi-token item's; logits rows in batch order."""
+        blocks = self.cache.blocks
+        singles = [i for i, item in enumerate(batch) if len(item.tokens) == 1]
+        multis = [i for i, item in enumerate(batch) if len(item.tokens) > 1]
+        tokens, positions, slots = [], [], []
+        first_row: dict[int, int] = {}
+        num_rows: dict[int, int] = {}
+        spans = []
+        row = 0
+        for i in singles + multis:
+            item = batch[i]
+            ids = np.asarray(item.tokens, np.int32)
+            # leading whole blocks may come from cache, but never the rows whose logits are wanted
+            reusable = len(ids) - max(item.num_logits, 1) if len(ids) > 1 else 0
+            placed = blocks.append(item.seq_id, ids, item.start, reusable=reusable)
+            n = len(ids) - placed.num_reused
+            tokens.append(ids[placed.num_reused :])
+            positions.append(np.arange(item.start + placed.num_reused, item.start + len(ids), dtype=np.int64))
+            slots.append(placed.slots)
+            first_row[i], num_rows[i] = row, n
+            if len(ids) > 1:
+                keys = blocks.slots(item.seq_id)
+                spans.append(Span(row, row + n, self._tensor(keys), None if n == len(keys) else
+                                  self._offset_causal(n, len(keys))))
+            row += n
+        decode_slots = decode_bias = None
+        if singles:
+            keys = [blocks.slots(batch[i].seq_id) for i in singles]
+            longest = max(len(k) for k in keys)
+            padded = np.zeros((len(keys), longest), np.int64)
+            bias = np.full((len(keys), 1, 1, longest), -np.inf, np.float32)
+            for j, k in enumerate(keys):
+                padded[j, : len(k)] = k
+                bias[j, 0, 0, : len(k)] = 0.0
+            decode_slots, decode_bias = self._tensor(padded), self._tensor(bias)
+        logit_rows = []
+        for i, item in enumerate(batch):
+            k = min(item.num_logits, num_rows[i])
+            logit_rows.extend(range(first_row[i] + num_rows[i] - k, first_row[i] + num_rows[i]))
+        return _Step(
+            tokens=self._tensor(np.concatenate(tokens).astype(np.int64)),
+            positions=self._tensor(np.concatenate(positions)),
+            attention=AttentionBatch(self._tensor(np.concatenate(slots)), len(singles), decode_slots,
+                                     decode_bias, tuple(spans)),
+            logit_rows=self._tensor(np.asarray(logit_rows, np.int64)),
+        )
+
+    def _offset_causal(self, num_queries: int, num_keys: int) -> torch.Tensor:
+        """Query i (the sequence's position num_keys - num_queries + i) sees keys 0..that position."""
+        q = torch.arange(num_keys - num_queries, num_keys, device=self.device)[:, None]
+        return torch.arange(num_keys, device=self.device)[None, :] <= q
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    def copy(self, src: int, dst: int) -> None:
+        self.cache.blocks.copy(src, dst)  # shares the blocks: copy-on-write when either writes
+
+    def truncate(self, seq_id: int, keep: int) -> bool:
+        self.cache.blocks.truncate(seq_id, keep)
+        return True
+
+    def release(self, seq_id: int) -> None:
+        self.cache.blocks.release(seq_id)
+
+    @property
+    def batch_invariant(self) -> bool:
+        # matmul kernels pick their blocking by the number of rows, so a token's logits differ
+        # in the last bits with what else is in the step (docs/torch-backend.md)
+        return False
+
+    def close(self) -> None:
+        self.vocab.close()
+        self.model = None  # type: ignore[assignment]
+        self.cache = None  # type: ignore[assignment]
+
+
+class _Step:
+    __slots__ = ("tokens", "positions", "attention", "logit_rows")
+
+    def __init__(self, *, tokens: torch.Tensor, positions: torch.Tensor, attention: AttentionBatch,
+                 logit_rows: torch.Tensor):
+        self.tokens, self.positions, self.attention, self.logit_rows = tokens, positions, attention, logit_rows

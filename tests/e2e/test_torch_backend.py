@@ -1,0 +1,153 @@
+"""The torch backend on the embedded SmolLM2, next to llama.cpp on the same weights: logits parity
+and greedy text, the batch-invariance Rill promises for fp32, and `rill serve --backend torch`
+through the official openai client.
+
+"The same weights": the embedded file is Q4_1, and llama.cpp multiplies Q4_1 weights by
+activations it first quantizes to 8 bits, which the torch backend (weights dequantized, activations
+in float) does not. So parity is checked against llama.cpp on an F32 copy of the file
+(llama_model_quantize to ALL_F32 dequantizes it exactly), where both compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import llama_cpp as ll
+import numpy as np
+import pytest
+
+from rill.backends.base import BatchItem
+from rill.backends.local import LlamaBackend
+from rill.backends.torch.backend import TorchBackend
+from rill.cli import embedded_model_path
+from rill.config import ModelConfig
+from tests.e2e.support import make_client
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = ModelConfig(n_ctx=1024, parallel=8)
+QUESTIONS = ["Write a haiku about rivers.", "What is the capital of France?",
+             "Explain recursion to a child.", "List three uses of copper."]
+GREEDY_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def f32_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("f32") / "smollm2-f32.gguf"
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = ll.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    assert ll.llama_model_quantize(str(embedded_model_path()).encode(), str(out).encode(), params) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def llama_f32(f32_gguf: Path) -> Iterator[LlamaBackend]:
+    b = LlamaBackend(f32_gguf, CONFIG, name="f32", on_progress=lambda _: None)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def fp32() -> Iterator[TorchBackend]:
+    b = TorchBackend.load(embedded_model_path(), CONFIG, name="t", dtype="fp32")
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def bf16() -> Iterator[TorchBackend]:
+    b = TorchBackend.load(embedded_model_path(), CONFIG, name="t", dtype="bf16")
+    yield b
+    b.close()
+
+
+def prompts(backend) -> list[list[int]]:
+    return [backend.tokenize(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n", add_bos=False)
+            for q in QUESTIONS]
+
+
+def fresh(backend) -> None:
+    for seq_id in range(backend.max_sequences):
+        backend.release(seq_id)
+
+
+def greedy(backend, batch: list[list[int]]) -> list[list[int]]:
+    """Greedy continuations of every prompt, all decoded together in one batch per step."""
+    fresh(backend)
+    logits = backend.forward([BatchItem(i, p, 0) for i, p in enumerate(batch)])
+    out: list[list[int]] = [[] for _ in batch]
+    for _ in range(GREEDY_TOKENS):
+        for i, row in enumerate(logits):
+            out[i].append(int(row.argmax()))
+        logits = backend.forward([BatchItem(i, [out[i][-1]], len(p) + len(out[i]) - 1)
+                                  for i, p in enumerate(batch)])
+    return out
+
+
+def test_both_backends_tokenize_alike(fp32, llama_f32):
+    assert prompts(fp32) == prompts(llama_f32)
+    assert fp32.info.chat_template == llama_f32.info.chat_template
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_logits_match_llama_cpp_on_the_same_weights(request, dtype, llama_f32):
+    torch_backend = request.getfixturevalue(dtype)
+    worst = 0.0
+    for p in prompts(llama_f32):
+        fresh(torch_backend), fresh(llama_f32)
+        a = torch_backend.forward([BatchItem(0, p, 0, num_logits=len(p))])
+        b = llama_f32.forward([BatchItem(0, p, 0, num_logits=len(p))])
+        worst = max(worst, float((np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)).max()))
+        agree = (a.argmax(axis=1) == b.argmax(axis=1)).mean()
+        # inside a prompt the next token is often a near-tie, which bf16's rounding may tip
+        assert agree == 1.0 if torch_backend.dtype.itemsize == 4 else agree >= 0.85
+    # measured: fp32 6.6e-4 (llama.cpp keeps its KV cache in f16), bf16 5e-2 (docs/torch-backend.md)
+    assert worst < (2e-3 if torch_backend.dtype.itemsize == 4 else 0.1)
+
+
+def test_fp32_greedy_text_equals_llama_cpps(fp32, llama_f32):
+    # (bf16 rounds differently from llama.cpp's f32: its greedy text may part at near-ties)
+    for p in prompts(llama_f32):
+        assert greedy(fp32, [p]) == greedy(llama_f32, [p])
+
+
+def test_fp32_greedy_text_does_not_depend_on_the_batch(fp32):
+    batch = prompts(fp32)
+    alone = [greedy(fp32, [p])[0] for p in batch]
+    assert greedy(fp32, batch) == alone
+
+
+@pytest.fixture(scope="module")
+def torch_client(rill_factory):
+    server = rill_factory("--backend", "torch", "--parallel", "4", "--ctx", "2048")
+    client = make_client(server.url)
+    yield client
+    client.close()
+
+
+def test_rill_serve_with_the_torch_backend_through_the_openai_client(torch_client):
+    messages = [{"role": "user", "content": "Name three rivers."}]
+    whole = torch_client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=messages,
+                                                 max_tokens=24, temperature=0)
+    chunks = list(torch_client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=messages,
+                                                       max_tokens=24, temperature=0, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content and len(streamed) > 20
+    assert whole.usage.completion_tokens == 24
+
+
+def test_constrained_json_and_n_choices_on_the_torch_backend(torch_client):
+    r = torch_client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+        max_tokens=60, n=2, seed=7, temperature=0.8,
+        response_format={"type": "json_schema", "json_schema": {"name": "cat", "strict": True, "schema": {
+            "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": False}}})
+    assert len(r.choices) == 2
+    for choice in r.choices:
+        if choice.finish_reason == "stop":
+            cat = json.loads(choice.message.content)
+            assert set(cat) == {"name", "age"} and isinstance(cat["age"], int)
