@@ -222,3 +222,14 @@ def test_the_dataclasses_checks_say_which_model_of_which_file(tmp_path, text, ex
 def test_name_clashes_and_unknown_fallbacks_say_which_model_of_which_file(tmp_path, text, expected):
     config = write(tmp_path, text)
     assert error(config) == f"{config}: {expected}"
+
+
+def test_a_model_may_run_on_the_torch_backend(tmp_path):
+    config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "torch"\ndevice = "cuda:0"\ndtype = "bf16"\n')
+    (model,) = load_config_file(config)
+    assert (model.backend, model.device, model.dtype) == ("torch", "cuda:0", "bf16")
+
+
+def test_a_backend_setting_that_cannot_work_is_named_as_a_key(tmp_path):
+    config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "vllm"\n')
+    assert "backend must be one of llamacpp, torch, not 'vllm'" in error(config)

@@ -79,3 +79,21 @@ class LlamaVocab:
         if self._owned and self._model:
             ll.llama_model_free(self._model)
         self._model = None
+
+
+class VocabMethods:
+    """The Backend protocol's vocabulary methods, answered by the backend's `vocab`."""
+
+    vocab: LlamaVocab
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
+        return self.vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.vocab.token_bytes(token)
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return self.vocab.is_end_of_generation(token)
+
+    def guidance_tokenizer(self) -> Any:
+        return self.vocab.guidance_tokenizer()

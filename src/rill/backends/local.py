@@ -11,14 +11,14 @@ import hashlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import llama_cpp as ll
 import numpy as np
 
 from rill import __version__
 from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
-from rill.backends.llama_vocab import LlamaVocab
+from rill.backends.llama_vocab import LlamaVocab, VocabMethods
 from rill.config import ModelConfig, default_threads
 
 log = logging.getLogger("rill.llama")
@@ -71,7 +71,7 @@ def llamafile_enabled() -> bool:
     return "LLAMAFILE = 1" in info
 
 
-class LlamaBackend:
+class LlamaBackend(VocabMethods):
     def __init__(self, path: Path, config: ModelConfig, *, name: str,
                  on_progress: Callable[[float], None] | None = None):
         init_llama()
@@ -167,15 +167,6 @@ class LlamaBackend:
 
     # ---- the Backend protocol ----------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
-        return self.vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.vocab.token_bytes(token)
-
-    def is_end_of_generation(self, token: int) -> bool:
-        return self.vocab.is_end_of_generation(token)
-
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         """One llama_decode for all one-token items, one for all verifications, then one per
         prefill chunk.
@@ -241,9 +232,6 @@ class LlamaBackend:
             return np.empty((0, self.n_vocab), np.float32)
         ptr = ll.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy()
-
-    def guidance_tokenizer(self) -> Any:
-        return self.vocab.guidance_tokenizer()
 
     def copy(self, src: int, dst: int) -> None:
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)

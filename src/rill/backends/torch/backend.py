@@ -19,7 +19,7 @@ import torch
 
 from rill import __version__
 from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
-from rill.backends.llama_vocab import LlamaVocab
+from rill.backends.llama_vocab import LlamaVocab, VocabMethods
 from rill.backends.torch.blocks import BLOCK_SIZE
 from rill.backends.torch.device import resolve_device, resolve_dtype
 from rill.backends.torch.kv_cache import KVCache
@@ -31,7 +31,7 @@ from rill.config import ModelConfig, default_threads
 log = logging.getLogger("rill.torch")
 
 
-class TorchBackend:
+class TorchBackend(VocabMethods):
     def __init__(self, model: LlamaModel, vocab: Any, config: ModelConfig, *, name: str, fingerprint: str):
         """A backend over a loaded model and its vocabulary (load() reads both from a file)."""
         self.model, self.vocab = model, vocab
@@ -84,18 +84,6 @@ class TorchBackend:
         return backend
 
     # ---- the Backend protocol ----------------------------------------------------------------
-
-    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
-        return self.vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.vocab.token_bytes(token)
-
-    def is_end_of_generation(self, token: int) -> bool:
-        return self.vocab.is_end_of_generation(token)
-
-    def guidance_tokenizer(self) -> Any:
-        return self.vocab.guidance_tokenizer()
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         blocks = self.cache.blocks
