@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,7 @@ from rill.backends.torch.device import resolve_device, resolve_dtype
 from rill.backends.torch.kv_cache import KVCache
 from rill.backends.torch.layers import AttentionBatch, Span
 from rill.backends.torch.model import LlamaModel
-from rill.backends.torch.weights import open_weights
+from rill.backends.torch.weights import GGUFWeights
 from rill.config import ModelConfig, default_threads
 
 log = logging.getLogger("rill.torch")
@@ -60,7 +61,7 @@ class TorchBackend(VocabMethods):
         threads = config.n_threads or default_threads()
         if where.type == "cpu":
             torch.set_num_threads(threads)
-        weights = open_weights(path)
+        weights = GGUFWeights(path)
         spec = weights.spec
         total = 2 + spec.num_layers * 7  # about how many tensors the loader yields
         progress = on_progress or (lambda _fraction: None)
@@ -188,9 +189,11 @@ class TorchBackend(VocabMethods):
         self.cache = None  # type: ignore[assignment]
 
 
+@dataclass(frozen=True, slots=True)
 class _Step:
-    __slots__ = ("tokens", "positions", "attention", "logit_rows")
+    """One forward's inputs, laid out by _place."""
 
-    def __init__(self, *, tokens: torch.Tensor, positions: torch.Tensor, attention: AttentionBatch,
-                 logit_rows: torch.Tensor):
-        self.tokens, self.positions, self.attention, self.logit_rows = tokens, positions, attention, logit_rows
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    attention: AttentionBatch
+    logit_rows: torch.Tensor

@@ -114,7 +114,7 @@ class BlockManager:
             elif i == 0:
                 self._own(seq, index)  # the first write lands in a block the sequence holds
             out[i] = seq.blocks[index] * bs + offset
-        seq.tokens.extend(int(t) for t in tokens[reused:])
+        seq.tokens.extend(tokens[reused:].tolist())
         return Placed(reused, out)
 
     def computed(self, seq_id: int) -> None:
@@ -175,7 +175,7 @@ class BlockManager:
             self._ref(block)
             seq.blocks.append(block)
             seq.hashes.append(name)
-            seq.tokens.extend(int(t) for t in tokens[reused : reused + bs])
+            seq.tokens.extend(tokens[reused : reused + bs].tolist())
             previous = name
             reused += bs
             self.num_hits += 1

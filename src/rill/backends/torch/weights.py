@@ -128,7 +128,3 @@ class GGUFWeights:
             yield "lm_head", self._array("output.weight")
         if s.rope_factors:
             yield "rope_factors", self._array("rope_freqs.weight")
-
-
-def open_weights(path: Path) -> GGUFWeights:
-    return GGUFWeights(path)
