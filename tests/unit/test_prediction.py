@@ -17,7 +17,7 @@ from rill.engine.detokenize import Detokenizer
 from rill.engine.loop import EngineLoop
 from rill.engine.sequence import Sequence
 from rill.engine.pacing import PrefillPacer
-from rill.engine.speculation import MAX_DRAFT, Draft, DraftCost, best_length
+from rill.engine.speculation import MAX_DRAFT, PROBE_EVERY, PROBE_LENGTH, Draft, DraftCost, best_length
 from rill.engine.types import Event, Finished, FinishReason, Request, SamplingParams, TextDelta
 from rill.sampling.template import CHATML, ChatTemplate
 from tests.unit.test_engine_loop import run_until_idle
@@ -255,6 +255,48 @@ def test_one_slow_step_moves_the_draft_cost_a_bounded_step():
     cost.observe(0.014, 1, 4)  # 1 ms a draft token
     cost.observe(1.010, 1, 4)  # descheduled for a second
     assert cost.draft_token_s == pytest.approx(0.001 + 0.2 * (0.004 - 0.001))
+
+
+class TimedBackend(CheckingBackend):
+    """A step takes step_s plus draft_token_s per drafted token, on a clock of the test's own."""
+
+    def __init__(self, *, step_s: float, draft_token_s: float, **kwargs):
+        super().__init__(**kwargs)
+        self.now, self.step_s, self.draft_token_s = 0.0, step_s, draft_token_s
+
+    def clock(self) -> float:
+        return self.now
+
+    def forward(self, batch: Seq[BatchItem]) -> np.ndarray:
+        self.now += self.step_s + self.draft_token_s * sum(max(item.num_logits - 1, 0) for item in batch)
+        return super().forward(batch)
+
+
+def test_a_draft_price_a_slow_moment_set_too_high_comes_down_again():
+    backend = TimedBackend(step_s=0.010, draft_token_s=0.002, max_sequences=2)
+    loop = EngineLoop(backend, max_running=2, clock=backend.clock)
+    # a descheduled thread priced a drafted token at 5 decode steps: nothing pays at that price
+    loop.draft_cost.observe(0.010, 1, 0)
+    loop.draft_cost.draft_token_s = 0.050
+    message = "abcdefghij" * 20
+    events = submit(loop, "r", message, message)
+    run_until_idle(loop)
+    assert text_of(events) == message
+    steps = [sum(max(item.num_logits - 1, 0) for item in batch) for batch in backend.batches]
+    first = next(i for i, n in enumerate(steps) if n)
+    # undrafted steps until a probe is due (the first one sampled the prompt's token), then a
+    # short probe whose timing (2 ms a token) brings the price down until drafts pay again
+    assert first == PROBE_EVERY and steps[first] == PROBE_LENGTH
+    assert loop.draft_cost.relative(1) == pytest.approx(0.2, rel=0.15)  # 2 ms / 10 ms
+    assert max(steps) > 2 * PROBE_LENGTH
+    assert finished(events).num_accepted_prediction_tokens > len(message) // 2
+
+
+def test_a_fixed_draft_price_is_never_probed():
+    cost = DraftCost(PrefillPacer(512), fixed=1.0)
+    for _ in range(3 * PROBE_EVERY):
+        cost.observe(0.010, 1, 0)
+    assert not cost.probe_due()
 
 
 @pytest.mark.parametrize("rate, cost, limit, expected", [

@@ -176,10 +176,12 @@ class EngineLoop:
         plan = []
         draft_room = self.backend.max_batch_tokens - len(self.running)
         cost = self.draft_cost.relative(sum(1 for seq in self.running if seq.status is Status.DECODING))
+        probe = self.draft_cost.probe_due()
         for seq in self.running:
             if seq.status is Status.DECODING:
-                draft = self._draft(seq, draft_room, cost)
+                draft = self._draft(seq, draft_room, cost, probe)
                 draft_room -= len(draft)
+                probe = probe and not len(draft)  # one sequence's draft times them all
                 plan.append((seq, BatchItem(seq.seq_id, (seq.generated[-1], *draft.tolist()), seq.num_cached,
                                             num_logits=1 + len(draft))))
         num_drafted = sum(item.num_logits - 1 for _, item in plan)
@@ -199,7 +201,7 @@ class EngineLoop:
                 budget -= stop - seq.num_cached
         return plan
 
-    def _draft(self, seq: Sequence, room: int, cost: float) -> np.ndarray:
+    def _draft(self, seq: Sequence, room: int, cost: float, probe: bool) -> np.ndarray:
         """The predicted tokens to verify with the sequence's next token: as many as pay (see
         Draft.propose), leaving room for the token sampled after them within max_tokens and
         the context."""
@@ -207,7 +209,7 @@ class EngineLoop:
             return _NO_DRAFT
         limit = min(room, seq.request.max_tokens - seq.num_generated - 1,
                     self.backend.info.n_ctx - seq.num_cached - 1)
-        return seq.draft.propose(seq.generated, limit, cost) if limit > 0 else _NO_DRAFT
+        return seq.draft.propose(seq.generated, limit, cost, probe) if limit > 0 else _NO_DRAFT
 
     def _step(self) -> None:
         plan = self._schedule()

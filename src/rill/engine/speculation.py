@@ -31,7 +31,14 @@ SINGLE_TOKEN_SLACK = 4
 # what 2 CPU cores measured for the embedded model: docs/benchmarks.md).
 DEFAULT_DRAFT_COST = 0.4
 _COST_EMA = 0.2
+_COST_DROP = 0.5
 _MAX_JUMP = 4.0  # one timing counts as at most this many times the estimate
+# While the price keeps every draft out, one sequence on its prediction still verifies a few
+# tokens every so many steps: without timings a price that a slow moment set too high would
+# never come down again (seen on CI: drafting stopped for the rest of the server's life). On a
+# compute-bound batch of 16 streams this is under 2% of the steps' tokens.
+PROBE_EVERY = 16
+PROBE_LENGTH = 4
 
 _EMPTY = np.zeros(0, np.int32)
 
@@ -65,6 +72,11 @@ class DraftCost:
         self.fixed = fixed  # tests: a cost that does not depend on timings
         self.draft_token_s: float | None = None
         self.decode_step_s: dict[int, float] = {}  # plain decode step time by number of sequences
+        self.steps_undrafted = 0  # plain decode steps timed since the last one with drafts
+
+    def probe_due(self) -> bool:
+        """Whether the next step should verify a short draft, priced out or not, to time it."""
+        return self.fixed is None and self.steps_undrafted >= PROBE_EVERY
 
     def relative(self, num_decoding: int) -> float:
         if self.fixed is not None:
@@ -80,17 +92,22 @@ class DraftCost:
         num_drafted draft tokens (logits at every verified position make one dearer than a
         prompt token). One outlier (a descheduled thread) moves the estimate a bounded step."""
         if not num_drafted:
+            self.steps_undrafted += 1
             old = self.decode_step_s.get(num_decoding)
             self.decode_step_s[num_decoding] = seconds if old is None else old + _COST_EMA * (seconds - old)
             return
+        self.steps_undrafted = 0
         base = self.decode_step_s.get(num_decoding)
         if base is None:
             return  # nothing to tell the drafts' share of this step from the sequences'
         per_token = max(seconds - base, 0.0) / num_drafted
         old = self.draft_token_s
-        if old is not None:
-            per_token = min(per_token, _MAX_JUMP * old)
-        self.draft_token_s = per_token if old is None else old + _COST_EMA * (per_token - old)
+        if old is None:
+            self.draft_token_s = per_token
+            return
+        # interruptions only ever slow a step: a cheaper timing is believed sooner than a dearer
+        weight = _COST_EMA if per_token > old else _COST_DROP
+        self.draft_token_s = old + weight * (min(per_token, _MAX_JUMP * old) - old)
 
 
 class Draft:
@@ -110,16 +127,20 @@ class Draft:
         self.num_accepted = 0  # draft tokens the output kept
         self.num_rejected = 0  # draft tokens verified and not kept
 
-    def propose(self, generated: list[int], limit: int, cost: float) -> np.ndarray:
+    def propose(self, generated: list[int], limit: int, cost: float, probe: bool = False) -> np.ndarray:
         """The draft for the next step (maybe empty), at most `limit` tokens, as long as pays
-        at this cost of a drafted token (see best_length)."""
+        at this cost of a drafted token (see best_length); with probe, PROBE_LENGTH tokens at
+        least (see DraftCost.probe_due)."""
         if self.pos < 0:
             self.pos, matched = self._realign(generated)
             if self.pos < 0:
                 return _EMPTY
             self.confirmed = False
             self.rate = (self.rate + REALIGNED_RATE[matched]) / 2
-        length = best_length(self.rate, cost, min(limit, self.max_length, self.tokens.size - self.pos))
+        limit = min(limit, self.max_length, self.tokens.size - self.pos)
+        length = best_length(self.rate, cost, limit)
+        if probe:
+            length = max(length, min(PROBE_LENGTH, limit))
         return self.tokens[self.pos : self.pos + length]
 
     def observe(self, token: int) -> None:
