@@ -102,3 +102,33 @@ async def test_sqlite_runs_in_wal_mode_in_a_directory_it_creates(tmp_path):
 async def test_an_unreachable_postgres_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot open the database"):
         await open_database("postgresql://nobody@127.0.0.1:1/none")
+
+
+def _open_and_close(url: str, start) -> None:
+    import asyncio
+
+    async def go() -> None:
+        await (await open_database(url)).dispose()
+
+    start.wait(30)  # every process imported and ready: they open the file together
+    asyncio.run(go())
+
+
+def test_servers_starting_together_on_a_fresh_sqlite_file_migrate_it_once(tmp_path):
+    # Python's sqlite3 runs DDL outside a transaction unless one is open: before BEGIN IMMEDIATE
+    # most of such starts failed ("table ... already exists") or saw half a schema
+    import multiprocessing
+    import sqlite3
+
+    url = sqlite_url(tmp_path / "fresh.db")
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(6)
+    processes = [context.Process(target=_open_and_close, args=(url, start)) for _ in range(6)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+    assert [p.exitcode for p in processes] == [0] * 6
+    with sqlite3.connect(tmp_path / "fresh.db") as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM rill_migrations ORDER BY version")]
+    assert versions == [m.version for m in MIGRATIONS]

@@ -45,6 +45,12 @@ def migrate(conn: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) ->
     """Bring the database to the latest version; the versions applied (all of them when fresh)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    elif conn.dialect.name == "sqlite":
+        # Python's sqlite3 runs DDL outside any transaction unless one is open: without this,
+        # two servers starting on a fresh file both create tables, and a crash midway leaves
+        # half a schema. IMMEDIATE takes the write lock now (busy_timeout waits for it).
+        if not getattr(conn.connection.driver_connection, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
     if not inspect(conn).has_table(schema.migrations.name):
         schema.metadata.create_all(conn)
         _record(conn, migrations)
