@@ -133,6 +133,20 @@ def test_a_mixed_step_gives_each_sequence_its_own_logits():
     np.testing.assert_allclose(out[2:], reference_logits([*b, 7, 8, 9])[-3:], atol=TOL, rtol=TOL)
 
 
+def test_unwritten_cache_memory_never_reaches_the_logits():
+    # attention reads whole blocks and hides the positions past a sequence's end; memory never
+    # written (here NaN, as uninitialised memory may be) is zeroed when its block is first used
+    backend = make_backend()
+    with torch.inference_mode():
+        backend.cache.k.fill_(float("nan"))
+        backend.cache.v.fill_(float("nan"))
+    a, b = PROMPT[:21], PROMPT[:5]
+    backend.forward([BatchItem(0, a, 0, num_logits=0), BatchItem(1, b, 0, num_logits=0)])
+    out = backend.forward([BatchItem(0, [3], 21), BatchItem(1, [4], 5)])
+    np.testing.assert_allclose(out[0], reference_logits([*a, 3])[-1], atol=TOL, rtol=TOL)
+    np.testing.assert_allclose(out[1], reference_logits([*b, 4])[-1], atol=TOL, rtol=TOL)
+
+
 def test_a_shared_prefix_is_mapped_not_recomputed_and_changes_nothing():
     backend = make_backend()
     backend.forward([BatchItem(0, PROMPT, 0)])

@@ -97,7 +97,7 @@ class TorchBackend(VocabMethods):
         try:
             step = self._place(batch)
             with torch.inference_mode():
-                self.cache.apply_copies()
+                self.cache.prepare()
                 logits = self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
                 out = logits.cpu().numpy()
         except Exception as exc:
@@ -113,7 +113,7 @@ class TorchBackend(VocabMethods):
     def _place(self, batch: Sequence[BatchItem]) -> _Step:
         """Give every item's tokens their cache slots and lay the step out: one-token items'
         rows first, then each multi-token item's; logits rows in batch order."""
-        blocks = self.cache.blocks
+        cache, blocks = self.cache, self.cache.blocks
         singles = [i for i, item in enumerate(batch) if len(item.tokens) == 1]
         multis = [i for i, item in enumerate(batch) if len(item.tokens) > 1]
         tokens, positions, slots = [], [], []
@@ -133,20 +133,23 @@ class TorchBackend(VocabMethods):
             slots.append(placed.slots)
             first_row[i], num_rows[i] = row, n
             if len(ids) > 1:
-                keys = blocks.slots(item.seq_id)
-                spans.append(Span(row, row + n, self._tensor(keys), None if n == len(keys) else
-                                  self._offset_causal(n, len(keys))))
+                num_keys = blocks.length(item.seq_id)
+                rows = cache.block_rows(np.asarray(blocks.block_table(item.seq_id), np.int64))
+                spans.append(Span(row, row + n, self._tensor(rows), num_keys,
+                                  None if n == num_keys else self._offset_causal(n, num_keys)))
             row += n
-        decode_slots = decode_bias = None
+        decode_rows = decode_bias = None
         if singles:
-            keys = [blocks.slots(batch[i].seq_id) for i in singles]
-            longest = max(len(k) for k in keys)
-            padded = np.zeros((len(keys), longest), np.int64)
-            bias = np.full((len(keys), 1, 1, longest), -np.inf, np.float32)
-            for j, k in enumerate(keys):
-                padded[j, : len(k)] = k
-                bias[j, 0, 0, : len(k)] = 0.0
-            decode_slots, decode_bias = self._tensor(padded), self._tensor(bias)
+            tables = [blocks.block_table(batch[i].seq_id) for i in singles]
+            width = max(len(t) for t in tables)
+            # padding blocks are block 0, whose keys the bias hides
+            table = np.zeros((len(tables), width), np.int64)
+            for j, t in enumerate(tables):
+                table[j, : len(t)] = t
+            lengths = np.asarray([blocks.length(batch[i].seq_id) for i in singles])
+            bias = np.where(np.arange(width * cache.block_size) < lengths[:, None], 0.0, -np.inf)
+            decode_rows = self._tensor(cache.block_rows(table))
+            decode_bias = self._tensor(bias.astype(np.float32).reshape(len(tables), 1, 1, -1))
         logit_rows = []
         for i, item in enumerate(batch):
             k = min(item.num_logits, num_rows[i])
@@ -154,8 +157,8 @@ class TorchBackend(VocabMethods):
         return _Step(
             tokens=self._tensor(np.concatenate(tokens).astype(np.int64)),
             positions=self._tensor(np.concatenate(positions)),
-            attention=AttentionBatch(self._tensor(np.concatenate(slots)), len(singles), decode_slots,
-                                     decode_bias, tuple(spans)),
+            attention=AttentionBatch(self._tensor(cache.write_rows(np.concatenate(slots))), len(singles),
+                                     decode_rows, decode_bias, tuple(spans)),
             logit_rows=self._tensor(np.asarray(logit_rows, np.int64)),
         )
 

@@ -60,6 +60,11 @@ class BlockManager:
         self.seqs: dict[int, SequenceBlocks] = {}
         self.copies: list[tuple[int, int]] = []  # (src, dst) block copies the backend must make first
         self.num_hits = 0  # blocks found by name instead of computed
+        # Blocks 0..num_touched-1 have been handed out at least once. Never-used blocks are taken
+        # first and in order, so this is a high-water mark: the backend zeroes what lies past
+        # it when it grows (attention reads whole blocks, masking the unwritten tail, and 0 *
+        # whatever uninitialised memory held could be NaN)
+        self.num_touched = 0
 
     # ---- queries -------------------------------------------------------------------------------
 
@@ -79,6 +84,10 @@ class BlockManager:
         blocks = np.asarray(seq.blocks[: -(-n // self.block_size)], np.int64)
         offsets = np.arange(self.block_size, dtype=np.int64)
         return (blocks[:, None] * self.block_size + offsets).reshape(-1)[:n]
+
+    def block_table(self, seq_id: int) -> list[int]:
+        """The blocks a sequence's positions live in, in order (the last maybe part full)."""
+        return self.seqs[seq_id].blocks
 
     def blocks_needed(self, seq_id: int, start: int, num_tokens: int) -> int:
         """An upper bound on the blocks appending num_tokens at start takes (no prefix found)."""
@@ -212,6 +221,7 @@ class BlockManager:
             block, _ = self._cached.popitem(last=False)  # evict the least recently freed
             self._forget_name(block)
         self.refs[block] = 1
+        self.num_touched = max(self.num_touched, block + 1)
         return block
 
     def _ref(self, block: int) -> None:

@@ -39,13 +39,16 @@ class Linear:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed in float32 whatever x's dtype, as the reference implementations do."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+    """RMSNorm over the last dimension: PyTorch's fused kernel, which accumulates in float32 and
+    rounds once, whatever x's dtype (closer to a float64 reference in bf16 than normalising and
+    weighting in two roundings)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 class Rotary:
-    """Rotary position embedding, Hugging Face's half-split form, tables for every position."""
+    """Rotary position embedding, Hugging Face's half-split form, tables for every position:
+    x' = x * cos + roll(x, D/2) * sin', with the tables already repeated over both halves and
+    sin' negated on the first, so a rotation is two multiplies and a roll."""
 
     def __init__(self, head_dim: int, theta: float, max_positions: int, device: torch.device,
                  factors: torch.Tensor | None = None):
@@ -53,18 +56,18 @@ class Rotary:
         if factors is not None:  # Llama 3.1's long-context scaling, as GGUF's rope_freqs stores it
             inv = inv / factors.double().cpu()
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv)
-        self.cos = angles.cos().float().to(device)
-        self.sin = angles.sin().float().to(device)
+        self.cos = torch.cat([angles.cos(), angles.cos()], -1).float().to(device)
+        self.sin = torch.cat([-angles.sin(), angles.sin()], -1).float().to(device)
 
     def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin at each token's position, shaped to broadcast over heads: [N, 1, D/2]."""
+        """cos and sin' at each token's position, shaped to broadcast over heads: [N, 1, D]."""
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [N, heads, D] rotated by the tables (in float32, back in x's dtype)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    xf = x.float()
+    return torch.addcmul(xf * cos, xf.roll(x.shape[-1] // 2, -1), sin).to(x.dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,8 @@ class Span:
 
     first: int
     last: int  # one past its last row
-    key_slots: torch.Tensor  # [L] cache slots of the sequence's positions 0..L-1
+    key_rows: torch.Tensor  # the block-head rows of the sequence's blocks (KVCache.block_rows)
+    num_keys: int  # L: its positions 0..L-1
     mask: torch.Tensor | None  # [T, L] bool, True where a query sees a key; None: plain causal (T == L)
 
 
@@ -81,26 +85,29 @@ class Span:
 class AttentionBatch:
     """Where one step's tokens write their keys and values, and which ones each token reads."""
 
-    slots: torch.Tensor  # [N] the cache slot of every computed token
+    write_rows: torch.Tensor  # [N * KVH] where every computed token's keys go (KVCache.write_rows)
     num_decode: int  # the first num_decode rows are one-token items
-    decode_slots: torch.Tensor | None  # [B, L] their keys' slots, padded to the longest
-    decode_bias: torch.Tensor | None  # [B, 1, 1, L] float32: 0 on keys, -inf on padding
+    decode_rows: torch.Tensor | None  # [B * KVH * nb] their blocks' block-head rows, padded to nb each
+    decode_bias: torch.Tensor | None  # [B, 1, 1, nb * block_size] float32: 0 on keys, -inf past them
     spans: tuple[Span, ...]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
               v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-    """Write k and v ([N, KVH, D]) to the cache, then attend: q [N, H, D] -> [N, H, D].
-    Grouped-query heads are SDPA's enable_gqa (each key head serves H / KVH query heads)."""
-    k_cache.index_copy_(0, batch.slots, k)
-    v_cache.index_copy_(0, batch.slots, v)
+    """Write k and v ([N, KVH, D]) to the layer's cache ([blocks, KVH, block_size, D]), then
+    attend: q [N, H, D] -> [N, H, D]. Grouped-query heads: each key head serves H / KVH query
+    heads."""
+    _, kvh, block_size, d = k_cache.shape
+    k_cache.view(-1, d).index_copy_(0, batch.write_rows, k.reshape(-1, d))
+    v_cache.view(-1, d).index_copy_(0, batch.write_rows, v.reshape(-1, d))
     outs = []
     if batch.num_decode:
-        outs.append(_decode_attention(q[: batch.num_decode], k_cache[batch.decode_slots],
-                                      v_cache[batch.decode_slots], batch.decode_bias))
+        b = batch.num_decode
+        outs.append(_decode_attention(q[:b], _gather(k_cache, batch.decode_rows).view(b, kvh, -1, d),
+                                      _gather(v_cache, batch.decode_rows).view(b, kvh, -1, d), batch.decode_bias))
     for span in batch.spans:
-        keys = k_cache[span.key_slots].transpose(0, 1).unsqueeze(0)  # [1, KVH, L, D]
-        values = v_cache[span.key_slots].transpose(0, 1).unsqueeze(0)
+        keys = _gather(k_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]  # [1, KVH, L, D]
+        values = _gather(v_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]
         queries = q[span.first : span.last].transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
         o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=span.mask,
                                            is_causal=span.mask is None, enable_gqa=True)
@@ -108,14 +115,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def _gather(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Whole block-heads of a layer's cache, in the order of rows: [len(rows), block_size * D]."""
+    blocks, kvh, block_size, d = cache.shape
+    return cache.view(blocks * kvh, block_size * d).index_select(0, rows)
+
+
 def _decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                       bias: torch.Tensor) -> torch.Tensor:
-    """One query per sequence: q [B, H, D], keys and values [B, L, KVH, D] -> [B, H, D], as two
-    batched matmuls. (SDPA's CPU flash kernel, built for long queries, took ~0.8 ms a layer for
-    16 one-token queries of ~50 keys; this takes a fraction.)"""
+    """One query per sequence: q [B, H, D], keys and values [B, KVH, L, D] (contiguous, as
+    gathered) -> [B, H, D], as two batched matmuls. (SDPA's CPU flash kernel, built for long
+    queries, took ~0.8 ms a layer for 16 one-token queries of ~50 keys; this takes a fraction.)"""
     b, h, d = q.shape
-    kvh = keys.shape[2]
+    kvh = keys.shape[1]
     queries = q.view(b, kvh, h // kvh, d)  # the query heads each key head serves
-    scores = torch.matmul(queries, keys.permute(0, 2, 3, 1)).float() * d**-0.5  # [B, KVH, G, L]
+    scores = torch.matmul(queries, keys.transpose(-1, -2)).float() * d**-0.5  # [B, KVH, G, L]
     weights = torch.softmax(scores + bias, dim=-1).to(values.dtype)
-    return torch.matmul(weights, values.transpose(1, 2)).reshape(b, h, d)
+    return torch.matmul(weights, values).reshape(b, h, d)

@@ -48,14 +48,13 @@ class LlamaModel:
         cos, sin = self.rotary.tables(positions)
         h = self.embed[tokens]
         for i, w in enumerate(self.layers):
-            x = rms_norm(h, w["attn_norm"], s.rms_eps)
-            q, k, v = w["qkv"](x).split([q_dim, kv_dim, kv_dim], dim=-1)
-            q = q.view(n, s.num_heads, s.head_dim)
-            k = k.view(n, s.num_kv_heads, s.head_dim)
-            v = v.view(n, s.num_kv_heads, s.head_dim)
+            qkv = w["qkv"](rms_norm(h, w["attn_norm"], s.rms_eps))
+            v = qkv[:, q_dim + kv_dim :].view(n, s.num_kv_heads, s.head_dim)
+            qk = qkv[:, : q_dim + kv_dim].view(n, s.num_heads + s.num_kv_heads, s.head_dim)
             if s.qk_norm:
-                q, k = rms_norm(q, w["q_norm"], s.rms_eps), rms_norm(k, w["k_norm"], s.rms_eps)
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+                q, k = qk.split([s.num_heads, s.num_kv_heads], dim=1)
+                qk = torch.cat([rms_norm(q, w["q_norm"], s.rms_eps), rms_norm(k, w["k_norm"], s.rms_eps)], dim=1)
+            q, k = rotate(qk, cos, sin).split([s.num_heads, s.num_kv_heads], dim=1)  # both in one rotation
             o = attention(q, k, v, cache.k[i], cache.v[i], batch)
             h = h + w["wo"](o.reshape(n, q_dim))
             gate, up = w["w_gate_up"](rms_norm(h, w["ffn_norm"], s.rms_eps)).chunk(2, dim=-1)
