@@ -1,6 +1,7 @@
 """The torch backend on a tiny randomly initialised Llama built here: its logits equal a plain dense
 reference implementation's, however the tokens are batched, chunked, shared or copied; a full
-paged cache fails cleanly; device and dtype are settings whose shapes and types hold on the CPU."""
+paged cache fails cleanly; device and dtype are settings whose shapes and types hold on the CPU.
+Every test runs twice: on the compiled CPU kernels and on their PyTorch equivalents (kernels.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import torch
 from rill.backends.base import BackendError, BatchItem, KVCacheFull
 from rill.backends.torch.backend import TorchBackend
 from rill.backends.torch.device import cpu_has_native_bf16, resolve_device, resolve_dtype
+from rill.backends.torch.kernels import TorchOps
 from rill.backends.torch.model import LlamaModel
 from rill.backends.torch.weights import ModelSpec, unpermute
 from rill.config import ModelConfig
+from tests.unit.test_torch_kernels import native_ops
 
 SPEC = ModelSpec(arch="llama", num_layers=2, dim=64, ffn_dim=96, num_heads=4, num_kv_heads=2, head_dim=16,
                  vocab_size=300, rope_theta=10000.0, rms_eps=1e-5, context_length=512)
@@ -62,8 +65,19 @@ def random_weights(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
 WEIGHTS = random_weights(SPEC)
 
 
+OPS = [TorchOps()]
+
+
+@pytest.fixture(autouse=True, params=["native", "pytorch"])
+def ops(request):
+    """The operations every backend of the test is built with."""
+    OPS[0] = native_ops() if request.param == "native" else TorchOps()
+    return OPS[0]
+
+
 def make_backend(*, dtype=torch.float32, parallel=4, n_ctx=256, **config) -> TorchBackend:
-    model = LlamaModel(SPEC, WEIGHTS.items(), dtype=dtype, device=torch.device("cpu"), max_positions=n_ctx)
+    model = LlamaModel(SPEC, WEIGHTS.items(), dtype=dtype, device=torch.device("cpu"), max_positions=n_ctx,
+                       ops=OPS[0])
     return TorchBackend(model, ByteVocab(), ModelConfig(n_ctx=n_ctx, parallel=parallel, **config),
                         name="tiny", fingerprint="fp_tiny")
 

@@ -138,27 +138,33 @@ class TorchBackend(VocabMethods):
                 spans.append(Span(row, row + n, self._tensor(rows), num_keys,
                                   None if n == num_keys else self._offset_causal(n, num_keys)))
             row += n
-        decode_rows = decode_bias = None
+        native = self.model.ops.native
+        decode = dict(decode_tables=None, decode_lengths=None, decode_rows=None, decode_bias=None)
         if singles:
             tables = [blocks.block_table(batch[i].seq_id) for i in singles]
             width = max(len(t) for t in tables)
-            # padding blocks are block 0, whose keys the bias hides
-            table = np.zeros((len(tables), width), np.int64)
+            table = np.zeros((len(tables), width), np.int64)  # padded with block 0, never read past lengths
             for j, t in enumerate(tables):
                 table[j, : len(t)] = t
-            lengths = np.asarray([blocks.length(batch[i].seq_id) for i in singles])
-            bias = np.where(np.arange(width * cache.block_size) < lengths[:, None], 0.0, -np.inf)
-            decode_rows = self._tensor(cache.block_rows(table))
-            decode_bias = self._tensor(bias.astype(np.float32).reshape(len(tables), 1, 1, -1))
+            lengths = np.asarray([blocks.length(batch[i].seq_id) for i in singles], np.int64)
+            if native:
+                decode.update(decode_tables=self._tensor(table), decode_lengths=self._tensor(lengths))
+            else:
+                bias = np.where(np.arange(width * cache.block_size) < lengths[:, None], 0.0, -np.inf)
+                decode.update(decode_rows=self._tensor(cache.block_rows(table)),
+                              decode_bias=self._tensor(bias.astype(np.float32).reshape(len(tables), 1, 1, -1)))
         logit_rows = []
         for i, item in enumerate(batch):
             k = min(item.num_logits, num_rows[i])
             logit_rows.extend(range(first_row[i] + num_rows[i] - k, first_row[i] + num_rows[i]))
+        all_slots = np.concatenate(slots)
         return _Step(
             tokens=self._tensor(np.concatenate(tokens).astype(np.int64)),
             positions=self._tensor(np.concatenate(positions)),
-            attention=AttentionBatch(self._tensor(cache.write_rows(np.concatenate(slots))), len(singles),
-                                     decode_rows, decode_bias, tuple(spans)),
+            attention=AttentionBatch(slots=self._tensor(all_slots) if native else None,
+                                     key_index=None if native else self._tensor(cache.key_index(all_slots)),
+                                     value_rows=None if native else self._tensor(cache.value_rows(all_slots)),
+                                     num_decode=len(singles), spans=tuple(spans), **decode),
             logit_rows=self._tensor(np.asarray(logit_rows, np.int64)),
         )
 

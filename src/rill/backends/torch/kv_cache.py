@@ -1,11 +1,13 @@
 """The paged KV cache's memory: keys and values of every layer in one preallocated pool of
 blocks, as the BlockManager hands them out.
 
-Each layer's keys are [blocks, key heads, block_size, head_dim]: one block's positions of one
-head lie together (block_size * head_dim values, 2 KB in bf16 for SmolLM2), so decode attention
-gathers a sequence's keys a whole block-head at a time, straight into the [sequence, head,
-position, dim] order its matmuls want, and a token's key is written at row
-(block * heads + head) * block_size + offset of the layer viewed as [rows, head_dim].
+A layer's values are [blocks, key heads, block_size, head_dim] and its keys [blocks, key heads,
+head_dim, block_size]: one block's positions of one head lie together (block_size * head_dim
+values, 2 KB in bf16 for SmolLM2), so attention reads a sequence's keys a whole block-head at a
+time. Keys are dim-major inside their block: the scores of a block's 16 keys are then head_dim
+vector multiply-adds with a key in each lane (kernels.cpp), and a token's key is one column of
+its block. A token's value is row (block * heads + head) * block_size + offset of the layer
+viewed as [rows, head_dim].
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from rill.backends.torch.weights import ModelSpec
 class KVCache:
     def __init__(self, spec: ModelSpec, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device):
-        shape = (spec.num_layers, num_blocks, spec.num_kv_heads, block_size, spec.head_dim)
-        # empty, not zeros: blocks cost no memory until used (zero_touched zeroes them then)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        layers, heads, dim = spec.num_layers, spec.num_kv_heads, spec.head_dim
+        # empty, not zeros: blocks cost no memory until used (prepare zeroes them then)
+        self.k = torch.empty((layers, num_blocks, heads, dim, block_size), dtype=dtype, device=device)
+        self.v = torch.empty((layers, num_blocks, heads, block_size, dim), dtype=dtype, device=device)
         self.blocks = BlockManager(num_blocks, block_size)
         self.block_size = block_size
         self.num_heads = spec.num_kv_heads
@@ -31,15 +33,24 @@ class KVCache:
 
     @property
     def bytes_per_token(self) -> int:
-        layers, _, heads, _, dim = self.k.shape
-        return 2 * layers * heads * dim * self.k.element_size()
+        layers, _, heads, _, dim = self.v.shape
+        return 2 * layers * heads * dim * self.v.element_size()
 
-    def write_rows(self, slots: np.ndarray) -> np.ndarray:
-        """Rows of a layer viewed as [rows, head_dim] where the tokens at these slots put their
-        keys, token by token, head by head (the order of k.reshape(tokens * heads, head_dim))."""
+    def value_rows(self, slots: np.ndarray) -> np.ndarray:
+        """Rows of a layer's values viewed as [rows, head_dim] where the tokens at these slots
+        put theirs, token by token, head by head (the order of v.reshape(tokens * heads, dim))."""
         block, offset = np.divmod(slots, self.block_size)
         heads = np.arange(self.num_heads, dtype=np.int64)
         return ((block[:, None] * self.num_heads + heads) * self.block_size + offset[:, None]).reshape(-1)
+
+    def key_index(self, slots: np.ndarray) -> np.ndarray:
+        """Elements of a layer's keys, flattened, where the tokens at these slots put theirs, in
+        the order of k.reshape(-1) for k [tokens, heads, head_dim]."""
+        block, offset = np.divmod(slots, self.block_size)
+        heads = np.arange(self.num_heads, dtype=np.int64)[:, None]
+        dims = np.arange(self.v.shape[-1], dtype=np.int64)
+        columns = (block[:, None, None] * self.num_heads + heads) * self.v.shape[-1] + dims  # [N, KVH, D]
+        return (columns * self.block_size + offset[:, None, None]).reshape(-1)
 
     def block_rows(self, table: np.ndarray) -> np.ndarray:
         """Rows of a layer viewed as [block-heads, block_size * head_dim] holding these blocks

@@ -1,12 +1,11 @@
-"""The pieces of a Llama block as functions of plain tensors: RMSNorm, the rotary embedding, and
-attention over a ragged batch read from the paged KV cache.
+"""The pieces of a Llama block that are not kernels.py's operations: oneDNN-packed linears, the
+rotary tables, and attention over a ragged batch read from the paged KV cache.
 
 A step's tokens are one flat [N, ...] batch for every matmul. Attention alone needs to know
-whose keys a token sees: the one-token items (decoding sequences) share one SDPA call over their
-keys gathered from the cache and padded to the longest; each multi-token item (a prefill chunk,
-a verification of predicted tokens) gets a call of its own with a causal mask offset by what the
-sequence already holds. So a mixed step computes no padded queries at all, and pads keys only
-among the decoding sequences.
+whose keys a token sees: the one-token items (decoding sequences) share one decode-attention
+call over their block tables; each multi-token item (a prefill chunk, a verification of
+predicted tokens) gets an SDPA call of its own with a causal mask offset by what the sequence
+already holds. So a mixed step computes no padded queries at all.
 """
 
 from __future__ import annotations
@@ -38,17 +37,10 @@ class Linear:
         return F.linear(x, self.weight, self.bias)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dimension: PyTorch's fused kernel, which accumulates in float32 and
-    rounds once, whatever x's dtype (closer to a float64 reference in bf16 than normalising and
-    weighting in two roundings)."""
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
-
-
 class Rotary:
-    """Rotary position embedding, Hugging Face's half-split form, tables for every position:
-    x' = x * cos + roll(x, D/2) * sin', with the tables already repeated over both halves and
-    sin' negated on the first, so a rotation is two multiplies and a roll."""
+    """Rotary position embedding tables, Hugging Face's half-split form, for every position:
+    x' = x * cos + roll(x, D/2) * sin', the tables repeated over both halves and sin' negated on
+    the first, so a rotation is two multiplies and a roll (kernels.py's rope_store)."""
 
     def __init__(self, head_dim: int, theta: float, max_positions: int, device: torch.device,
                  factors: torch.Tensor | None = None):
@@ -58,16 +50,6 @@ class Rotary:
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv)
         self.cos = torch.cat([angles.cos(), angles.cos()], -1).float().to(device)
         self.sin = torch.cat([-angles.sin(), angles.sin()], -1).float().to(device)
-
-    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin' at each token's position, shaped to broadcast over heads: [N, 1, D]."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [N, heads, D] rotated by the tables (in float32, back in x's dtype)."""
-    xf = x.float()
-    return torch.addcmul(xf * cos, xf.roll(x.shape[-1] // 2, -1), sin).to(x.dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,30 +65,37 @@ class Span:
 
 @dataclass(frozen=True, slots=True)
 class AttentionBatch:
-    """Where one step's tokens write their keys and values, and which ones each token reads."""
+    """Where one step's tokens write their keys and values, and which ones each token reads. The
+    native kernels take slots, block tables and lengths; the PyTorch ops the rows and bias made
+    from them (kernels.py), so each field the other kind needs is None."""
 
-    write_rows: torch.Tensor  # [N * KVH] where every computed token's keys go (KVCache.write_rows)
+    slots: torch.Tensor | None  # [N] the cache slot of every computed token (block * block_size + offset)
+    key_index: torch.Tensor | None  # [N * KVH * D] the same as elements of a layer's flattened keys
+    value_rows: torch.Tensor | None  # [N * KVH] and as rows of a layer's values viewed as [rows, D]
     num_decode: int  # the first num_decode rows are one-token items
-    decode_rows: torch.Tensor | None  # [B * KVH * nb] their blocks' block-head rows, padded to nb each
-    decode_bias: torch.Tensor | None  # [B, 1, 1, nb * block_size] float32: 0 on keys, -inf past them
+    decode_tables: torch.Tensor | None  # [B, W] their block tables, padded with block 0
+    decode_lengths: torch.Tensor | None  # [B] their numbers of keys
+    decode_rows: torch.Tensor | None  # [B * KVH * W] the tables' block-head rows
+    decode_bias: torch.Tensor | None  # [B, 1, 1, W * block_size] float32: 0 on keys, -inf past them
     spans: tuple[Span, ...]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-              v_cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
-    """Write k and v ([N, KVH, D]) to the layer's cache ([blocks, KVH, block_size, D]), then
-    attend: q [N, H, D] -> [N, H, D]. Grouped-query heads: each key head serves H / KVH query
-    heads."""
-    _, kvh, block_size, d = k_cache.shape
-    k_cache.view(-1, d).index_copy_(0, batch.write_rows, k.reshape(-1, d))
-    v_cache.view(-1, d).index_copy_(0, batch.write_rows, v.reshape(-1, d))
+def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: AttentionBatch,
+              ops) -> torch.Tensor:
+    """q [N, H, D] over the layer's cache (kv_cache.py's layout), which already holds
+    this step's keys and values -> [N, H, D]. The decoding sequences in one call of the ops'
+    decode attention; each multi-token item (a prefill chunk, a verification of predicted
+    tokens) in an SDPA call of its own, with a causal mask offset by what its sequence already
+    holds: a mixed step computes no padded query rows. Grouped-query heads: each key head
+    serves H / KVH query heads."""
+    _, kvh, block_size, d = v_cache.shape
+    scale = d**-0.5
     outs = []
     if batch.num_decode:
-        b = batch.num_decode
-        outs.append(_decode_attention(q[:b], _gather(k_cache, batch.decode_rows).view(b, kvh, -1, d),
-                                      _gather(v_cache, batch.decode_rows).view(b, kvh, -1, d), batch.decode_bias))
+        outs.append(ops.decode_attention(q[: batch.num_decode], k_cache, v_cache, batch, scale))
     for span in batch.spans:
-        keys = _gather(k_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]  # [1, KVH, L, D]
+        keys = (_gather(k_cache, span.key_rows).view(kvh, -1, d, block_size).transpose(2, 3)  # dim-major blocks
+                .reshape(1, kvh, -1, d)[:, :, : span.num_keys])  # [1, KVH, L, D]
         values = _gather(v_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]
         queries = q[span.first : span.last].transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
         o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=span.mask,
@@ -116,19 +105,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.
 
 
 def _gather(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Whole block-heads of a layer's cache, in the order of rows: [len(rows), block_size * D]."""
-    blocks, kvh, block_size, d = cache.shape
-    return cache.view(blocks * kvh, block_size * d).index_select(0, rows)
-
-
-def _decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                      bias: torch.Tensor) -> torch.Tensor:
-    """One query per sequence: q [B, H, D], keys and values [B, KVH, L, D] (contiguous, as
-    gathered) -> [B, H, D], as two batched matmuls. (SDPA's CPU flash kernel, built for long
-    queries, took ~0.8 ms a layer for 16 one-token queries of ~50 keys; this takes a fraction.)"""
-    b, h, d = q.shape
-    kvh = keys.shape[1]
-    queries = q.view(b, kvh, h // kvh, d)  # the query heads each key head serves
-    scores = torch.matmul(queries, keys.transpose(-1, -2)).float() * d**-0.5  # [B, KVH, G, L]
-    weights = torch.softmax(scores + bias, dim=-1).to(values.dtype)
-    return torch.matmul(weights, values).reshape(b, h, d)
+    """Whole block-heads of a layer's keys or values, in the order of rows: [len(rows), block_size * D]."""
+    blocks, kvh = cache.shape[:2]
+    return cache.view(blocks * kvh, -1).index_select(0, rows)

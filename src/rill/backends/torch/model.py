@@ -10,15 +10,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rill.backends.torch.kernels import NativeOps, TorchOps, load_ops
 from rill.backends.torch.kv_cache import KVCache
-from rill.backends.torch.layers import AttentionBatch, Linear, Rotary, attention, rms_norm, rotate
+from rill.backends.torch.layers import AttentionBatch, Linear, Rotary, attention
 from rill.backends.torch.weights import ModelSpec
 
 
 class LlamaModel:
     def __init__(self, spec: ModelSpec, tensors: Iterable[tuple[str, np.ndarray]], *,
-                 dtype: torch.dtype, device: torch.device, max_positions: int):
+                 dtype: torch.dtype, device: torch.device, max_positions: int,
+                 ops: TorchOps | NativeOps | None = None):
         self.spec, self.dtype, self.device, self.max_positions = spec, dtype, device, max_positions
+        self.ops = ops or load_ops(device)
         weights: dict[str, torch.Tensor] = {}
         for name, array in tensors:  # converted one by one: never the whole model in float32
             writable = array if array.flags.writeable else array.copy()  # GGUF F32 tensors are memory-mapped
@@ -41,23 +44,17 @@ class LlamaModel:
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                 cache: KVCache, logit_rows: torch.Tensor) -> torch.Tensor:
         """Run tokens [N] at positions [N]; float32 logits [len(logit_rows), vocab] of the rows
-        asked for."""
-        s = self.spec
-        n = tokens.shape[0]
-        q_dim, kv_dim = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        cos, sin = self.rotary.tables(positions)
-        h = self.embed[tokens]
+        asked for. h is the residual stream; each add_rms_norm adds a block's output to it and
+        normalises it for the next block in one pass."""
+        s, ops = self.spec, self.ops
+        n, eps = tokens.shape[0], s.rms_eps
+        h = self.embed[tokens]  # a copy: the residual stream is updated in place
+        x = F.rms_norm(h, (s.dim,), self.layers[0]["attn_norm"], eps)
         for i, w in enumerate(self.layers):
-            qkv = w["qkv"](rms_norm(h, w["attn_norm"], s.rms_eps))
-            v = qkv[:, q_dim + kv_dim :].view(n, s.num_kv_heads, s.head_dim)
-            qk = qkv[:, : q_dim + kv_dim].view(n, s.num_heads + s.num_kv_heads, s.head_dim)
-            if s.qk_norm:
-                q, k = qk.split([s.num_heads, s.num_kv_heads], dim=1)
-                qk = torch.cat([rms_norm(q, w["q_norm"], s.rms_eps), rms_norm(k, w["k_norm"], s.rms_eps)], dim=1)
-            q, k = rotate(qk, cos, sin).split([s.num_heads, s.num_kv_heads], dim=1)  # both in one rotation
-            o = attention(q, k, v, cache.k[i], cache.v[i], batch)
-            h = h + w["wo"](o.reshape(n, q_dim))
-            gate, up = w["w_gate_up"](rms_norm(h, w["ffn_norm"], s.rms_eps)).chunk(2, dim=-1)
-            h = h + w["w_down"](F.silu(gate) * up)
-        out = rms_norm(h[logit_rows], self.norm, s.rms_eps)
-        return self.output(out).float()
+            q = ops.rope_store(w["qkv"](x), self.rotary, positions, batch, cache.k[i], cache.v[i], s.num_heads,
+                               w.get("q_norm"), w.get("k_norm"), eps)
+            o = attention(q, cache.k[i], cache.v[i], batch, ops)
+            x = ops.add_rms_norm(h, w["wo"](o.reshape(n, s.num_heads * s.head_dim)), w["ffn_norm"], eps)
+            following = self.layers[i + 1]["attn_norm"] if i + 1 < len(self.layers) else self.norm
+            x = ops.add_rms_norm(h, w["w_down"](ops.silu_mul(w["w_gate_up"](x))), following, eps)
+        return self.output(x[logit_rows]).float()
