@@ -79,6 +79,23 @@ def test_released_blocks_stay_reusable_until_evicted_least_recently_freed_first(
     assert put(m, 5, a, 0, reusable=8).num_reused == 0  # b's re-run evicted a's in turn
 
 
+def test_released_blocks_are_reused_before_untouched_ones_last_freed_first():
+    # memory never used costs page faults on first touch: the pool grows into it only when
+    # every released unnamed block is in use again
+    m = BlockManager(num_blocks=8, block_size=4)
+    m.append(0, toks(6), 0)  # partial blocks: never named
+    m.append(1, toks(3, seed=1), 0)
+    first, second = list(m.seqs[0].blocks), list(m.seqs[1].blocks)
+    assert m.num_touched == 3
+    m.release(0)
+    m.release(1)
+    m.append(2, toks(12, seed=2), 0)
+    assert m.seqs[2].blocks == [second[0], first[1], first[0]]  # the last freed first
+    assert m.num_touched == 3 and m.num_available == 5
+    m.append(3, toks(1, seed=3), 0)
+    assert m.seqs[3].blocks == [3] and m.num_touched == 4
+
+
 def test_copy_shares_blocks_and_the_first_write_copies_the_shared_partial_block():
     m = BlockManager(num_blocks=8, block_size=4)
     put(m, 0, toks(6), 0)

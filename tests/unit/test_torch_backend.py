@@ -147,14 +147,15 @@ def test_a_mixed_step_gives_each_sequence_its_own_logits():
     np.testing.assert_allclose(out[2:], reference_logits([*b, 7, 8, 9])[-3:], atol=TOL, rtol=TOL)
 
 
-def test_unwritten_cache_memory_never_reaches_the_logits():
-    # attention reads whole blocks and hides the positions past a sequence's end; memory never
-    # written (here NaN, as uninitialised memory may be) is zeroed when its block is first used
+def test_what_lies_past_a_sequence_in_its_last_block_never_reaches_the_logits():
+    # attention reads whole blocks and masks the tail: zeros in a fresh cache (0 * NaN would
+    # not be 0), another sequence's stale keys in a reused block
     backend = make_backend()
-    with torch.inference_mode():
-        backend.cache.k.fill_(float("nan"))
-        backend.cache.v.fill_(float("nan"))
-    a, b = PROMPT[:21], PROMPT[:5]
+    assert not backend.cache.k.any() and not backend.cache.v.any()
+    backend.forward([BatchItem(0, list(range(60, 92)), 0, num_logits=0)])  # two full blocks, unnamed once cut
+    backend.truncate(0, 3)
+    backend.release(0)
+    a, b = PROMPT[:21], PROMPT[:5]  # partial blocks over the stale ones
     backend.forward([BatchItem(0, a, 0, num_logits=0), BatchItem(1, b, 0, num_logits=0)])
     out = backend.forward([BatchItem(0, [3], 21), BatchItem(1, [4], 5)])
     np.testing.assert_allclose(out[0], reference_logits([*a, 3])[-1], atol=TOL, rtol=TOL)

@@ -109,8 +109,9 @@ def test_rope_store_rotates_and_writes_what_the_pytorch_ops_write(dtype, qk_norm
                                value_rows=torch.from_numpy(cache.value_rows(placed.slots)), num_decode=0,
                                decode_tables=None, decode_lengths=None, decode_rows=None, decode_bias=None, spans=())
         with torch.inference_mode():
-            q = ops.rope_store(qkv, rotary, positions, batch, cache.k[0], cache.v[0], heads, *norms, 1e-5)
-        results.append((q.float(), cache.k[0].float(), cache.v[0].float()))
+            qk = ops.rope_store(qkv, rotary, positions, batch, cache.k[0], cache.v[0], heads, *norms, 1e-5)
+        assert qk.shape == (n, heads + kv_heads, d)
+        results.append((qk.float(), cache.k[0].float(), cache.v[0].float()))
     for want, got in zip(results[0], results[1]):
         torch.testing.assert_close(got, want, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
     assert results[1][2].abs().sum() > 0 and results[1][1].abs().sum() > 0  # something was written

@@ -169,9 +169,13 @@ class TorchBackend(VocabMethods):
         )
 
     def _offset_causal(self, num_queries: int, num_keys: int) -> torch.Tensor:
-        """Query i (the sequence's position num_keys - num_queries + i) sees keys 0..that position."""
+        """Query i (the sequence's position num_keys - num_queries + i) sees keys 0..that
+        position: 0 there, -inf past it, added to the scores (SDPA's CPU kernel takes an
+        additive mask in the activations' dtype at the speed of is_causal, a boolean one at
+        half of it)."""
         q = torch.arange(num_keys - num_queries, num_keys, device=self.device)[:, None]
-        return torch.arange(num_keys, device=self.device)[None, :] <= q
+        hidden = torch.arange(num_keys, device=self.device)[None, :] > q
+        return torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)

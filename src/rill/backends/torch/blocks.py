@@ -7,7 +7,7 @@ starts the same way maps the same blocks instead of computing them again (prefix
 Blocks are reference-counted: `copy` (a second choice of `n > 1`, a cache moved between slots)
 shares all of them, and the first write into a shared block copies it first (copy-on-write).
 A block nobody references keeps its contents while it is named, for a later prompt to reuse, and
-is evicted (least recently freed first) only when no never-named block is left.
+is evicted (least recently freed first) only when no unnamed block is left.
 
 This module knows nothing of tensors: it hands out slot numbers (block * block_size + offset)
 and the copies to make; the backend moves the data.
@@ -53,17 +53,17 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.refs = np.zeros(num_blocks, np.int32)
-        self._free: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))  # never named
+        # Released blocks that hold no name, reused last freed first: likeliest still in the
+        # CPU's caches
+        self._free: list[int] = []
         self._cached: OrderedDict[int, None] = OrderedDict()  # named, unreferenced: evictable, LRU first
         self._name: dict[int, bytes] = {}  # block -> its name, for named blocks
         self._by_name: dict[bytes, int] = {}
         self.seqs: dict[int, SequenceBlocks] = {}
         self.copies: list[tuple[int, int]] = []  # (src, dst) block copies the backend must make first
         self.num_hits = 0  # blocks found by name instead of computed
-        # Blocks 0..num_touched-1 have been handed out at least once. Never-used blocks are taken
-        # first and in order, so this is a high-water mark: the backend zeroes what lies past
-        # it when it grows (attention reads whole blocks, masking the unwritten tail, and 0 *
-        # whatever uninitialised memory held could be NaN)
+        # Blocks 0..num_touched-1 have been handed out at least once; the rest never were, and
+        # are taken in order only when no released block is left
         self.num_touched = 0
 
     # ---- queries -------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ class BlockManager:
     @property
     def num_available(self) -> int:
         """Blocks an allocation may take: never-named ones and evictable named ones."""
-        return len(self._free) + len(self._cached)
+        return len(self._free) + self.num_blocks - self.num_touched + len(self._cached)
 
     def length(self, seq_id: int) -> int:
         seq = self.seqs.get(seq_id)
@@ -216,12 +216,14 @@ class BlockManager:
 
     def _take(self) -> int:
         if self._free:
-            block, _ = self._free.popitem(last=False)
+            block = self._free.pop()
+        elif self.num_touched < self.num_blocks:
+            block = self.num_touched
+            self.num_touched += 1
         else:
             block, _ = self._cached.popitem(last=False)  # evict the least recently freed
             self._forget_name(block)
         self.refs[block] = 1
-        self.num_touched = max(self.num_touched, block + 1)
         return block
 
     def _ref(self, block: int) -> None:
@@ -235,7 +237,7 @@ class BlockManager:
             if block in self._name:
                 self._cached[block] = None
             else:
-                self._free[block] = None
+                self._free.append(block)
 
     def _forget_name(self, block: int) -> None:
         name = self._name.pop(block, None)

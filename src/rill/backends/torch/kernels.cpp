@@ -250,7 +250,7 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
 // the half-split form (sin negated on the first half): x' = x * cos + roll(x, D/2) * sin.
 // Optional per-head RMSNorm of q and k first (Qwen3). Writes every token's rotated key and its
 // value to the paged cache at its slot (block * BS + offset; keys [blocks, KVH, D, BS], values
-// [blocks, KVH, BS, D]); returns the rotated queries [N, H, D].
+// [blocks, KVH, BS, D]); returns the rotated queries and keys [N, H + KVH, D].
 at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at::Tensor& sin,
                       const at::Tensor& positions_in, const at::Tensor& slots_in, at::Tensor k_cache,
                       at::Tensor v_cache, int64_t num_heads, const c10::optional<at::Tensor>& q_norm,
@@ -273,7 +273,7 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
     qn = q_norm->to(at::kFloat).contiguous();
     kn = k_norm->to(at::kFloat).contiguous();
   }
-  auto q = at::empty({N, H, D}, qkv.options());
+  auto qk = at::empty({N, H + KVH, D}, qkv.options());
   const int64_t* pos = positions.data_ptr<int64_t>();
   const int64_t* slot = slots.data_ptr<int64_t>();
   const float* ct = cosc.data_ptr<float>();
@@ -281,7 +281,7 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
   const int64_t half = D / 2;
   RILL_DISPATCH(qkv.scalar_type(), "rill_rope_store", [&] {
     const scalar_t* src = qkv.data_ptr<scalar_t>();
-    scalar_t* qp = q.data_ptr<scalar_t>();
+    scalar_t* qkp = qk.data_ptr<scalar_t>();
     scalar_t* kp = k_cache.data_ptr<scalar_t>();
     scalar_t* vp = v_cache.data_ptr<scalar_t>();
     const float* qw = normed ? qn.data_ptr<float>() : nullptr;
@@ -307,12 +307,11 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
             y[d] = x[d] * c[d] + x[d + half] * s[d];
             y[d + half] = x[d + half] * c[d + half] + x[d] * s[d + half];
           }
-          if (h < H) {
-            store_float(y.data(), qp + (n * H + h) * D, D);
-          } else {  // keys are stored dim-major within their block: one column of it
-            store_float(y.data(), tmp.data(), D);
+          scalar_t* rotated = qkp + (n * (H + KVH) + h) * D;
+          store_float(y.data(), rotated, D);
+          if (h >= H) {  // keys are stored dim-major within their block: one column of it
             scalar_t* column = kp + (block * KVH + (h - H)) * D * BS + offset;
-            for (int64_t d = 0; d < D; ++d) column[d * BS] = tmp[d];
+            for (int64_t d = 0; d < D; ++d) column[d * BS] = rotated[d];
           }
         }
         for (int64_t h = 0; h < KVH; ++h) {
@@ -322,7 +321,7 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
       }
     });
   });
-  return q;
+  return qk;
 }
 
 // h += x (rounded to h's dtype, as h + x would be), then RMSNorm(h) * weight, accumulated in

@@ -33,8 +33,8 @@ class TorchOps:
 
     @staticmethod
     def rope_store(qkv, rotary, positions, batch, k_cache, v_cache, num_heads, q_norm, k_norm, eps):
-        """qkv [N, (H + 2 KVH) * D] -> the rotated queries [N, H, D]; the rotated keys and the
-        values go to the cache at the tokens' slots (see kv_cache.py for the layout).
+        """qkv [N, (H + 2 KVH) * D] -> the rotated queries and keys [N, H + KVH, D]; the keys
+        and the values also go to the cache at the tokens' slots (see kv_cache.py's layout).
         Rotation: x * cos + roll(x, D/2) * sin, in float32 (the tables' sin is negated on the
         first half)."""
         _, kvh, _, d = v_cache.shape
@@ -45,10 +45,10 @@ class TorchOps:
             qk = torch.cat([F.rms_norm(q, (d,), q_norm, eps), F.rms_norm(k, (d,), k_norm, eps)], dim=1)
         xf = qk.float()
         c, s = rotary.cos[positions].unsqueeze(1), rotary.sin[positions].unsqueeze(1)
-        q, k = torch.addcmul(xf * c, xf.roll(d // 2, -1), s).to(qkv.dtype).split([num_heads, kvh], dim=1)
-        k_cache.view(-1).index_copy_(0, batch.key_index, k.reshape(-1))
+        rotated = torch.addcmul(xf * c, xf.roll(d // 2, -1), s).to(qkv.dtype)
+        k_cache.view(-1).index_copy_(0, batch.key_index, rotated[:, num_heads:].reshape(-1))
         v_cache.view(-1, d).index_copy_(0, batch.value_rows, qkv[:, (num_heads + kvh) * d :].reshape(n * kvh, d))
-        return q
+        return rotated
 
     @staticmethod
     def decode_attention(q, k_cache, v_cache, batch, scale):

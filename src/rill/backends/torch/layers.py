@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 class Linear:
     """y = x W^T (+ b). On a CPU with oneDNN, W is packed once into oneDNN's blocked layout:
-    1.3-2.5x faster than F.linear at the few rows of a decode step (measured on 2 cores:
-    docs/torch-backend.md)."""
+    1.2-1.7x faster than F.linear at the 16 rows of a decode step and up to 1.2x at the 480 of
+    a prompt, on 2 cores with AMX (docs/torch-backend.md). The packing's rows hint of 1 was the
+    fastest for both: packed for 16 rows, the 576-wide outputs took 1.4x as long at 480."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         self.bias = bias
@@ -28,7 +29,7 @@ class Linear:
         self.weight: torch.Tensor | None = weight
         if (weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
                 and weight.dtype in (torch.float32, torch.bfloat16)):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)  # 16: a rows hint
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
             self.weight = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +61,7 @@ class Span:
     last: int  # one past its last row
     key_rows: torch.Tensor  # the block-head rows of the sequence's blocks (KVCache.block_rows)
     num_keys: int  # L: its positions 0..L-1
-    mask: torch.Tensor | None  # [T, L] bool, True where a query sees a key; None: plain causal (T == L)
+    mask: torch.Tensor | None  # [T, L] added to the scores: 0 where a query sees a key, else -inf; None: causal (T == L)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +81,32 @@ class AttentionBatch:
     spans: tuple[Span, ...]
 
 
-def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: AttentionBatch,
-              ops) -> torch.Tensor:
-    """q [N, H, D] over the layer's cache (kv_cache.py's layout), which already holds
-    this step's keys and values -> [N, H, D]. The decoding sequences in one call of the ops'
-    decode attention; each multi-token item (a prefill chunk, a verification of predicted
-    tokens) in an SDPA call of its own, with a causal mask offset by what its sequence already
-    holds: a mixed step computes no padded query rows. Grouped-query heads: each key head
-    serves H / KVH query heads."""
+def attention(qk: torch.Tensor, qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+              batch: AttentionBatch, ops) -> torch.Tensor:
+    """The step's rotated queries and keys qk [N, H + KVH, D] (the values are the last KVH * D
+    columns of qkv) over the layer's cache (kv_cache.py's layout), which already holds them ->
+    [N, H, D]. The decoding sequences in one call of the ops' decode attention; each
+    multi-token item (a prefill chunk, a verification of predicted tokens) in an SDPA call of
+    its own, with a causal mask offset by what its sequence already holds: a mixed step
+    computes no padded query rows. A prompt computed whole in this step reads its keys and
+    values from the step's own rows, not back from the cache. Grouped-query heads: each key
+    head serves H / KVH query heads."""
     _, kvh, block_size, d = v_cache.shape
+    h = qk.shape[1] - kvh
     scale = d**-0.5
     outs = []
     if batch.num_decode:
-        outs.append(ops.decode_attention(q[: batch.num_decode], k_cache, v_cache, batch, scale))
+        outs.append(ops.decode_attention(qk[: batch.num_decode, :h], k_cache, v_cache, batch, scale))
     for span in batch.spans:
-        keys = (_gather(k_cache, span.key_rows).view(kvh, -1, d, block_size).transpose(2, 3)  # dim-major blocks
-                .reshape(1, kvh, -1, d)[:, :, : span.num_keys])  # [1, KVH, L, D]
-        values = _gather(v_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]
-        queries = q[span.first : span.last].transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
+        if span.num_keys == span.last - span.first:  # the whole sequence is in this step
+            rows = slice(span.first, span.last)
+            keys = qk[rows, h:].transpose(0, 1).unsqueeze(0)  # [1, KVH, L, D]
+            values = qkv[rows, (h + kvh) * d :].view(-1, kvh, d).transpose(0, 1).unsqueeze(0)
+        else:
+            keys = (_gather(k_cache, span.key_rows).view(kvh, -1, d, block_size).transpose(2, 3)  # dim-major blocks
+                    .reshape(1, kvh, -1, d)[:, :, : span.num_keys])  # [1, KVH, L, D]
+            values = _gather(v_cache, span.key_rows).view(1, kvh, -1, d)[:, :, : span.num_keys]
+        queries = qk[span.first : span.last, :h].transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
         o = F.scaled_dot_product_attention(queries, keys, values, attn_mask=span.mask,
                                            is_causal=span.mask is None, enable_gqa=True)
         outs.append(o[0].transpose(0, 1))

@@ -51,9 +51,10 @@ class LlamaModel:
         h = self.embed[tokens]  # a copy: the residual stream is updated in place
         x = F.rms_norm(h, (s.dim,), self.layers[0]["attn_norm"], eps)
         for i, w in enumerate(self.layers):
-            q = ops.rope_store(w["qkv"](x), self.rotary, positions, batch, cache.k[i], cache.v[i], s.num_heads,
-                               w.get("q_norm"), w.get("k_norm"), eps)
-            o = attention(q, cache.k[i], cache.v[i], batch, ops)
+            qkv = w["qkv"](x)
+            qk = ops.rope_store(qkv, self.rotary, positions, batch, cache.k[i], cache.v[i], s.num_heads,
+                                w.get("q_norm"), w.get("k_norm"), eps)
+            o = attention(qk, qkv, cache.k[i], cache.v[i], batch, ops)
             x = ops.add_rms_norm(h, w["wo"](o.reshape(n, s.num_heads * s.head_dim)), w["ffn_norm"], eps)
             following = self.layers[i + 1]["attn_norm"] if i + 1 < len(self.layers) else self.norm
             x = ops.add_rms_norm(h, w["w_down"](ops.silu_mul(w["w_gate_up"](x))), following, eps)
