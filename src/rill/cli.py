@@ -38,17 +38,19 @@ def embedded_model_path() -> Path:
 
 
 def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozenset[str]]]:
-    """Each local model with its file and the aliases it answers to: its own, plus the file's stem
-    (`SmolLM2-135M-Instruct.Q4_1`) when no other name is already that."""
+    """Each local model with its file or folder and the aliases it answers to: its own, plus the
+    file's stem (`SmolLM2-135M-Instruct.Q4_1`) or the folder's name when no other name is already
+    that."""
     taken = {name for m in config.models for name in (m.id, *m.aliases)}
     out = []
     for cfg in config.models:
         if isinstance(cfg, ModelConfig):
             path = cfg.path or embedded_model_path()
             aliases = frozenset(cfg.aliases)
-            if path.stem not in taken:
-                aliases |= {path.stem}
-                taken.add(path.stem)
+            own = path.name if path.is_dir() else path.stem
+            if own not in taken:
+                aliases |= {own}
+                taken.add(own)
             out.append((cfg, path, aliases))
     return out
 
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The model flags default to None so that one given with --config can be refused; their env
     # defaults are read in model_from_args.
     serve.add_argument("--model", type=Path,
-                       help="path to a GGUF chat model [env RILL_MODEL; default: embedded SmolLM2]")
+                       help="a GGUF chat model file, or (with --backend torch) a Hugging Face model folder "
+                            "[env RILL_MODEL; default: embedded SmolLM2]")
     serve.add_argument("--name", help="model id clients send in `model` [env RILL_MODEL_NAME; default: "
                                       "from the file name]")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[env RILL_HOST; 127.0.0.1]")

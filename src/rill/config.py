@@ -32,13 +32,23 @@ class ModelConfig:
 
     @property
     def id(self) -> str:
-        """The served model id: --name, else the file's stem (the embedded model has its own)."""
+        """The served model id: --name, else the file's stem or the folder's name (the embedded
+        model has its own)."""
         if self.name:
             return self.name
-        return EMBEDDED_ID if self.path is None else self.path.stem
+        if self.path is None:
+            return EMBEDDED_ID
+        return self.path.name if self.path.is_dir() else self.path.stem
 
     def __post_init__(self) -> None:
-        if self.path is not None and not self.path.is_file():
+        if self.path is not None and self.path.is_dir():
+            if not (self.path / "config.json").is_file():
+                raise ConfigError(f"{self.path} is a folder without config.json: --model takes a GGUF file or a "
+                                  "Hugging Face model folder")
+            if self.backend != "torch":
+                raise ConfigError(f"{self.path} is a Hugging Face model folder: llama.cpp serves GGUF files, "
+                                  "serve the folder with --backend torch")
+        elif self.path is not None and not self.path.is_file():
             raise ConfigError(f"model file not found: {self.path}")
         if self.n_ctx < 256:
             raise ConfigError("--ctx must be at least 256 tokens")

@@ -31,10 +31,30 @@ def rill_factory(rill_logs: Path) -> Iterator[RillFactory]:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
+# The engine backends the API suite runs on: modules marked `both_backends` run on each (one
+# shared server apiece), the rest on llama.cpp. The torch server computes in fp32, where Rill
+# promises greedy output independent of the batch (docs/torch-backend.md), as llama.cpp's is.
+BACKEND_FLAGS = {"llamacpp": (), "torch": ("--backend", "torch", "--dtype", "fp32")}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine_backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        metafunc.parametrize("engine_backend", list(BACKEND_FLAGS) if both else ["llamacpp"],
+                             scope="session", indirect=True)
+
+
 @pytest.fixture(scope="session")
-def rill_server(rill_logs: Path) -> Iterator[RillServer]:
-    """The shared server: `rill serve` with default flags (8192-token context)."""
-    server = start_server(rill_logs)
+def engine_backend(request: pytest.FixtureRequest) -> str:
+    """Which backend the shared server runs (see BACKEND_FLAGS)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def rill_server(rill_logs: Path, engine_backend: str) -> Iterator[RillServer]:
+    """The shared server: `rill serve` with default flags (8192-token context), on llama.cpp or,
+    for the `both_backends` modules, also on the torch backend."""
+    server = start_server(rill_logs, *BACKEND_FLAGS[engine_backend])
     yield server
     rc, killed = server.stop()
     if killed:

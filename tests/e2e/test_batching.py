@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.support import MODEL, RillFactory
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 
 def engine_gauges(root: str) -> dict[str, float]:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.support import COUNT, MODEL, make_client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 FOLLOW_UP_TIMEOUT_S = 45.0
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.support import CLIENT_TIMEOUT_S, MODEL, RillFactory, RillServer, make_client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 WATER = [{"role": "user", "content": "Describe the water cycle in a few sentences."}]
 STORY = [{"role": "user", "content": "Tell me a long story about a dragon."}]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.support import CLIENT_TIMEOUT_S, MODEL
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 WATER = [{"role": "user", "content": "Describe the water cycle in a few sentences."}]
 EMOJI = [{"role": "user", "content": "Write the word café and an emoji."}]

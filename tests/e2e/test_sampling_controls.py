@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.e2e.support import MODEL
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 WATER = [{"role": "user", "content": "Describe the water cycle in a few sentences."}]
 # Greedy SmolLM2 lists "1, 2, 3, ..." here: the comma token repeats with every number (a prompt

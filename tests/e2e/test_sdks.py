@@ -14,7 +14,7 @@ from opperai import errors as opper_errors
 
 from tests.e2e.support import CLIENT_TIMEOUT_S, MODEL
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 QUESTION = [{"role": "user", "content": "Describe the water cycle in a few sentences."}]
 TIMEOUT_MS = int(CLIENT_TIMEOUT_S * 1000)

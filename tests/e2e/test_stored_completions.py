@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.support import MODEL
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 ASK = [{"role": "user", "content": "Name a colour."}]
 

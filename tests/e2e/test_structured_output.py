@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.e2e.schemas import object_schemas
 from tests.e2e.support import MODEL
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 ASK = [{"role": "user", "content": "Describe a city you like, as JSON."}]
 

@@ -24,9 +24,10 @@ TOL = 2e-5  # float32 on different kernel paths
 
 
 class ByteVocab:
-    """Bytes as tokens, no specials: enough for the backend's protocol methods."""
+    """Bytes as tokens (and 44 more that spell nothing, filling the tiny model's 300), no
+    specials: enough for the backend's protocol methods."""
 
-    n_vocab = 256
+    n_vocab = 300
     chat_template = None
     bos_token = eos_token = ""
     add_bos = False
@@ -35,7 +36,7 @@ class ByteVocab:
         return list(text.encode())
 
     def token_bytes(self, token):
-        return bytes([token])
+        return bytes([token]) if token < 256 else b""
 
     def is_end_of_generation(self, token):
         return False
@@ -201,6 +202,15 @@ def test_a_full_cache_raises_kv_cache_full_and_the_step_can_be_retried():
     backend.release(0)
     out = backend.forward([BatchItem(1, list(range(1, 100)), 0)])
     np.testing.assert_allclose(out[0], reference_logits(list(range(1, 100)))[-1], atol=TOL, rtol=TOL)
+
+
+def test_an_embedding_padded_past_the_tokenizer_gives_logits_for_its_tokens_only():
+    # Qwen's embedding has rows no token names: they must never be sampled
+    backend = make_backend()
+    backend.n_vocab = 256
+    out = backend.forward([BatchItem(0, PROMPT, 0, num_logits=2)])
+    assert out.shape == (2, 256)
+    np.testing.assert_allclose(out, reference_logits(PROMPT)[-2:, :256], atol=TOL, rtol=TOL)
 
 
 def test_past_the_context_is_a_backend_error_and_nothing_is_kept():

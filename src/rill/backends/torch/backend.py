@@ -20,9 +20,11 @@ import torch
 
 from rill import __version__
 from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
+from rill.backends.hf_vocab import HFVocab
 from rill.backends.llama_vocab import LlamaVocab, VocabMethods
 from rill.backends.torch.blocks import BLOCK_SIZE
 from rill.backends.torch.device import resolve_device, resolve_dtype
+from rill.backends.torch.hf_weights import HFWeights, is_hf_folder
 from rill.backends.torch.kv_cache import KVCache
 from rill.backends.torch.layers import AttentionBatch, Span
 from rill.backends.torch.model import LlamaModel
@@ -54,14 +56,17 @@ class TorchBackend(VocabMethods):
     @classmethod
     def load(cls, path: Path, config: ModelConfig, *, name: str, device: str = "cpu", dtype: str = "auto",
              on_progress: Callable[[float], None] | None = None) -> TorchBackend:
-        """A GGUF model: weights dequantized to dtype on device, tokenizer and chat template from
-        its metadata (read by llama.cpp, so both backends tokenize alike)."""
+        """A GGUF model file (weights dequantized to dtype on device; tokenizer and chat template
+        from its metadata, read by llama.cpp so that both backends tokenize alike) or a Hugging
+        Face model folder (safetensors weights, tokenizer.json, the template from
+        tokenizer_config.json)."""
         where = resolve_device(device)
         kind = resolve_dtype(dtype, where)
         threads = config.n_threads or default_threads()
         if where.type == "cpu":
             torch.set_num_threads(threads)
-        weights = GGUFWeights(path)
+        folder = is_hf_folder(path)
+        weights = HFWeights(path) if folder else GGUFWeights(path)
         spec = weights.spec
         total = 2 + spec.num_layers * 7  # about how many tensors the loader yields
         progress = on_progress or (lambda _fraction: None)
@@ -75,8 +80,9 @@ class TorchBackend(VocabMethods):
         with torch.inference_mode():
             model = LlamaModel(spec, reporting(weights.tensors()), dtype=kind, device=where,
                                max_positions=min(config.n_ctx, spec.context_length))
-        vocab = LlamaVocab.load(path)
-        ident = f"{path.name}:{path.stat().st_size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{where.type}"
+        vocab = HFVocab(path) if folder else LlamaVocab.load(path)
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) if folder else path.stat().st_size
+        ident = f"{path.name}:{size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{where.type}"
         backend = cls(model, vocab, config, name=name, fingerprint="fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10])
         log.info("loaded %s: %s %s on %s, %d tokens per sequence, %d-token paged KV cache (%d MiB) for "
                  "%d sequences, %d threads", path.name, spec.arch, str(kind).removeprefix("torch."), where,
@@ -99,7 +105,8 @@ class TorchBackend(VocabMethods):
             with torch.inference_mode():
                 self.cache.prepare()
                 logits = self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
-                out = logits.cpu().numpy()
+                # an embedding padded past the tokenizer (Qwen's) has rows no token names
+                out = logits[:, : self.n_vocab].cpu().numpy()
         except Exception as exc:
             for item in batch:  # what this step appended holds nothing usable
                 blocks.truncate(item.seq_id, item.start)

