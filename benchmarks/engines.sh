@@ -23,7 +23,9 @@ wait_ready() {  # $1: a URL that answers 200 once the server can serve
 
 load() {  # $1: the name results are filed under
   "$RILL" bench --url "$URL" --concurrency 1,4,16,32 --requests 32 --max-tokens 128 --json "$OUT/$1-short.json"
-  "$RILL" bench --url "$URL" --prompts long --concurrency 1,16 --requests 16 --max-tokens 32 --json "$OUT/$1-long.json"
+  # four waves of 16 and two of 32: closer to a steady load than one ramp up and one tail
+  "$RILL" bench --url "$URL" --concurrency 16,32 --requests 64 --max-tokens 128 --json "$OUT/$1-steady.json"
+  "$RILL" bench --url "$URL" --prompts long --concurrency 1,16 --requests 32 --max-tokens 32 --json "$OUT/$1-long.json"
 }
 
 run() {  # $1: name; the rest: the command that serves on $PORT

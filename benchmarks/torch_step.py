@@ -21,10 +21,15 @@ from rill.cli import embedded_model_path
 from rill.config import ModelConfig
 from rill.sampling.sampler import sample
 
-# operator name -> the column it counts in
-_MATMUL = ("mkldnn::_linear_pointwise", "aten::linear", "aten::addmm", "aten::mm")
-_ATTENTION = ("aten::bmm", "aten::matmul", "aten::_softmax", "aten::softmax",
-              "aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu")
+# operator name -> the kind it counts as
+_KINDS = {
+    "matmuls": ("mkldnn::_linear_pointwise", "aten::linear", "aten::addmm", "aten::mm"),
+    "attention": ("rill_kernels::decode_attention", "aten::bmm", "aten::matmul", "aten::_softmax",
+                  "aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::index_select"),
+    "rope, norms, SiLU": ("rill_kernels::rope_store", "rill_kernels::add_rms_norm", "rill_kernels::silu_mul",
+                          "aten::rms_norm", "aten::_fused_rms_norm", "aten::silu", "aten::addcmul", "aten::roll"),
+}
 
 
 def chat_prompt(backend: TorchBackend, text: str) -> list[int]:
@@ -61,25 +66,23 @@ def decode(backend: TorchBackend, batch: int, steps: int, *, sampled: bool) -> f
 
 
 def breakdown(backend: TorchBackend, batch: int, steps: int = 8) -> dict[str, float]:
-    """Milliseconds per decode step by kind of operator, from torch.profiler's self CPU times."""
+    """Milliseconds of one decode step by kind of operator (torch.profiler's self CPU times), and
+    the rest of the unprofiled step's wall time: Python, dispatch, small ops."""
+    wall = min(decode(backend, batch, steps, sampled=False) for _ in range(3)) * 1e3
     last, positions = prefill(backend, batch)
-    items = lambda: [BatchItem(s, (last[s],), positions[s]) for s in range(batch)]  # noqa: E731
-    backend.forward(items())
-    positions = [p + 1 for p in positions]
     totals: dict[str, float] = collections.defaultdict(float)
-    start = time.perf_counter()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            backend.forward(items())
+            backend.forward([BatchItem(s, (last[s],), positions[s]) for s in range(batch)])
             positions = [p + 1 for p in positions]
-    wall = (time.perf_counter() - start) / steps * 1e3
     for event in prof.key_averages():
-        kind = "matmul" if event.key in _MATMUL else "attention" if event.key in _ATTENTION else "other ops"
-        totals[kind] += event.self_cpu_time_total / 1e3 / steps
+        kind = next((k for k, names in _KINDS.items() if event.key in names), None)
+        if kind:
+            totals[kind] += event.self_cpu_time_total / 1e3 / steps
     for seq in range(batch):
         backend.release(seq)
-    totals["python and framework"] = max(0.0, wall - sum(totals.values()))
-    totals["step (wall, profiled)"] = wall
+    totals["the rest (Python, dispatch, small ops)"] = max(0.0, wall - sum(totals.values()))
+    totals["step (wall, unprofiled)"] = wall
     return dict(totals)
 
 
@@ -122,7 +125,7 @@ def main() -> None:
         mm = min(matmul_ceiling(backend, b) for _ in range(3))
         print(f"{b:5d}  {fwd * 1e3:10.1f}  {b / fwd:15.1f}  {(smp - fwd) * 1e3:13.1f}  {b / smp:15.1f}  {mm * 1e3:16.1f}")
     if args.profile:
-        print(f"\none decode step of {args.profile} sequences, ms (torch.profiler self CPU time):")
+        print(f"\none decode step of {args.profile} sequences ({type(backend.model.ops).__name__}), ms:")
         for kind, ms in breakdown(backend, args.profile).items():
             print(f"  {kind:24s} {ms:7.2f}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +25,8 @@ from rill.backends.hf_vocab import HFVocab
 from rill.backends.llama_vocab import LlamaVocab, VocabMethods
 from rill.backends.torch.blocks import BLOCK_SIZE
 from rill.backends.torch.device import resolve_device, resolve_dtype
+from rill.backends.torch.graphs import ENV_SWITCH as GRAPHS_SWITCH
+from rill.backends.torch.graphs import CudaReplay, DecodeGraphs, EagerReplay, row_bucket, width_bucket
 from rill.backends.torch.hf_weights import HFWeights, is_hf_folder
 from rill.backends.torch.kv_cache import KVCache
 from rill.backends.torch.layers import AttentionBatch, Span
@@ -35,8 +38,11 @@ log = logging.getLogger("rill.torch")
 
 
 class TorchBackend(VocabMethods):
-    def __init__(self, model: LlamaModel, vocab: Any, config: ModelConfig, *, name: str, fingerprint: str):
-        """A backend over a loaded model and its vocabulary (load() reads both from a file)."""
+    def __init__(self, model: LlamaModel, vocab: Any, config: ModelConfig, *, name: str, fingerprint: str,
+                 graphs: str | None = None):
+        """A backend over a loaded model and its vocabulary (load() reads both from a file).
+        graphs: "cuda" records decode steps as CUDA graphs, "eager" runs the same padded buffers
+        without (tests); None: "cuda" on a GPU unless RILL_CUDA_GRAPHS=0."""
         self.model, self.vocab = model, vocab
         self.device, self.dtype = model.device, model.dtype
         if vocab.n_vocab > model.spec.vocab_size:
@@ -48,6 +54,9 @@ class TorchBackend(VocabMethods):
         with torch.inference_mode():
             self.cache = KVCache(model.spec, -(-self.kv_capacity // BLOCK_SIZE), BLOCK_SIZE, self.dtype, self.device)
         self.n_vocab = vocab.n_vocab
+        if graphs is None and self.device.type == "cuda" and os.environ.get(GRAPHS_SWITCH, "1") != "0":
+            graphs = "cuda"
+        self.graphs = DecodeGraphs(self._run, CudaReplay if graphs == "cuda" else EagerReplay) if graphs else None
         self.info = ModelInfo(
             name=name, n_ctx=n_ctx, n_vocab=self.n_vocab, chat_template=vocab.chat_template,
             bos_token=vocab.bos_token, eos_token=vocab.eos_token, add_bos=vocab.add_bos, fingerprint=fingerprint,
@@ -101,10 +110,16 @@ class TorchBackend(VocabMethods):
             if item.start + len(item.tokens) > self.info.n_ctx:
                 raise BackendError(f"sequence {item.seq_id} would exceed {self.info.n_ctx} positions")
         try:
-            step = self._place(batch)
             with torch.inference_mode():
-                self.cache.prepare()
-                logits = self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
+                if self.graphs is not None and all(len(item.tokens) == 1 for item in batch):
+                    bucket = self._bucket(batch)
+                    step = self._place(batch, pad=bucket)
+                    self.cache.prepare()
+                    logits = self.graphs(bucket, step)[: len(batch)]
+                else:
+                    step = self._place(batch)
+                    self.cache.prepare()
+                    logits = self._run(step)
                 # an embedding padded past the tokenizer (Qwen's) has rows no token names
                 out = logits[:, : self.n_vocab].cpu().numpy()
         except Exception as exc:
@@ -117,9 +132,22 @@ class TorchBackend(VocabMethods):
             blocks.computed(item.seq_id)
         return out
 
-    def _place(self, batch: Sequence[BatchItem]) -> _Step:
+    def _run(self, step: _Step) -> torch.Tensor:
+        return self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
+
+    def _bucket(self, batch: Sequence[BatchItem]) -> tuple[int, int]:
+        """The graph size a decode-only step pads to: rows, and blocks in each table (those the
+        longest sequence will hold once its token is in, up to the context's)."""
+        size = self.cache.block_size
+        width = max(-(-(item.start + 1) // size) for item in batch)
+        return row_bucket(len(batch)), min(width_bucket(width), -(-self.info.n_ctx // size))
+
+    def _place(self, batch: Sequence[BatchItem], pad: tuple[int, int] | None = None) -> _Step:
         """Give every item's tokens their cache slots and lay the step out: one-token items'
-        rows first, then each multi-token item's; logits rows in batch order."""
+        rows first, then each multi-token item's; logits rows in batch order. A decode-only step
+        may be padded to `pad` = (rows, block-table width), as a CUDA graph of that size wants:
+        the extra rows decode token 0 into the cache's scratch block, and their logits follow
+        the real ones."""
         cache, blocks = self.cache, self.cache.blocks
         singles = [i for i, item in enumerate(batch) if len(item.tokens) == 1]
         multis = [i for i, item in enumerate(batch) if len(item.tokens) > 1]
@@ -145,34 +173,49 @@ class TorchBackend(VocabMethods):
                 spans.append(Span(row, row + n, self._tensor(rows), num_keys,
                                   None if n == num_keys else self._offset_causal(n, num_keys)))
             row += n
-        native = self.model.ops.native
+        logit_rows = []
+        for i, item in enumerate(batch):
+            k = min(item.num_logits, num_rows[i])
+            logit_rows.extend(range(first_row[i] + num_rows[i] - k, first_row[i] + num_rows[i]))
+        tables = [blocks.block_table(batch[i].seq_id) for i in singles]
+        lengths = [blocks.length(batch[i].seq_id) for i in singles]
+        rows_wanted, width = pad or (len(singles), max((len(t) for t in tables), default=0))
+        extra = rows_wanted - len(singles)
+        if extra:  # padding rows: token 0 at position 0, written to and read from the scratch block
+            tokens.append(np.zeros(extra, np.int32))
+            positions.append(np.zeros(extra, np.int64))
+            slots.append(np.full(extra, cache.scratch_block * cache.block_size, np.int64))
+            tables += [[cache.scratch_block]] * extra
+            lengths += [1] * extra
+            logit_rows.extend(range(len(singles), rows_wanted))
+        return self._step(np.concatenate(tokens).astype(np.int64), np.concatenate(positions), np.concatenate(slots),
+                          tables, np.asarray(lengths, np.int64), width, tuple(spans), np.asarray(logit_rows, np.int64))
+
+    def _step(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, tables: list[list[int]],
+              lengths: np.ndarray, width: int, spans: tuple[Span, ...], logit_rows: np.ndarray) -> _Step:
+        """The step's tensors: the native kernels take slots, block tables and lengths; the
+        PyTorch ops the cache rows and masks made from them."""
+        cache, native = self.cache, self.model.ops.native
         decode = dict(decode_tables=None, decode_lengths=None, decode_rows=None, decode_bias=None)
-        if singles:
-            tables = [blocks.block_table(batch[i].seq_id) for i in singles]
-            width = max(len(t) for t in tables)
-            table = np.zeros((len(tables), width), np.int64)  # padded with block 0, never read past lengths
+        if tables:
+            # each table padded to the width with block 0, never read past the sequence's length
+            table = np.zeros((len(tables), width), np.int64)
             for j, t in enumerate(tables):
                 table[j, : len(t)] = t
-            lengths = np.asarray([blocks.length(batch[i].seq_id) for i in singles], np.int64)
             if native:
                 decode.update(decode_tables=self._tensor(table), decode_lengths=self._tensor(lengths))
             else:
                 bias = np.where(np.arange(width * cache.block_size) < lengths[:, None], 0.0, -np.inf)
                 decode.update(decode_rows=self._tensor(cache.block_rows(table)),
                               decode_bias=self._tensor(bias.astype(np.float32).reshape(len(tables), 1, 1, -1)))
-        logit_rows = []
-        for i, item in enumerate(batch):
-            k = min(item.num_logits, num_rows[i])
-            logit_rows.extend(range(first_row[i] + num_rows[i] - k, first_row[i] + num_rows[i]))
-        all_slots = np.concatenate(slots)
         return _Step(
-            tokens=self._tensor(np.concatenate(tokens).astype(np.int64)),
-            positions=self._tensor(np.concatenate(positions)),
-            attention=AttentionBatch(slots=self._tensor(all_slots) if native else None,
-                                     key_index=None if native else self._tensor(cache.key_index(all_slots)),
-                                     value_rows=None if native else self._tensor(cache.value_rows(all_slots)),
-                                     num_decode=len(singles), spans=tuple(spans), **decode),
-            logit_rows=self._tensor(np.asarray(logit_rows, np.int64)),
+            tokens=self._tensor(tokens),
+            positions=self._tensor(positions),
+            attention=AttentionBatch(slots=self._tensor(slots) if native else None,
+                                     key_index=None if native else self._tensor(cache.key_index(slots)),
+                                     value_rows=None if native else self._tensor(cache.value_rows(slots)),
+                                     num_decode=len(tables), spans=spans, **decode),
+            logit_rows=self._tensor(logit_rows),
         )
 
     def _offset_causal(self, num_queries: int, num_keys: int) -> torch.Tensor:

@@ -23,8 +23,11 @@ class KVCache:
     def __init__(self, spec: ModelSpec, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device):
         layers, heads, dim = spec.num_layers, spec.num_kv_heads, spec.head_dim
-        self.k = torch.empty((layers, num_blocks, heads, dim, block_size), dtype=dtype, device=device)
-        self.v = torch.empty((layers, num_blocks, heads, block_size, dim), dtype=dtype, device=device)
+        # one block more than the manager hands out: the scratch block, where the padding rows
+        # of a CUDA graph's fixed-size step write and read (backend.py's _place)
+        self.scratch_block = num_blocks
+        self.k = torch.empty((layers, num_blocks + 1, heads, dim, block_size), dtype=dtype, device=device)
+        self.v = torch.empty((layers, num_blocks + 1, heads, block_size, dim), dtype=dtype, device=device)
         # Written once now, as llama.cpp and vLLM do with theirs: the memory is committed at
         # start-up, in one sequential pass (~2 s a GB here), instead of page by page under
         # prompts (a 500-token prompt into untouched blocks took 230 ms instead of 35 on a VM
