@@ -173,6 +173,19 @@ def test_a_shared_prefix_is_mapped_not_recomputed_and_changes_nothing():
     np.testing.assert_allclose(out, reference_logits(other)[-2:], atol=TOL, rtol=TOL)
 
 
+def test_a_prompt_resumed_inside_a_block_still_maps_its_cached_whole_blocks():
+    # the engine kept 5 tokens another prompt began with: the rest is not block-aligned, so the
+    # backend starts again at position 0 and finds this prompt's two whole blocks by name
+    backend = make_backend()
+    backend.forward([BatchItem(0, PROMPT, 0)])
+    backend.forward([BatchItem(1, PROMPT[:5], 0, num_logits=0)])
+    hits = backend.cache.blocks.num_hits
+    out = backend.forward([BatchItem(1, PROMPT[5:], 5, num_logits=2)])
+    assert backend.cache.blocks.num_hits - hits == 2
+    assert backend.cache.blocks.seqs[1].blocks[:2] == backend.cache.blocks.seqs[0].blocks[:2]
+    np.testing.assert_allclose(out, reference_logits(PROMPT)[-2:], atol=TOL, rtol=TOL)
+
+
 def test_copies_share_blocks_and_diverge_by_copy_on_write():
     backend = make_backend()
     backend.forward([BatchItem(0, PROMPT[:20], 0)])

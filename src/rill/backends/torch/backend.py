@@ -103,7 +103,10 @@ class TorchBackend(VocabMethods):
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         blocks = self.cache.blocks
-        needed = sum(blocks.blocks_needed(item.seq_id, item.start, len(item.tokens)) for item in batch)
+        needed = 0
+        for item in batch:  # before anything changes: append() must not run out of blocks midway
+            ids, start, _ = self._aligned(item)
+            needed += blocks.blocks_needed(item.seq_id, start, len(ids))
         if needed > blocks.num_available:
             raise KVCacheFull(f"{needed} KV blocks needed, {blocks.num_available} free")
         for item in batch:
@@ -132,6 +135,20 @@ class TorchBackend(VocabMethods):
             blocks.computed(item.seq_id)
         return out
 
+    def _aligned(self, item: BatchItem) -> tuple[np.ndarray, int, int]:
+        """The item's tokens, where they start, and how many leading ones may be mapped from
+        cached blocks (whole blocks only, never the rows whose logits are wanted). A prompt the
+        engine resumes inside a block (it kept another prompt's beginning) starts again at the
+        block's first position, so that this prompt's cached whole blocks can be mapped; its
+        first few tokens are recomputed if none is."""
+        ids, start = np.asarray(item.tokens, np.int32), item.start
+        reusable = len(ids) - max(item.num_logits, 1) if len(ids) > 1 else 0
+        back = start % self.cache.block_size
+        if reusable >= self.cache.block_size and back:
+            held = self.cache.blocks.seqs[item.seq_id].tokens[start - back : start]
+            return np.concatenate([np.asarray(held, np.int32), ids]), start - back, reusable + back
+        return ids, start, reusable
+
     def _run(self, step: _Step) -> torch.Tensor:
         return self.model.forward(step.tokens, step.positions, step.attention, self.cache, step.logit_rows)
 
@@ -158,13 +175,11 @@ class TorchBackend(VocabMethods):
         row = 0
         for i in singles + multis:
             item = batch[i]
-            ids = np.asarray(item.tokens, np.int32)
-            # leading whole blocks may come from cache, but never the rows whose logits are wanted
-            reusable = len(ids) - max(item.num_logits, 1) if len(ids) > 1 else 0
-            placed = blocks.append(item.seq_id, ids, item.start, reusable=reusable)
+            ids, start, reusable = self._aligned(item)
+            placed = blocks.append(item.seq_id, ids, start, reusable=reusable)
             n = len(ids) - placed.num_reused
             tokens.append(ids[placed.num_reused :])
-            positions.append(np.arange(item.start + placed.num_reused, item.start + len(ids), dtype=np.int64))
+            positions.append(np.arange(start + placed.num_reused, start + len(ids), dtype=np.int64))
             slots.append(placed.slots)
             first_row[i], num_rows[i] = row, n
             if len(ids) > 1:
