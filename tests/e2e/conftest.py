@@ -44,6 +44,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              scope="session", indirect=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def torch_kernels_built() -> None:
+    """Rill's CPU kernels compiled before any torch server starts (about 30 s on a machine that
+    has not built them yet, then cached): a server's start then stays within its ready timeout."""
+    from rill.backends.torch import kernels
+
+    kernels._build()
+
+
 @pytest.fixture(scope="session")
 def engine_backend(request: pytest.FixtureRequest) -> str:
     """Which backend the shared server runs (see BACKEND_FLAGS)."""

@@ -9,9 +9,11 @@ native ones on a CPU when they build and the PyTorch ones otherwise, saying why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -129,8 +131,27 @@ def _build() -> None:
     cached = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
     if not cached.exists():
         log.info("building Rill's CPU kernels (once per machine, about 30 s)")
-    cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                       is_python_module=False, verbose=False)
+    with _ninja_on_path():
+        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                           is_python_module=False, verbose=False)
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """PyTorch runs `ninja` from PATH; the `ninja` package (the torch extra) installs it beside
+    the interpreter, which a server started as .venv/bin/rill does not have on its PATH."""
+    saved = os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + saved
+        except ImportError:
+            pass  # PyTorch then says that ninja is missing, and the PyTorch ops are used
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
 
 
 def _cpu_model() -> str:
