@@ -11,6 +11,7 @@ no text, as llama.cpp's control tokens do.
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class HFVocab:
             raise BackendError(f"{folder.name}: no end-of-sequence token in tokenizer_config.json or "
                                "generation_config.json")
         self._guidance: Any = None
+        self._lock = threading.Lock()
 
     @staticmethod
     def _template(folder: Path, config: dict[str, Any]) -> str | None:
@@ -100,8 +102,9 @@ class HFVocab:
         return text.replace("\u2581", " ").encode("utf-8")
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
-        self._tokenizer.encode_special_tokens = not parse_special  # True: "<|im_end|>" as plain text
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        with self._lock:  # the switch is the tokenizer's state; the engine thread tokenizes too
+            self._tokenizer.encode_special_tokens = not parse_special  # True: "<|im_end|>" as plain text
+            ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         return [self._bos, *ids] if add_bos and self._bos is not None else ids
 
     def token_bytes(self, token: int) -> bytes:
