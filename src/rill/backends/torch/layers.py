@@ -11,9 +11,19 @@ already holds. So a mixed step computes no padded queries at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
+
+
+@cache
+def _packable(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs weights of this dtype here: bf16 needs AVX512 (BW, VL, DQ) or
+    AVX-NE-CONVERT; an AVX2-only CPU multiplies bf16 through PyTorch's own, unpacked path."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return dtype is torch.float32 or (dtype is torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class Linear:
@@ -27,8 +37,7 @@ class Linear:
         self.out_features = weight.shape[0]
         self.packed = None
         self.weight: torch.Tensor | None = weight
-        if (weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-                and weight.dtype in (torch.float32, torch.bfloat16)):
+        if weight.device.type == "cpu" and _packable(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
             self.weight = None
 
