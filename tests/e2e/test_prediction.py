@@ -6,6 +6,7 @@ stop strings and logprobs; usage reports the draft tokens, accepted plus rejecte
 from __future__ import annotations
 
 import asyncio
+import difflib
 from typing import Any
 
 import openai
@@ -53,13 +54,19 @@ def test_the_original_code_as_prediction_changes_nothing_but_the_speed(client, p
     assert text == plain[case]
     accepted, rejected = counts(usage)
     # Which answers copy the module depends on the CPU's arithmetic (greedy SmolLM2 answered
-    # prompt 1 with code on one machine and with prose on another): an answer that starts as the
-    # prediction does gets drafts kept, one that never meets it gets no drafts at all.
-    if plain[case].startswith("```python\nimport json"):
+    # prompt 1 with code on one machine, with prose on another, and with prose then the code on a
+    # third): an answer that copies a long stretch of the prediction gets drafts kept there. One
+    # that does not may still have a few kept where a token or two happen to match, so nothing is
+    # claimed of it beyond the text.
+    if copied_run(plain[case], ORIGINALS[case]) >= 200:
         assert accepted > 0
-    else:
-        assert not ORIGINALS[case].startswith(plain[case][:10]) and accepted == 0
     assert accepted < usage.completion_tokens
+
+
+def copied_run(answer: str, original: str) -> int:
+    """The longest stretch of the original the answer repeats, in characters."""
+    match = difflib.SequenceMatcher(None, answer, original, autojunk=False).find_longest_match()
+    return match.size
 
 
 def predictions_for(answer: str) -> dict[str, str]:
