@@ -4,14 +4,18 @@ is missing (`make test` installs both where it can)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+# Where the tests leave their screenshots: RILL_SCREENSHOTS=docs/screenshots refreshes the README's;
+# by default a temporary folder, so a test run leaves the checkout as it was.
+SCREENSHOTS = Path(os.environ.get("RILL_SCREENSHOTS") or Path(tempfile.gettempdir()) / "rill-screenshots")
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
