@@ -153,7 +153,12 @@ def test_reference_counts_always_equal_the_tables_holding_each_block(ops):
     for op, a, b, n in ops:
         try:
             if op == "append":
-                put(m, a, toks(n, b) % 3, m.length(a), reusable=n)  # few distinct tokens: many hits
+                tokens, start = toks(n, b) % 3, m.length(a) - b % 2  # few distinct tokens: many hits
+                start = max(start, 0)
+                refs = m.refs.copy()
+                foreseen = m.mappable(a, tokens, start, n)
+                assert (m.refs == refs).all()  # foreseeing changes nothing
+                assert put(m, a, tokens, start, reusable=n).num_reused == foreseen
             elif op == "copy":
                 m.copy(a, b)
             elif op == "truncate":

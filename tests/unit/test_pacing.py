@@ -8,6 +8,7 @@ from rill.backends.fake import FakeBackend
 from rill.engine.loop import EngineLoop
 from rill.engine.types import Status
 from rill.engine.pacing import FIRST_CHUNK, MIN_PACED_CHUNK, STEP_FLOOR_S, PrefillPacer
+from rill.sampling.template import CHATML, ChatTemplate
 from tests.unit.test_engine_loop import run_until_idle, submit, text_of
 
 
@@ -105,4 +106,61 @@ def test_streams_keep_flowing_while_a_long_prompt_is_prefilled(stall):
     assert sum(n for _, n in with_prefill) >= 1000
     assert max(cost for cost, _ in with_prefill) <= stall * decode_step + 0.0015
     assert text_of(long_prompt) == "a thousand tokens of prompt " * 36
+    assert [text_of(s) for s in streams] == [f"stream {i} " * 30 for i in range(8)]
+
+
+class MappingBackend(TimedBackend):
+    """TimedBackend with a cache shared by content, as the torch backend's named blocks: the
+    tokens of `shared` that a prompt repeats from position 0 are mapped in whole 16-token blocks
+    (never an item's last token) and cost nothing."""
+
+    def __init__(self, shared: tuple[int, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.shared = shared
+
+    def _mapped(self, tokens, start: int, limit: int) -> int:
+        n = 0
+        while (start % 16 == 0 and n + 16 <= limit and start + n + 16 <= len(self.shared)
+               and tuple(tokens[n : n + 16]) == self.shared[start + n : start + n + 16]):
+            n += 16
+        return n
+
+    def mapped_prefix(self, seq_id, tokens, start):
+        return self._mapped(tokens, start, len(tokens) - 1)
+
+    def forward(self, batch):
+        computed = sum(len(i.tokens) - self._mapped(i.tokens, i.start, len(i.tokens) - 1)
+                       for i in batch if len(i.tokens) > 1)
+        cost = 0.040 + 0.005 * sum(1 for i in batch if len(i.tokens) == 1) + 0.001 * computed
+        self.now += cost
+        self.steps.append((cost, computed))
+        return FakeBackend.forward(self, batch)
+
+
+def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
+    text = "a thousand tokens of prompt " * 16
+    shared = tuple(FakeBackend().tokenize(ChatTemplate(CHATML).render([{"role": "user", "content": text}]),
+                                          add_bos=False))
+    backend = MappingBackend(shared, max_sequences=9, n_ctx=4096)
+    loop = EngineLoop(backend, max_running=9, clock=lambda: backend.now)
+    streams = [submit(loop, f"s{i}", f"stream {i} " * 30) for i in range(8)]
+    while len(loop.running) < 8 or any(seq.status is not Status.DECODING for seq in loop.running):
+        loop._drain(), loop._admit(), loop._step()
+    for _ in range(5):
+        loop._step()
+    allowance = loop.pacer.allowance(8)
+    per_token = loop.pacer.prefill_token_s
+    assert allowance < len(shared) // 4  # computed, the prompt would take 4+ paced steps
+
+    cached = submit(loop, "cached", text)
+    loop._drain(), loop._admit()
+    steps = 0
+    while loop.running[-1].status is Status.PREFILLING:
+        loop._step()
+        steps += 1
+    assert steps == 1  # mapped blocks ride along outside the allowance
+    assert backend.steps[-1][1] <= 16  # computed: the tail after the last whole block
+    assert loop.pacer.prefill_token_s == pytest.approx(per_token, rel=0.5)  # not taught that tokens are free
+    run_until_idle(loop)
+    assert text_of(cached) == text
     assert [text_of(s) for s in streams] == [f"stream {i} " * 30 for i in range(8)]

@@ -167,6 +167,8 @@ def test_a_shared_prefix_is_mapped_not_recomputed_and_changes_nothing():
     backend = make_backend()
     backend.forward([BatchItem(0, PROMPT, 0)])
     other = [*PROMPT[:35], 99, 98]
+    assert backend.mapped_prefix(1, other, 0) == 32  # foretold for the engine's pacing
+    assert backend.mapped_prefix(2, [99, *PROMPT[1:]], 0) == 0
     out = backend.forward([BatchItem(1, other, 0, num_logits=2)])
     assert backend.cache.blocks.num_hits == 2  # the two full blocks
     assert backend.cache.blocks.seqs[1].blocks[:2] == backend.cache.blocks.seqs[0].blocks[:2]
@@ -180,6 +182,7 @@ def test_a_prompt_resumed_inside_a_block_still_maps_its_cached_whole_blocks():
     backend.forward([BatchItem(0, PROMPT, 0)])
     backend.forward([BatchItem(1, PROMPT[:5], 0, num_logits=0)])
     hits = backend.cache.blocks.num_hits
+    assert backend.mapped_prefix(1, PROMPT[5:], 5) == 32 - 5  # of the tokens the engine sends
     out = backend.forward([BatchItem(1, PROMPT[5:], 5, num_logits=2)])
     assert backend.cache.blocks.num_hits - hits == 2
     assert backend.cache.blocks.seqs[1].blocks[:2] == backend.cache.blocks.seqs[0].blocks[:2]

@@ -61,6 +61,14 @@ class Backend(Protocol):
         Raises BackendError on failure."""
         ...
 
+    def mapped_prefix(self, seq_id: int, tokens: Sequence[int], start: int) -> int:
+        """How many leading `tokens` (the rest of a prompt, to be appended at `start`) a forward()
+        would map from cache blocks another prompt already computed instead of computing them:
+        free prefill, which the engine does not count against a step's budget. 0 for a backend
+        that shares no cache between sequences by content (llama.cpp: the engine moves whole
+        caches between slots itself)."""
+        ...
+
     def guidance_tokenizer(self) -> Any:
         """An llguidance tokenizer for this vocabulary, for constrained decoding (built on first
         use, then cached)."""

@@ -112,6 +112,9 @@ class FakeBackend:
             self._guidance = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_FakeVocab()))
         return self._guidance
 
+    def mapped_prefix(self, seq_id: int, tokens: Sequence[int], start: int) -> int:
+        return 0
+
     def copy(self, src: int, dst: int) -> None:
         self._seqs[dst] = list(self._seqs.get(src, []))
 

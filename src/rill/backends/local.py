@@ -237,6 +237,9 @@ class LlamaBackend(VocabMethods):
         ll.llama_memory_seq_rm(self._memory, dst, -1, -1)
         ll.llama_memory_seq_cp(self._memory, src, dst, -1, -1)  # cells are shared, not duplicated
 
+    def mapped_prefix(self, seq_id: int, tokens: Sequence[int], start: int) -> int:
+        return 0
+
     def truncate(self, seq_id: int, keep: int) -> bool:
         return bool(ll.llama_memory_seq_rm(self._memory, seq_id, keep, -1))
 

@@ -135,6 +135,10 @@ class TorchBackend(VocabMethods):
             blocks.computed(item.seq_id)
         return out
 
+    def mapped_prefix(self, seq_id: int, tokens: Sequence[int], start: int) -> int:
+        ids, begin, reusable = self._aligned(BatchItem(seq_id, tokens, start))
+        return max(0, self.cache.blocks.mappable(seq_id, ids, begin, reusable) - (start - begin))
+
     def _aligned(self, item: BatchItem) -> tuple[np.ndarray, int, int]:
         """The item's tokens, where they start, and how many leading ones may be mapped from
         cached blocks (whole blocks only, never the rows whose logits are wanted). A prompt the

@@ -99,6 +99,24 @@ class BlockManager:
             needed += 1  # copy-on-write of the shared block the first token goes into
         return needed
 
+    def mappable(self, seq_id: int, tokens: np.ndarray, start: int, reusable: int) -> int:
+        """How many leading tokens append(seq_id, tokens, start, reusable=reusable) would map
+        from named blocks, changing nothing."""
+        bs = self.block_size
+        seq = self.seqs.get(seq_id)
+        hashes = seq.hashes[: start // bs] if seq is not None and start <= len(seq.tokens) else []
+        if start % bs or reusable < bs or len(hashes) != start // bs:
+            return 0
+        mapped = 0
+        previous = hashes[-1] if hashes else b""
+        while mapped + bs <= reusable:
+            name = block_hash(previous, tokens[mapped : mapped + bs])
+            if name not in self._by_name:
+                break
+            previous = name
+            mapped += bs
+        return mapped
+
     # ---- changes -------------------------------------------------------------------------------
 
     def append(self, seq_id: int, tokens: np.ndarray, start: int, *, reusable: int = 0) -> Placed:
