@@ -6,7 +6,7 @@ import pytest
 
 from rill.backends.fake import FakeBackend
 from rill.engine.loop import EngineLoop
-from rill.engine.types import Status
+from rill.engine.types import Finished, Status
 from rill.engine.pacing import FIRST_CHUNK, MIN_PACED_CHUNK, STEP_FLOOR_S, PrefillPacer
 from rill.sampling.template import CHATML, ChatTemplate
 from tests.unit.test_engine_loop import run_until_idle, submit, text_of
@@ -163,4 +163,7 @@ def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
     assert loop.pacer.prefill_token_s == pytest.approx(per_token, rel=0.5)  # not taught that tokens are free
     run_until_idle(loop)
     assert text_of(cached) == text
+    finished = [e for e in cached if isinstance(e, Finished)]
+    # usage's cached_tokens: every whole block before the prompt's last token
+    assert finished[0].num_cached_prompt_tokens == (len(shared) - 1) // 16 * 16
     assert [text_of(s) for s in streams] == [f"stream {i} " * 30 for i in range(8)]

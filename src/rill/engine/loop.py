@@ -168,13 +168,13 @@ class EngineLoop:
         the one each needs for its next token."""
         return sum(max(seq.num_cached, seq.num_to_prefill) + 1 for seq in self.running)
 
-    def _schedule(self) -> tuple[list[tuple[Sequence, BatchItem]], int]:
+    def _schedule(self) -> tuple[list[tuple[Sequence, BatchItem]], dict[int, int]]:
         """One step's batch: one token for every decoding sequence (with its draft, when it has
         a prediction to follow), then prefill chunks of the admitted prompts, oldest first, as
         many tokens as the pacer allows next to the decoding streams (chunked prefill keeps
         running streams flowing while a long prompt is read). Prompt tokens the backend maps
         from cached blocks are free: they ride along outside the pacer's allowance, and are
-        returned (their number) so that the pacer does not learn from them either."""
+        returned (how many, by seq_id) so that the pacer does not learn from them either."""
         plan = []
         draft_room = self.backend.max_batch_tokens - len(self.running)
         cost = self.draft_cost.relative(sum(1 for seq in self.running if seq.status is Status.DECODING))
@@ -189,7 +189,7 @@ class EngineLoop:
         num_drafted = sum(item.num_logits - 1 for _, item in plan)
         budget = self.pacer.allowance(len(plan), num_drafted)
         room = self.backend.max_batch_tokens - len(plan) - num_drafted
-        num_mapped = 0
+        mapped_by_seq: dict[int, int] = {}
         for seq in self.running:
             if seq.status is Status.PREFILLING:
                 # blocks the backend maps from another prompt's cache cost nothing: not paced
@@ -206,10 +206,10 @@ class EngineLoop:
                 plan.append((seq, BatchItem(seq.seq_id, seq.prefill_tokens(seq.num_cached, stop),
                                             seq.num_cached, num_logits=int(wants))))
                 mapped = min(mapped, stop - seq.num_cached - 1)  # a chunk's last token is computed
-                num_mapped += max(mapped, 0)
+                mapped_by_seq[seq.seq_id] = max(mapped, 0)
                 budget = max(0, budget - (stop - seq.num_cached - max(mapped, 0)))
                 room -= stop - seq.num_cached
-        return plan, num_mapped
+        return plan, mapped_by_seq
 
     def _draft(self, seq: Sequence, room: int, cost: float, probe: bool) -> np.ndarray:
         """The predicted tokens to verify with the sequence's next token: as many as pay (see
@@ -222,7 +222,7 @@ class EngineLoop:
         return seq.draft.propose(seq.generated, limit, cost, probe) if limit > 0 else _NO_DRAFT
 
     def _step(self) -> None:
-        plan, num_mapped = self._schedule()
+        plan, mapped_by_seq = self._schedule()
         num_decoding = sum(1 for seq, _ in plan if seq.status is Status.DECODING)
         started = self._clock()
         try:
@@ -244,7 +244,7 @@ class EngineLoop:
         if all(seq.status is Status.DECODING for seq, _ in plan):
             self.draft_cost.observe(elapsed, len(plan), sum(item.num_logits - 1 for _, item in plan))
         # draft tokens are computed like prompt tokens (several of one sequence): paced as such
-        computed = sum(len(item.tokens) for _, item in plan) - num_decoding - num_mapped
+        computed = sum(len(item.tokens) for _, item in plan) - num_decoding - sum(mapped_by_seq.values())
         self.pacer.observe(elapsed, num_decoding, computed)
         self.num_steps += 1
         row = 0
@@ -255,6 +255,8 @@ class EngineLoop:
                 continue
             seq.num_cached += len(item.tokens)
             if seq.status is Status.PREFILLING:
+                if seq.num_preemptions == 0:  # reported as usage.prompt_tokens_details.cached_tokens
+                    seq.num_reused += mapped_by_seq.get(seq.seq_id, 0)
                 if seq.num_cached < seq.num_to_prefill:
                     continue
                 seq.status = Status.DECODING
