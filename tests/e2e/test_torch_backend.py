@@ -24,6 +24,7 @@ from rill.backends.torch.backend import TorchBackend
 from rill.cli import embedded_model_path
 from rill.config import ModelConfig
 from tests.e2e.support import make_client
+from tests.e2e.test_prefix_cache import ask, chat
 
 pytestmark = pytest.mark.e2e
 
@@ -151,3 +152,25 @@ def test_constrained_json_and_n_choices_on_the_torch_backend(torch_client):
         if choice.finish_reason == "stop":
             cat = json.loads(choice.message.content)
             assert set(cat) == {"name", "age"} and isinstance(cat["age"], int)
+
+
+LONG_QUESTION = ("What is the capital of France? Name the city, then say in one sentence which river "
+                 "flows through it, which sea that river reaches, and why people settled on its banks "
+                 "in the first place, long before it became a capital.")
+
+
+def test_a_prompt_whose_slot_was_taken_still_maps_its_blocks_and_reports_them(rill_factory):
+    """One slot: a second question takes it, keeping only the shared system prompt. Asked again,
+    the first question's own blocks (it is long enough to fill some) are still named in the paged cache: the torch backend maps
+    them (llama.cpp recomputes from the system prompt on) and usage reports them as cached."""
+    root = rill_factory("--backend", "torch", "--dtype", "fp32", "--parallel", "1", "--ctx", "1024",
+                        cached=False).url
+    cold, cold_usage = ask(root, chat(LONG_QUESTION))
+    assert cold_usage["prompt_tokens_details"]["cached_tokens"] == 0
+    _, other_usage = ask(root, chat("Why is the sky blue?"))
+    shared = other_usage["prompt_tokens_details"]["cached_tokens"]
+    assert 100 < shared < other_usage["prompt_tokens"]
+    again, usage = ask(root, chat(LONG_QUESTION))
+    # every whole 16-token block before the prompt's last token
+    assert usage["prompt_tokens_details"]["cached_tokens"] == (usage["prompt_tokens"] - 1) // 16 * 16 > shared
+    assert again == cold  # fp32: the mapped blocks hold what computing them gave

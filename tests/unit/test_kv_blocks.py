@@ -113,16 +113,21 @@ def test_copy_shares_blocks_and_the_first_write_copies_the_shared_partial_block(
     assert len(m.copies) == 1
 
 
-def test_truncate_then_append_rewrites_the_tail_and_renames():
+def test_truncate_then_append_writes_a_copy_and_the_cut_block_stays_mappable():
     m = BlockManager(num_blocks=8, block_size=4)
     t = toks(8)
     put(m, 0, t, 0)
+    cut = m.seqs[0].blocks[1]
     m.truncate(0, 5)
     assert m.length(0) == 5 and len(m.seqs[0].blocks) == 2 and len(m.seqs[0].hashes) == 1
     put(m, 0, np.array([7, 7, 7], np.int32), 5)
     assert m.seqs[0].tokens == [*t[:5].tolist(), 7, 7, 7]
-    # the old second block's name is gone: its contents changed
-    assert put(m, 1, t, 0, reusable=8).num_reused == 4
+    assert m.seqs[0].blocks[1] != cut and m.copies == [(cut, m.seqs[0].blocks[1])]
+    # the cut block kept its contents and name: a prompt beginning as t maps both blocks
+    assert put(m, 1, t, 0, reusable=8).num_reused == 8
+    assert m.seqs[1].blocks[1] == cut
+    # and seq 0's rewritten block is named by its new contents
+    assert put(m, 2, np.array([*t[:5], 7, 7, 7], np.int32), 0, reusable=8).num_reused == 8
 
 
 def test_appending_before_the_end_truncates_first():

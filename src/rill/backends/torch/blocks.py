@@ -95,8 +95,8 @@ class BlockManager:
         bs = self.block_size
         held = min(len(seq.blocks), -(-start // bs)) if seq else 0  # what it holds up to start
         needed = max(0, -(-(start + num_tokens) // bs) - held)
-        if seq and start % bs and self.refs[seq.blocks[start // bs]] > 1:
-            needed += 1  # copy-on-write of the shared block the first token goes into
+        if seq and start % bs and self._copied_on_write(seq.blocks[start // bs]):
+            needed += 1  # the copy of the block the first token goes into
         return needed
 
     def mappable(self, seq_id: int, tokens: np.ndarray, start: int, reusable: int) -> int:
@@ -163,8 +163,10 @@ class BlockManager:
         self.seqs[dst] = SequenceBlocks(list(source.blocks), list(source.tokens), list(source.hashes))
 
     def truncate(self, seq_id: int, keep: int) -> None:
-        """Keep positions 0..keep-1. A block cut in two loses its name (its tail will be
-        overwritten) unless it is shared, in which case the next write copies it."""
+        """Keep positions 0..keep-1. A block cut in two stays as it is, name and all, for other
+        prompts that begin as it does: the next write into it copies it first (as into a shared
+        block), so a prompt that took an idle slot's cache and rewrote its tail does not break
+        the chain of names of the prompt that was there."""
         seq = self.seqs.get(seq_id)
         if seq is None or keep >= len(seq.tokens):
             return
@@ -175,8 +177,6 @@ class BlockManager:
         del seq.blocks[num_blocks:]
         del seq.tokens[keep:]
         del seq.hashes[keep // bs :]
-        if keep % bs and self.refs[seq.blocks[-1]] == 1:
-            self._forget_name(seq.blocks[-1])
 
     def release(self, seq_id: int) -> None:
         seq = self.seqs.pop(seq_id, None)
@@ -220,17 +220,19 @@ class BlockManager:
                 self._by_name[name] = block
                 self._name[block] = name
 
+    def _copied_on_write(self, block: int) -> bool:
+        """Whether a write into this block goes to a copy: it is shared, or it is named (a full
+        block the sequence was truncated into) and others may still map it."""
+        return self.refs[block] > 1 or block in self._name
+
     def _own(self, seq: SequenceBlocks, index: int) -> None:
-        """Before writing into block `index`: a shared block is copied (copy-on-write); an own
-        named one loses its name, since its contents are about to change."""
+        """Before writing into block `index`: a shared or named block is copied first."""
         block = seq.blocks[index]
-        if self.refs[block] > 1:
+        if self._copied_on_write(block):
             fresh = self._take()
             self.copies.append((block, fresh))
             self._unref(block)
             seq.blocks[index] = fresh
-        else:
-            self._forget_name(block)
 
     def _take(self) -> int:
         if self._free:
