@@ -193,8 +193,10 @@ class EngineLoop:
         for seq in self.running:
             if seq.status is Status.PREFILLING:
                 # blocks the backend maps from another prompt's cache cost nothing: not paced
-                mapped = self.backend.mapped_prefix(
-                    seq.seq_id, seq.prefill_tokens(seq.num_cached, seq.num_to_prefill), seq.num_cached)
+                # (asked of what fits in the step only, so a long prompt is not copied every step)
+                ahead = min(seq.num_to_prefill, seq.num_cached + room)
+                mapped = self.backend.mapped_prefix(seq.seq_id, seq.prefill_tokens(seq.num_cached, ahead),
+                                                    seq.num_cached) if room > 1 else 0
                 stop = min(seq.num_to_prefill, seq.num_cached + min(mapped + budget, room))
                 if seq.num_to_prefill - stop == 1:  # never leave a one-token tail
                     stop -= 1
