@@ -137,17 +137,27 @@ class MappingBackend(TimedBackend):
         return FakeBackend.forward(self, batch)
 
 
-def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
-    text = "a thousand tokens of prompt " * 16
-    shared = tuple(FakeBackend().tokenize(ChatTemplate(CHATML).render([{"role": "user", "content": text}]),
+CACHED_TEXT = "a thousand tokens of prompt " * 16
+
+
+def eight_streams_and_a_cached_prompt(max_running: int = 9):
+    """A MappingBackend whose shared tokens are CACHED_TEXT's prompt, and a loop with 8 streams
+    decoding and the pacer trained on them."""
+    shared = tuple(FakeBackend().tokenize(ChatTemplate(CHATML).render([{"role": "user", "content": CACHED_TEXT}]),
                                           add_bos=False))
-    backend = MappingBackend(shared, max_sequences=9, n_ctx=4096)
-    loop = EngineLoop(backend, max_running=9, clock=lambda: backend.now)
+    backend = MappingBackend(shared, max_sequences=max_running, n_ctx=4096)
+    loop = EngineLoop(backend, max_running=max_running, clock=lambda: backend.now)
     streams = [submit(loop, f"s{i}", f"stream {i} " * 30) for i in range(8)]
     while len(loop.running) < 8 or any(seq.status is not Status.DECODING for seq in loop.running):
         loop._drain(), loop._admit(), loop._step()
     for _ in range(5):
         loop._step()
+    return backend, loop, streams, shared
+
+
+def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
+    backend, loop, streams, shared = eight_streams_and_a_cached_prompt()
+    text = CACHED_TEXT
     allowance = loop.pacer.allowance(8)
     per_token = loop.pacer.prefill_token_s
     assert allowance < len(shared) // 4  # computed, the prompt would take 4+ paced steps
@@ -167,3 +177,18 @@ def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
     # usage's cached_tokens: every whole block before the prompt's last token
     assert finished[0].num_cached_prompt_tokens == (len(shared) - 1) // 16 * 16
     assert [text_of(s) for s in streams] == [f"stream {i} " * 30 for i in range(8)]
+
+
+def test_a_cached_prompt_moves_even_when_a_prompt_to_compute_took_the_allowance():
+    backend, loop, streams, shared = eight_streams_and_a_cached_prompt(max_running=10)
+    allowance = loop.pacer.allowance(8)
+    computed = submit(loop, "computed", "nothing of this is cached " * 40)
+    cached = submit(loop, "cached", CACHED_TEXT)
+    loop._drain(), loop._admit()
+    loop._step()
+    by_id = {seq.request.id: seq for seq in loop.running}
+    assert by_id["computed"].status is Status.PREFILLING  # paced: its chunk took the allowance
+    assert by_id["cached"].num_cached > (len(shared) - 1) // 16 * 16  # every mapped block, and one more
+    assert backend.steps[-1][1] <= allowance + 1
+    run_until_idle(loop)
+    assert text_of(cached) == CACHED_TEXT and text_of(computed) == "nothing of this is cached " * 40

@@ -197,7 +197,9 @@ class EngineLoop:
                 ahead = min(seq.num_to_prefill, seq.num_cached + room)
                 mapped = self.backend.mapped_prefix(seq.seq_id, seq.prefill_tokens(seq.num_cached, ahead),
                                                     seq.num_cached) if room > 1 else 0
-                stop = min(seq.num_to_prefill, seq.num_cached + min(mapped + budget, room))
+                # mapped blocks go with one computed token at least: the one after them
+                take = mapped + max(budget, int(mapped > 0))
+                stop = min(seq.num_to_prefill, seq.num_cached + min(take, room))
                 if seq.num_to_prefill - stop == 1:  # never leave a one-token tail
                     stop -= 1
                 if stop - seq.num_cached < min(MIN_PREFILL_CHUNK, seq.num_to_prefill - seq.num_cached):
