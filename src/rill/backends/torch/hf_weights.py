@@ -9,7 +9,6 @@ divisors exactly as llama.cpp's converter computes them for GGUF's rope_freqs.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +17,28 @@ from typing import Any
 import numpy as np
 
 from rill.backends.base import BackendError
-from rill.backends.torch.weights import ModelSpec
+from rill.backends.hf_vocab import read_json
+from rill.backends.torch.weights import ModelSpec, llama_tensors
 
 # config.json model_type -> (q/k/v have biases, q and k are RMS-normed per head)
 HF_ARCHS = {"llama": (False, False), "mistral": (False, False), "qwen2": (True, False), "qwen3": (False, True)}
 
 
+# Where each of Rill's tensors lies in a checkpoint (as weights.GGUF_NAMES for GGUF files)
+HF_NAMES = {
+    "embed": "model.embed_tokens.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight",
+    **{x: f"model.layers.{{i}}.self_attn.{x}_proj.weight" for x in "qkv"},
+    **{f"{x}_bias": f"model.layers.{{i}}.self_attn.{x}_proj.bias" for x in "qkv"},
+    "q_norm": "model.layers.{i}.self_attn.q_norm.weight", "k_norm": "model.layers.{i}.self_attn.k_norm.weight",
+    "wo": "model.layers.{i}.self_attn.o_proj.weight", "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "gate": "model.layers.{i}.mlp.gate_proj.weight", "up": "model.layers.{i}.mlp.up_proj.weight",
+    "down": "model.layers.{i}.mlp.down_proj.weight",
+}
+
+
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot read {path}: {exc}") from exc
 
 
 class HFWeights:
@@ -104,24 +110,7 @@ class HFWeights:
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         s = self.spec
-        yield "embed", self._array("model.embed_tokens.weight")
-        for i in range(s.num_layers):
-            p = f"model.layers.{i}."
-            yield f"layers.{i}.wqkv", np.concatenate([self._array(p + f"self_attn.{x}_proj.weight") for x in "qkv"])
-            if s.qkv_bias:
-                yield f"layers.{i}.bqkv", np.concatenate([self._array(p + f"self_attn.{x}_proj.bias") for x in "qkv"])
-            if s.qk_norm:
-                yield f"layers.{i}.q_norm", self._array(p + "self_attn.q_norm.weight")
-                yield f"layers.{i}.k_norm", self._array(p + "self_attn.k_norm.weight")
-            yield f"layers.{i}.wo", self._array(p + "self_attn.o_proj.weight")
-            yield f"layers.{i}.attn_norm", self._array(p + "input_layernorm.weight")
-            yield f"layers.{i}.ffn_norm", self._array(p + "post_attention_layernorm.weight")
-            yield f"layers.{i}.w_gate_up", np.concatenate([self._array(p + "mlp.gate_proj.weight"),
-                                                           self._array(p + "mlp.up_proj.weight")])
-            yield f"layers.{i}.w_down", self._array(p + "mlp.down_proj.weight")
-        yield "norm", self._array("model.norm.weight")
-        if not s.tied_embeddings:
-            yield "lm_head", self._array("lm_head.weight")
+        yield from llama_tensors(s, self._array, HF_NAMES)
         if self._scaling is not None:
             yield "rope_factors", llama3_rope_factors(self._scaling, s.rope_theta, s.head_dim)
 

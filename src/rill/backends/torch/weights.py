@@ -7,7 +7,7 @@ model can convert each to its dtype as it arrives and a large model is never who
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,47 @@ def unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
     each head's rows go back from interleaved pairs to Hugging Face's two halves."""
     rows = w.shape[0]
     return w.reshape(num_heads, rows // num_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# Where each of Rill's tensors lies in a file, by role ({i}: the layer); each format names them its own way
+GGUF_NAMES = {
+    "embed": "token_embd.weight", "norm": "output_norm.weight", "lm_head": "output.weight",
+    "q": "blk.{i}.attn_q.weight", "k": "blk.{i}.attn_k.weight", "v": "blk.{i}.attn_v.weight",
+    "q_bias": "blk.{i}.attn_q.bias", "k_bias": "blk.{i}.attn_k.bias", "v_bias": "blk.{i}.attn_v.bias",
+    "q_norm": "blk.{i}.attn_q_norm.weight", "k_norm": "blk.{i}.attn_k_norm.weight",
+    "wo": "blk.{i}.attn_output.weight", "attn_norm": "blk.{i}.attn_norm.weight",
+    "ffn_norm": "blk.{i}.ffn_norm.weight", "gate": "blk.{i}.ffn_gate.weight", "up": "blk.{i}.ffn_up.weight",
+    "down": "blk.{i}.ffn_down.weight",
+}
+
+
+def llama_tensors(spec: ModelSpec, read: Callable[[str], np.ndarray], names: Mapping[str, str],
+                  fix_qk: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                  ) -> Iterator[tuple[str, np.ndarray]]:
+    """Rill's tensors, one at a time, read by `names` (a role -> tensor name table such as
+    GGUF_NAMES), with q/k/v and gate/up fused; fix_qk rewrites each layer's q and k first."""
+    yield "embed", read(names["embed"])
+    for i in range(spec.num_layers):
+        def layer(role: str) -> np.ndarray:
+            return read(names[role].format(i=i))
+
+        q, k = layer("q"), layer("k")
+        if fix_qk is not None:
+            q, k = fix_qk(q, k)
+        yield f"layers.{i}.wqkv", np.concatenate([q, k, layer("v")])
+        if spec.qkv_bias:
+            yield f"layers.{i}.bqkv", np.concatenate([layer("q_bias"), layer("k_bias"), layer("v_bias")])
+        if spec.qk_norm:
+            yield f"layers.{i}.q_norm", layer("q_norm")
+            yield f"layers.{i}.k_norm", layer("k_norm")
+        yield f"layers.{i}.wo", layer("wo")
+        yield f"layers.{i}.attn_norm", layer("attn_norm")
+        yield f"layers.{i}.ffn_norm", layer("ffn_norm")
+        yield f"layers.{i}.w_gate_up", np.concatenate([layer("gate"), layer("up")])
+        yield f"layers.{i}.w_down", layer("down")
+    yield "norm", read(names["norm"])
+    if not spec.tied_embeddings:
+        yield "lm_head", read(names["lm_head"])
 
 
 class GGUFWeights:
@@ -105,26 +146,7 @@ class GGUFWeights:
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         s = self.spec
-        yield "embed", self._array("token_embd.weight")
-        for i in range(s.num_layers):
-            p = f"blk.{i}."
-            q, k = self._array(p + "attn_q.weight"), self._array(p + "attn_k.weight")
-            if self._permuted:
-                q, k = unpermute(q, s.num_heads), unpermute(k, s.num_kv_heads)
-            yield f"layers.{i}.wqkv", np.concatenate([q, k, self._array(p + "attn_v.weight")])
-            if s.qkv_bias:
-                yield f"layers.{i}.bqkv", np.concatenate([self._array(p + f"attn_{x}.bias") for x in "qkv"])
-            if s.qk_norm:
-                yield f"layers.{i}.q_norm", self._array(p + "attn_q_norm.weight")
-                yield f"layers.{i}.k_norm", self._array(p + "attn_k_norm.weight")
-            yield f"layers.{i}.wo", self._array(p + "attn_output.weight")
-            yield f"layers.{i}.attn_norm", self._array(p + "attn_norm.weight")
-            yield f"layers.{i}.ffn_norm", self._array(p + "ffn_norm.weight")
-            yield f"layers.{i}.w_gate_up", np.concatenate([self._array(p + "ffn_gate.weight"),
-                                                           self._array(p + "ffn_up.weight")])
-            yield f"layers.{i}.w_down", self._array(p + "ffn_down.weight")
-        yield "norm", self._array("output_norm.weight")
-        if not s.tied_embeddings:
-            yield "lm_head", self._array("output.weight")
+        fix = (lambda q, k: (unpermute(q, s.num_heads), unpermute(k, s.num_kv_heads))) if self._permuted else None
+        yield from llama_tensors(s, self._array, GGUF_NAMES, fix)
         if s.rope_factors:
             yield "rope_factors", self._array("rope_freqs.weight")
