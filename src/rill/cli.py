@@ -127,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require `Authorization: Bearer KEY` (an admin key; repeat for more); keys "
                             "made by `rill keys create` work too [env RILL_API_KEY, comma-separated; "
                             "default: none: open unless the database has keys]")
+    serve.add_argument("--allowed-hosts", metavar="HOSTS", default=_env("ALLOWED_HOSTS", ""),
+                       help="host names clients may reach this server by, besides IP addresses, localhost and "
+                            "--host (a defence against DNS rebinding), comma-separated; .example.com: it and "
+                            "its subdomains; *: any name [env RILL_ALLOWED_HOSTS; none]")
+    serve.add_argument("--cors-origins", metavar="ORIGINS", default=_env("CORS_ORIGINS", ""),
+                       help="origins whose web pages may call the API (CORS), comma-separated, e.g. "
+                            "http://localhost:3000; *: any page [env RILL_CORS_ORIGINS; none: only the "
+                            "bundled web UI, which is same-origin]")
+    # string defaults go through `type`: a bad env value is a usage error naming the flag
+    serve.add_argument("--header-timeout", type=float, metavar="SECONDS", default=_env("HEADER_TIMEOUT", "10"),
+                       help="a request's line and headers must arrive within this time [env "
+                            "RILL_HEADER_TIMEOUT; 10]")
+    serve.add_argument("--body-timeout", type=float, metavar="SECONDS", default=_env("BODY_TIMEOUT", "30"),
+                       help="a request body may pause this long between chunks; responses are never "
+                            "timed [env RILL_BODY_TIMEOUT; 30]")
+    serve.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
+                       default=_env("KEEP_ALIVE_TIMEOUT", "5"),
+                       help="an idle connection is closed after this time [env RILL_KEEP_ALIVE_TIMEOUT; 5]")
+    serve.add_argument("--max-connections", type=int, metavar="N", default=_env("MAX_CONNECTIONS", "1000"),
+                       help="open connections; one more is answered 503 and closed [env "
+                            "RILL_MAX_CONNECTIONS; 1000]")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
     add_bench_parser(sub)
@@ -157,7 +178,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
                         max_queue=args.max_queue, log_level=args.log_level, models=models,
                         database_url=args.database_url, api_keys=api_keys_from(args.api_key),
-                        retention_days=args.retention_days, audio=audio, search=search)
+                        retention_days=args.retention_days, audio=audio, search=search,
+                        allowed_hosts=comma_separated(args.allowed_hosts),
+                        cors_origins=comma_separated(args.cors_origins),
+                        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                        keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
 
 
 def refuse_model_flags(args: argparse.Namespace) -> None:
@@ -194,6 +219,10 @@ def _parse_env(env: str, flag: str, text: str) -> object:
         raise ConfigError(f"{env} must be {'a number' if kind is float else 'an integer'}, got {text!r}") from exc
 
 
+def comma_separated(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def api_keys_from(flags: list[str] | None) -> tuple[str, ...]:
     """--api-key values, else RILL_API_KEY's comma-separated ones."""
     if flags:
@@ -202,10 +231,8 @@ def api_keys_from(flags: list[str] | None) -> tuple[str, ...]:
 
 
 def serve(config: ServerConfig) -> None:
-    import uvicorn
-
     from rill.api.app import create_app
-    from rill.api.server import GracefulServer
+    from rill.api.server import GracefulServer, uvicorn_config
     from rill.engine.engine import Engine
     from rill.router import LocalModel, Router
     from rill.sampling.template import ChatTemplate
@@ -230,9 +257,7 @@ def serve(config: ServerConfig) -> None:
         if hasattr(app.state, "router"):  # set once the lifespan has started
             app.state.router.close()
 
-    server = GracefulServer(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level=config.log_level,
-        access_log=config.log_level == "debug", timeout_graceful_shutdown=5), on_exit=stop_engines)
+    server = GracefulServer(uvicorn_config(app, config), on_exit=stop_engines)
     server.run()
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rill.errors import ConfigError
 from rill.store.database import database_url
@@ -194,6 +197,18 @@ class ServerConfig:
     retention_days: float | None = None  # None: keep traces and stored completions forever
     audio: AudioConfig = AudioConfig()
     search: SearchConfig | None = None  # None: web_search_options is refused, saying how to set one up
+    # Browsers and connections (docs/security.md). Host names served besides IP literals, localhost
+    # and --host: names, `.example.com` (it and its subdomains) or `*`; origins whose pages may
+    # call the API (CORS): `scheme://host[:port]` or `*`. Both normalised here.
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    # Only reading from a client is timed: 10 s is ample for a request head from anywhere and
+    # frees a slowloris connection quickly; a body may stall 30 s on a poor uplink; 5 s of
+    # keep-alive (uvicorn's default) lets a client reuse its connection for the next request.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000  # open connections; each takes a file descriptor
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -211,6 +226,54 @@ class ServerConfig:
             if not key or any(c.isspace() for c in key) or len(key) < MIN_API_KEY_CHARS:
                 raise ConfigError(f"--api-key #{i} must be at least {MIN_API_KEY_CHARS} characters "
                                   "without whitespace")
+        object.__setattr__(self, "allowed_hosts", tuple(_allowed_host(h) for h in self.allowed_hosts))
+        object.__setattr__(self, "cors_origins", tuple(_cors_origin(o) for o in self.cors_origins))
+        for flag, seconds in (("--header-timeout", self.header_timeout), ("--body-timeout", self.body_timeout),
+                              ("--keep-alive-timeout", self.keep_alive_timeout)):
+            if not 0 < seconds <= 3600:
+                raise ConfigError(f"{flag} must be more than 0 and at most 3600 seconds, not {seconds:g}")
+        if self.max_connections < 1:
+            raise ConfigError("--max-connections must be at least 1")
+
+
+_HOST_NAME = re.compile(r"\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def _allowed_host(entry: str) -> str:
+    """An --allowed-hosts entry, lowercased: `*`, a host name, `.example.com`, or an IP address."""
+    host = entry.strip().lower().rstrip(".")
+    if host == "*" or _HOST_NAME.fullmatch(host):
+        return host
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        raise ConfigError(f"--allowed-hosts: {entry!r} is not a host name (such as rill.example.com, or "
+                          ".example.com for it and its subdomains), an IP address or *") from None
+
+
+def normalized_origin(text: str) -> str | None:
+    """`scheme://host[:port]`, lowercased, of an http(s) origin (an Origin header, a --cors-origins
+    entry); None for anything else (`null`, a path, credentials, a bad port)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if (parts.scheme not in ("http", "https") or not host or parts.username is not None
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        return None
+    host = f"[{host}]" if ":" in host else host
+    default_port = {"http": 80, "https": 443}[parts.scheme]  # browsers leave it out
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
+
+
+def _cors_origin(entry: str) -> str:
+    origin = "*" if entry.strip() == "*" else normalized_origin(entry)
+    if origin is None:
+        raise ConfigError(f"--cors-origins: {entry!r} is not an origin such as http://localhost:3000 "
+                          "(scheme://host[:port], no path), nor *")
+    return origin
 
 
 def _check_names(models: tuple[AnyModelConfig, ...], labels: Sequence[str] | None = None) -> None:

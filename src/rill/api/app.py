@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from rill import __version__
 from rill.api import chat, health, metrics, spans, stored, tokens
 from rill.api.auth import ApiKeyAuth, Authenticator
+from rill.api.browser_guard import BrowserGuard, BrowserPolicy
 from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
 from rill.api.speech_setup import open_speech
@@ -124,7 +125,9 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     mount_ui(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ApiKeyAuth)  # outside BodyLimit: a refused request's body is never read
-    install_metrics(app)  # last: the outermost middleware, so it counts the 401s and 413s too
+    # outside ApiKeyAuth: a foreign page's request costs no key lookup (docs/security.md)
+    app.add_middleware(BrowserGuard, policy=BrowserPolicy.of(config))
+    install_metrics(app)  # last: the outermost middleware, so it counts the 401s, 403s and 413s too
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 
