@@ -26,6 +26,7 @@ request costs no key lookup, and its body is never read.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ CORS_EXPOSED_HEADERS = "x-rill-span-id, x-rill-trace-id, retry-after"
 CORS_MAX_AGE_S = "600"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CROSS_FETCH_SITES = frozenset({"cross-site", "same-site"})
+_REG_NAME = re.compile(r"[a-z0-9._~%!$&'()*+,;=-]+")  # RFC 3986
 
 
 class HostNotAllowed(RillError):
@@ -71,14 +73,15 @@ def host_name(value: str) -> str | None:
     without the port or a trailing dot; None when it is not of that form."""
     value = value.strip().lower()
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if _ and (not rest or (rest[0] == ":" and rest[1:].isdigit())):
+        host, bracket, rest = value[1:].partition("]")
+        if bracket and is_ip_literal(host) and (not rest or (rest[0] == ":" and rest[1:].isdigit())):
             return host
         return None
     host, colon, port = value.partition(":")
-    if colon and not port.isdigit():
+    host = host.rstrip(".")
+    if (colon and not port.isdigit()) or not _REG_NAME.fullmatch(host):
         return None
-    return host.rstrip(".") or None
+    return host
 
 
 def is_ip_literal(host: str) -> bool:

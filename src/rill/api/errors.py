@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,6 +113,11 @@ def install_error_handlers(app: FastAPI) -> None:
         err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return _response(err)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # the client left while its body was read (or paused past --body-timeout and was answered
+        # 408 by the protocol): no one to answer, nothing to log; /metrics counts it as 499
+        return Response(status_code=499)
+
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
         return _response(STORE_UNAVAILABLE)
@@ -123,6 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RillError, on_rill_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(SQLAlchemyError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 
