@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "
                             "higher: faster first token for new prompts [env RILL_MAX_STALL; 2.0]")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
+    serve.add_argument("--step-timeout", type=float, default=float(_env("STEP_TIMEOUT", "120")), metavar="SECONDS",
+                       help="an engine step running longer marks the engine stalled: its requests fail, "
+                            "/health answers 503 until the step returns; 0: off [env RILL_STEP_TIMEOUT; 120]")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                        help="larger request bodies get 413 [8 MiB]")
     serve.add_argument("--database-url", default=_env("DATABASE_URL", "") or None,
@@ -176,7 +179,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     models = load_config_file(args.config) if args.config else (model_from_args(args),)
     audio, search = load_sections(args.config) if args.config else (AudioConfig(), None)
     return ServerConfig(host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
-                        max_queue=args.max_queue, log_level=args.log_level, models=models,
+                        max_queue=args.max_queue, step_timeout=args.step_timeout, log_level=args.log_level,
+                        models=models,
                         database_url=args.database_url, api_keys=api_keys_from(args.api_key),
                         retention_days=args.retention_days, audio=audio, search=search,
                         allowed_hosts=comma_separated(args.allowed_hosts),
@@ -245,7 +249,8 @@ def serve(config: ServerConfig) -> None:
             backend = open_backend(cfg, path)
             info = backend.info
             template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
-            engine = Engine(backend, max_queue=config.max_queue, max_running=cfg.parallel, max_stall=cfg.max_stall)
+            engine = Engine(backend, max_queue=config.max_queue, max_running=cfg.parallel, max_stall=cfg.max_stall,
+                            step_timeout=config.step_timeout)
             engine.start()
             router.add(LocalModel(id=cfg.id, engine=engine, template=template, aliases=aliases,
                                   fallbacks=cfg.fallbacks))

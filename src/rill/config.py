@@ -187,6 +187,9 @@ class ServerConfig:
     port: int = 8000
     max_body_bytes: int = 8 * 1024 * 1024
     max_queue: int = 256  # waiting requests beyond this get 429
+    # --step-timeout: an engine step running longer marks the engine stalled (docs/faults.md); 0: off.
+    # Steps take 10-100 ms on 2 CPU cores; a first CUDA step or kernel compile takes seconds.
+    step_timeout: float = 120.0
     max_n: int = 16  # the largest `n` a request may ask for
     log_level: str = "info"
     models: tuple[AnyModelConfig, ...] = (ModelConfig(),)  # the first is the default
@@ -217,6 +220,8 @@ class ServerConfig:
             raise ConfigError("--max-body-bytes must be at least 1024")
         if self.max_queue < 1:
             raise ConfigError("--max-queue must be at least 1")
+        if not self.step_timeout >= 0:
+            raise ConfigError("--step-timeout must be 0 (no watchdog) or more")
         if self.database_url is not None:
             database_url(self.database_url)  # raises ConfigError for a URL Rill cannot use
         _check_names(self.models)

@@ -10,7 +10,8 @@
     ├── NotFound                    404 a stored object that does not exist (for this key)
     ├── PayloadTooLarge             413
     ├── RateLimited                 429 with Retry-After
-    ├── NotReady                    503 while the model loads
+    ├── NotReady                    503 while the model loads, with Retry-After
+    │   └── EngineUnavailable       503 the model's engine stalled or died (docs/faults.md)
     ├── ShuttingDown                503 a request cut short by shutdown
     ├── EngineError                 500 inference failed (foreign errors wrapped here)
     ├── SearchFailed                502 the web search provider failed (web_search_options)
@@ -110,6 +111,17 @@ class ShuttingDown(RillError):
 
 class EngineError(RillError):
     status = 500
+    retry_after = 5  # loading takes seconds: the openai SDK's two retries then span about 10 s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class EngineUnavailable(NotReady):
+    """The engine stalled (the watchdog) or its thread died: another server (or this one, once
+    restarted or recovered) may serve the request. A fallback model is tried, as for NotReady."""
+
+    code = "engine_unavailable"
     type = "server_error"
     code = "engine_error"
 

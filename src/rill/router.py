@@ -68,7 +68,8 @@ Model = LocalModel | UpstreamModel
 
 
 class Router:
-    """Resolves the `model` field. A model being loaded answers 503 until it is ready."""
+    """Resolves the `model` field. While a model is loading, a name that is not (yet) known
+    answers 503 with Retry-After rather than 404: it may be an alias of the loading model."""
 
     def __init__(self) -> None:
         self._models: dict[str, Model] = {}
@@ -88,17 +89,29 @@ class Router:
             self._loading.remove(model.id)
         if self.default_id is None:
             self.default_id = model.id
+    @property
+    def loading(self) -> list[str]:
+        """The models announced and not loaded yet."""
+        return list(self._loading)
+
 
     @property
     def is_ready(self) -> bool:
         return not self._loading and bool(self._models)
+    def unavailable(self) -> dict[str, str]:
+        """Local models whose engine stalled or died -> why."""
+        return {m.id: reason for m in self.local_models() if (reason := m.engine.unavailable) is not None}
+
 
     def resolve(self, name: str | None) -> Model:
         name = name or self.default_id
         if name in self._models:
             return self._models[name]
         if name in self._loading:
-            raise NotReady("the model is still loading; retry when /health answers 200")
+            raise NotReady(f"The model `{name}` is still loading; retry when GET /health answers 200.")
+        if self._loading:
+            raise NotReady(f"The model `{name}` is not known yet: models are still loading "
+                           f"({', '.join(self._loading)}); retry when GET /health answers 200.")
         raise ModelNotFound(f"The model `{name}` does not exist. GET /v1/models lists the served models.",
                             param="model")
 
@@ -114,7 +127,8 @@ class Router:
         return out
 
     def models(self) -> list[Model]:
-        return list({id(m): m for m in self._models.values()}.values())
+        # list() copies in one step: the loader thread may add a model meanwhile
+        return list({id(m): m for m in list(self._models.values())}.values())
 
     def local_models(self) -> list[LocalModel]:
         return [m for m in self.models() if isinstance(m, LocalModel)]

@@ -1,4 +1,10 @@
-"""GET /health (503 while loading, no auth) and GET /v1/models."""
+"""GET and HEAD /health (no auth: load balancers probe it), GET /v1/models and /v1/models/{id}.
+
+/health answers 200 only when every configured model can serve: 503 with Retry-After while one
+is loading, 503 when one's engine stalled or crashed (docs/faults.md). /v1/models answers 503
+with Retry-After, in OpenAI's error shape, until every model is loaded, so a client that caches
+the list never caches a partial one; a model's own card is there as soon as it is loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,27 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from rill.api.errors import JSONResponse
-from rill.errors import ModelNotFound
-from rill.router import Model, UpstreamModel
+from rill.errors import ModelNotFound, NotReady
+from rill.router import Model, Router, UpstreamModel
 
 router = APIRouter()
 
 
-@router.get("/health", summary="Readiness: 200 when the models are loaded, 503 while loading")
+@router.get("/health", summary="Readiness: 200 when every model can serve; 503 while loading or when an engine failed")
+@router.head("/health", include_in_schema=False)  # load balancers' probes: the same status, no body
 async def health(request: Request) -> JSONResponse:
-    r = request.app.state.router
-    if r.is_ready:
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "loading"}, status_code=503)
+    state = request.app.state
+    r: Router = state.router
+    if state.load_error is not None:
+        return JSONResponse({"status": "failed", "message": f"loading the models failed: {state.load_error}"},
+                            status_code=503)
+    if r.loading:
+        return JSONResponse({"status": "loading"}, status_code=503,
+                            headers={"Retry-After": str(NotReady.retry_after)})
+    unavailable = r.unavailable()
+    if unavailable:
+        return JSONResponse({"status": "unavailable", "models": unavailable}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 def _card(model: Model, state: Any) -> dict[str, Any]:
@@ -44,14 +59,16 @@ def _card(model: Model, state: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models", summary="List the served models")
+@router.get("/v1/models", summary="List the served models (503 with Retry-After until all are loaded)")
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": [_card(m, request.app.state) for m in request.app.state.router.models()]})
+    r: Router = request.app.state.router
+    if r.loading:
+        raise NotReady(f"Models are still loading ({', '.join(r.loading)}); retry when GET /health answers 200.")
+    return JSONResponse({"object": "list", "data": [_card(m, request.app.state) for m in r.models()]})
 
 
 @router.get("/v1/models/{model_id:path}", summary="Retrieve one served model")
 async def get_model(model_id: str, request: Request) -> JSONResponse:
-    for m in request.app.state.router.models():
-        if model_id == m.id or model_id in m.aliases:
-            return JSONResponse(_card(m, request.app.state))
-    raise ModelNotFound(f"The model `{model_id}` does not exist.", param="model")
+    if not model_id:
+        raise ModelNotFound("The model `` does not exist.", param="model")
+    return JSONResponse(_card(request.app.state.router.resolve(model_id), request.app.state))

@@ -35,6 +35,9 @@ ENGINE_STATS = {
                            "sampling, detokenizing)."),
     "forward_seconds_total": ("counter", "Engine thread time inside the backend's forward pass; "
                               "1 - forward/busy is the share spent in Python."),
+    "healthy": ("gauge", "1 while the engine can serve; 0 when a step stalled past --step-timeout or "
+                "the engine crashed (docs/faults.md)."),
+    "failed_steps_total": ("counter", "Engine steps that raised or stalled; their requests got an error."),
 }
 
 

@@ -18,7 +18,7 @@ from rill.api.plan import Plan
 from rill.api.tracing import ChatSpan
 from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, TextDelta, TokenLogprob
-from rill.errors import EngineError, RillError, ShuttingDown, StoreFailed, error_body
+from rill.errors import EngineError, EngineUnavailable, RillError, ShuttingDown, StoreFailed, error_body
 
 log = logging.getLogger("rill.api")
 
@@ -29,6 +29,8 @@ CLIENT_LEFT = "cancelled: the client disconnected"  # a span's error when the re
 
 
 def failure(event: Failed) -> RillError:
+    if event.unavailable:  # the engine stalled or died: 503, as a new request would get
+        return EngineUnavailable(event.message)
     return ShuttingDown(event.message) if event.shutting_down else EngineError(event.message)
 
 
@@ -220,7 +222,7 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
                 log.error("request %s failed: %s", plan.id, event.message)
                 error = event.message
                 err = failure(event)
-                return err.status, error_body(err)
+                return err.status, error_body(err), err.headers()
     except EngineError as exc:  # speech synthesis failed
         log.error("request %s failed: %s", plan.id, exc.message)
         error = exc.message

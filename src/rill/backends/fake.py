@@ -7,6 +7,10 @@ position-dependent pseudo-random logits so that temperature sampling and seeds m
 A user message containing FAIL makes forward() fail after two generated tokens. With a chat
 template that has a thinking section, a message "<think>plan</think>answer" is a model that
 thinks (the echo is the whole turn).
+
+Fault knobs (docs/faults.md), settable while the engine runs: forward() call number
+`fail_on_forward` raises `fault`; call number `hang_on_forward` blocks (`hanging` is set
+meanwhile) until `unhang` is set, then goes on (or raises, when it is also the failing call).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class FakeBackend:
         self._seqs: dict[int, list[int]] = {}
         self._wake = threading.Event()  # set by close() to cut a delay short
         self._guidance: Any = None
+        self.fail_on_forward: int | None = None
+        self.fault: Exception = BackendError("injected fault")
+        self.hang_on_forward: int | None = None
+        self.hanging = threading.Event()  # a forward() is blocked on the hang
+        self.unhang = threading.Event()
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = True) -> list[int]:
         if not parse_special:
@@ -81,6 +90,12 @@ class FakeBackend:
         if sum(map(len, self._seqs.values())) + sum(len(i.tokens) for i in batch) > self.kv_capacity:
             raise KVCacheFull("no room in the KV cache")
         rows = []
+        if self.num_forwards == self.hang_on_forward:
+            self.hanging.set()
+            self.unhang.wait()
+            self.hanging.clear()
+        if self.num_forwards == self.fail_on_forward:
+            raise self.fault
         for item in batch:
             seq = self._seqs.setdefault(item.seq_id, [])
             if item.start != len(seq):
@@ -131,6 +146,7 @@ class FakeBackend:
 
     batch_invariant = True  # each row is a function of the tokens before it
 
+        self.unhang.set()
 
 FAIL = b"FAIL"
 

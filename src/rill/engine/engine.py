@@ -2,6 +2,8 @@
 
 The event loop never blocks on inference: the engine thread hands events over with
 `call_soon_threadsafe`, and a stream that is closed early (client gone) aborts its request.
+An engine whose step stalls past `step_timeout` (watchdog.py), or whose thread crashed, is
+unavailable: `unavailable` says why, and submit() refuses with a 503 (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from rill.engine.sequence import Sequence
 from rill.engine.reasoning import ThinkingSplitter
 from rill.engine.speculation import Draft
 from rill.engine.types import Event, Failed, Finished, Request
-from rill.errors import RateLimited
+from rill.engine.watchdog import Watchdog
+from rill.errors import EngineUnavailable, RateLimited
 from rill.sampling.grammar import Grammars
 from rill.sampling.sampler import new_rng
 
@@ -66,11 +69,14 @@ class RequestStream:
 
 class Engine:
     def __init__(self, backend: Backend, *, max_queue: int = 256, max_running: int = 1,
-                 max_stall: float = 2.0, draft_cost: float | None = None):
+                 max_stall: float = 2.0, draft_cost: float | None = None, step_timeout: float = 0.0):
+        """`step_timeout`: seconds a step may run before the watchdog declares the engine
+        stalled (0: no watchdog; `rill serve` sets --step-timeout)."""
         self.backend = backend
         self.max_queue = max_queue
         self._loop = EngineLoop(backend, max_running=max_running, max_stall=max_stall, draft_cost=draft_cost)
         self._thread = threading.Thread(target=self._run, name="rill-engine", daemon=True)
+        self.watchdog = Watchdog(self._loop, step_timeout) if step_timeout > 0 else None
 
     @functools.cached_property
     def grammars(self) -> Grammars:
@@ -84,6 +90,11 @@ class Engine:
     @property
     def num_running(self) -> int:
         return self._loop.num_running
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the engine cannot serve (a stalled step, a crashed thread), or None: healthy."""
+        return self._loop.unavailable
 
     @property
     def max_sequences(self) -> int:
@@ -108,20 +119,26 @@ class Engine:
             "prediction_rejected_tokens_total": loop.num_prediction_rejected,
             "busy_seconds_total": round(loop.busy_seconds, 6),
             "forward_seconds_total": round(loop.forward_seconds, 6),
+            "healthy": int(loop.unavailable is None),
+            "failed_steps_total": loop.num_failed_steps,
         }
 
     def start(self) -> None:
         self._thread.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
 
     def _run(self) -> None:
         try:
             self._loop.run()
-        except Exception:  # a bug in the loop must not leave clients hanging silently
-            log.exception("engine thread crashed")
-            raise
+        except BaseException as exc:  # a bug in the loop must not leave clients hanging
+            log.exception("engine thread crashed; the engine serves nothing more (restart the server)")
+            self._loop.die(f"the engine crashed ({type(exc).__name__}: {exc}); the server must be restarted")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():  # never free the model under a running step
@@ -130,7 +147,10 @@ class Engine:
         self.backend.close()
 
     def submit(self, request: Request) -> RequestStream:
-        """Queue a request; raises RateLimited when the waiting queue is full."""
+        """Queue a request; raises RateLimited when the waiting queue is full, EngineUnavailable
+        when the engine stalled or crashed."""
+        if (reason := self._loop.unavailable) is not None:
+            raise EngineUnavailable(reason)
         # requests that will find a free slot at the engine's next step are not queued ones
         free_slots = self._loop.max_running - self._loop.num_running
         if self._loop.num_waiting - max(free_slots, 0) >= self.max_queue:

@@ -1,6 +1,10 @@
 """The engine thread: drain inbox and aborts -> schedule -> forward -> sample -> postprocess -> publish.
 
 Only this thread touches the backend, so llama.cpp's compute threads are started from one place.
+What fails is contained (docs/faults.md): a step that raises fails the sequences in it; a step
+that stalls past the watchdog's timeout fails everything the engine holds until it returns
+(check_stall, called from the watchdog's thread); a crash of the loop itself fails everything
+for good (die, called by the thread as it ends).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ SHUTTING_DOWN = Failed("the server is shutting down; retry the request", shuttin
 MAX_WAIT_S = 30.0
 
 
+class CleanupFailed(Exception):
+    """Freeing the sequences of a failed step failed: the slots and caches are in doubt."""
+
+
 class EngineLoop:
     """Owns the backend and every Sequence; all methods but the inbox ones run on the engine thread."""
 
@@ -44,8 +52,16 @@ class EngineLoop:
         self._clock = clock
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
+        # every request given and not ended, by id (its first choice): a fault that strikes while
+        # a sequence is between the lists (being placed or freed) must still reach its client
+        self._requests: dict[str, Sequence] = {}
         self._aborts: set[str] = set()
         self._stopping = False
+        self._stalled = False  # the watchdog failed everything while a step was running (under _lock)
+        self.dead = False  # the loop crashed: nothing will be served again
+        # Why the engine cannot take requests (stalled or dead), or None. Read by other threads.
+        self.unavailable: str | None = None
+        self.step_started = 0.0  # the running step's start on self._clock; 0.0 between steps
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
         self.placement = Placement(backend, SlotPool(self.max_running))
@@ -62,6 +78,7 @@ class EngineLoop:
         self.num_prediction_rejected = 0
         self.busy_seconds = 0.0  # engine thread time in steps: scheduling, forward, sampling, ...
         self.forward_seconds = 0.0  # ... of which inside backend.forward (the rest is Python)
+        self.num_failed_steps = 0  # steps that raised, or stalled past the watchdog's timeout
 
     # -- called from other threads ------------------------------------------------------------
 
@@ -70,7 +87,11 @@ class EngineLoop:
             if self._stopping:
                 seq.publish([SHUTTING_DOWN])
                 return
+            if self.unavailable is not None:  # raced with Engine.submit's check
+                seq.publish([Failed(self.unavailable, unavailable=True)])
+                return
             self._inbox.append(seq)
+            self._requests[seq.request.id] = seq
             self.num_waiting += 1
             self._lock.notify()
 
@@ -84,13 +105,56 @@ class EngineLoop:
             self._stopping = True
             self._lock.notify()
 
+    def check_stall(self, timeout: float) -> str | None:
+        """The watchdog's check (its own thread): if the running step started more than
+        `timeout` seconds ago, the engine is unavailable until the step returns, and every
+        request it holds gets an error now rather than waiting for ever; the reason, when so.
+        The stuck thread owns the sequences, so they are only told (their streams end at the
+        first Failed); the thread frees them if the step returns (_recover)."""
+        with self._lock:
+            started = self.step_started
+            if not started or self.unavailable is not None or self._stopping:
+                return None
+            elapsed = self._clock() - started
+            if elapsed < timeout:
+                return None
+            self.unavailable = (f"the engine is stalled: a step has not returned for {elapsed:.1f} s "
+                                f"(the watchdog's timeout is {timeout:g} s); retry later or elsewhere")
+            self._stalled = True
+            self.num_failed_steps += 1
+            victims = self._everyone()  # the engine thread is inside the step, not touching them
+            self._inbox.clear()
+            self.num_waiting = len(self.waiting)
+            reason = self.unavailable
+        log.error("%s; failing its %d requests", reason, len({seq.request.id for seq in victims}))
+        _tell(victims, Failed(reason, unavailable=True))
+        return reason
+
+    def die(self, reason: str) -> None:
+        """The loop crashed (a bug outside a step, or a failure while cleaning up after one):
+        every request it held or was sent gets an error, and every later one at once."""
+        with self._lock:
+            self.unavailable = reason
+            self.dead = True
+            victims = self._everyone()
+            self._inbox.clear()
+            self.num_running = self.num_waiting = 0  # nothing is being served any more
+        _tell(victims, Failed(reason, unavailable=True))
+
+    def _everyone(self) -> list[Sequence]:
+        """Every sequence of every request not ended (list copies are atomic: the engine thread
+        may be writing to them when the watchdog asks)."""
+        return [*list(self._requests.values()), *self._inbox, *list(self.waiting), *list(self.running)]
+
     # -- the engine thread ----------------------------------------------------------------------
 
     def run(self) -> None:
         while self._drain():
-            started = self._clock()
+            started = self.step_started = self._clock()  # read by the watchdog
             self._tick()
             self.busy_seconds += self._clock() - started
+            if self._end_step():
+                self._recover(self._clock() - started)
         with self._lock:
             self.waiting.extend(self._inbox)
             self._inbox.clear()
@@ -105,9 +169,32 @@ class EngineLoop:
         if self.running:
             try:
                 self._step()
+            except CleanupFailed:
+                raise  # the slots and caches are in doubt: the loop cannot go on
             except Exception as exc:  # a bug must fail these requests, not hang the server
                 log.exception("engine step failed")
+                self.num_failed_steps += 1
                 self._fail_running(f"internal engine error: {exc}")
+
+    def _end_step(self) -> bool:
+        """Whether the watchdog declared the step that just ended stalled."""
+        with self._lock:
+            self.step_started = 0.0
+            return self._stalled
+
+    def _recover(self, elapsed: float) -> None:
+        """A stalled step returned: its results are dropped (the watchdog failed every request
+        already), every sequence and its cache is freed, and the engine takes requests again."""
+        log.warning("the stalled engine step returned after %.1f s; freeing its requests and serving again", elapsed)
+        self._fail_running("the engine stalled")
+        for seq in list(self.waiting):
+            self._finish(seq, Failed("the engine stalled", unavailable=True))
+            self._flush(seq)
+        with self._lock:
+            self._requests.clear()  # those the watchdog took from the inbox (add() refused new ones)
+            self._stalled = False
+            self.unavailable = None
+        self._update_counts()
 
     def _drain(self) -> bool:
         """Take new requests and aborts; sleep while there is nothing to do. False: stop."""
@@ -241,6 +328,7 @@ class EngineLoop:
             return
         except BackendError as exc:
             log.error("forward failed: %s", exc)
+            self.num_failed_steps += 1
             self._fail_running(f"inference failed: {exc}")
             return
         elapsed = self._clock() - started
@@ -333,11 +421,19 @@ class EngineLoop:
         self._update_counts()
 
     def _fail_running(self, message: str) -> None:
-        """A failed step leaves the caches in doubt: none is kept."""
-        for seq in list(self.running):
-            self._vacate(seq, keep_cache=False)
-            self._finish(seq, Failed(message))
+        """A failed step leaves the caches in doubt: none is kept. Every client is told before
+        anything is freed, so that a failure while freeing (which ends the loop) leaves none
+        of them without its error."""
+        failing = list(self.running)
+        for seq in failing:
+            seq.outbox.append(Failed(message))
             self._flush(seq)
+        try:
+            for seq in failing:
+                self._vacate(seq, keep_cache=False)
+                self._release(seq, Status.FINISHED)
+        except Exception as exc:
+            raise CleanupFailed(f"freeing a failed step's sequences failed: {exc}") from exc
 
     def _accept(self, seq: Sequence, token: int) -> None:
         """Postprocess one sampled token: end of generation, stop strings, length."""
@@ -380,6 +476,8 @@ class EngineLoop:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = status
+        if seq.index == 0:  # its other choices, if running, are in self.running
+            self._requests.pop(seq.request.id, None)
         self._update_counts()
 
     def _update_counts(self) -> None:
@@ -395,3 +493,8 @@ class EngineLoop:
             seq.publish(seq.outbox)
             seq.outbox = []
 
+
+def _tell(victims: list[Sequence], event: Failed) -> None:
+    """One error per request (its choices share one stream, which ends at the first)."""
+    for seq in {seq.request.id: seq for seq in victims}.values():
+        seq.publish([event])
