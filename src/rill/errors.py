@@ -101,16 +101,6 @@ class NotReady(RillError):
     status = 503
     type = "server_error"
     code = "model_loading"
-
-
-class ShuttingDown(RillError):
-    status = 503
-    type = "server_error"
-    code = "server_shutting_down"
-
-
-class EngineError(RillError):
-    status = 500
     retry_after = 5  # loading takes seconds: the openai SDK's two retries then span about 10 s
 
     def headers(self) -> dict[str, str]:
@@ -122,6 +112,16 @@ class EngineUnavailable(NotReady):
     restarted or recovered) may serve the request. A fallback model is tried, as for NotReady."""
 
     code = "engine_unavailable"
+
+
+class ShuttingDown(RillError):
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+
+
+class EngineError(RillError):
+    status = 500
     type = "server_error"
     code = "engine_error"
 

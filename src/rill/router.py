@@ -89,19 +89,19 @@ class Router:
             self._loading.remove(model.id)
         if self.default_id is None:
             self.default_id = model.id
+
     @property
     def loading(self) -> list[str]:
         """The models announced and not loaded yet."""
         return list(self._loading)
 
-
     @property
     def is_ready(self) -> bool:
         return not self._loading and bool(self._models)
+
     def unavailable(self) -> dict[str, str]:
         """Local models whose engine stalled or died -> why."""
         return {m.id: reason for m in self.local_models() if (reason := m.engine.unavailable) is not None}
-
 
     def resolve(self, name: str | None) -> Model:
         name = name or self.default_id

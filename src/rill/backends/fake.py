@@ -87,15 +87,15 @@ class FakeBackend:
         if self.step_delay:
             self._wake.wait(self.step_delay)
         self.num_forwards += 1
-        if sum(map(len, self._seqs.values())) + sum(len(i.tokens) for i in batch) > self.kv_capacity:
-            raise KVCacheFull("no room in the KV cache")
-        rows = []
         if self.num_forwards == self.hang_on_forward:
             self.hanging.set()
             self.unhang.wait()
             self.hanging.clear()
         if self.num_forwards == self.fail_on_forward:
             raise self.fault
+        if sum(map(len, self._seqs.values())) + sum(len(i.tokens) for i in batch) > self.kv_capacity:
+            raise KVCacheFull("no room in the KV cache")
+        rows = []
         for item in batch:
             seq = self._seqs.setdefault(item.seq_id, [])
             if item.start != len(seq):
@@ -143,10 +143,10 @@ class FakeBackend:
 
     def close(self) -> None:
         self._wake.set()
+        self.unhang.set()
 
     batch_invariant = True  # each row is a function of the tokens before it
 
-        self.unhang.set()
 
 FAIL = b"FAIL"
 

@@ -87,7 +87,7 @@ class Finished:
 class Failed:
     message: str
     shutting_down: bool = False  # the server is stopping: the client may retry elsewhere/later
-
     unavailable: bool = False  # the engine stalled or died (docs/faults.md): 503, retry elsewhere/later
+
 
 Event = TextDelta | Finished | Failed
