@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from rill.api.browser_guard import BrowserGuard, BrowserPolicy
 from tests.api.conftest import CHAT_URL, assert_error, chat
 
 FOREIGN = "http://evil.example"
@@ -128,8 +129,10 @@ async def test_the_bundled_ui_is_same_origin(client, backend):
     assert (await client.get("/v1/traces", headers={"sec-fetch-site": "same-origin"})).status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{"origin": UI_ORIGIN}, {"sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"}])
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x"])
+@pytest.mark.parametrize("headers", [{"origin": UI_ORIGIN}, {"sec-fetch-site": "same-origin"},
+                                     {"sec-fetch-site": "none"}])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; b=x"])
 async def test_a_browser_body_must_be_json(client, backend, headers, content_type):
     r = await client.post(CHAT_URL, json=BODY, headers={**headers, "content-type": content_type})
     err = assert_error(r, 415, code="unsupported_media_type")
@@ -164,7 +167,8 @@ async def test_an_allowed_origins_preflight_is_answered(client):
         "access-control-request-headers": "Authorization, Content-Type, X-Stainless-OS, bad header"})
     assert r.status_code == 204 and r.content == b""
     assert r.headers["access-control-allow-origin"] == APP_ORIGIN
-    assert {"GET", "POST", "PATCH", "DELETE"} <= {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
+    methods = {m.strip() for m in r.headers["access-control-allow-methods"].split(",")}
+    assert {"GET", "POST", "PATCH", "DELETE"} <= methods
     allowed = {h.strip() for h in r.headers["access-control-allow-headers"].split(",")}
     assert allowed == {"authorization", "content-type", "x-stainless-os"}  # "bad header" is no header name
     assert int(r.headers["access-control-max-age"]) > 0
@@ -204,8 +208,8 @@ async def test_a_star_allows_every_origin(client):
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == FOREIGN
 
 
-@pytest.mark.parametrize("config", [{"api_keys": ("operator-secret-0123456789",), "cors_origins": (APP_ORIGIN,)}],
-                         indirect=True)
+@pytest.mark.parametrize("config", [{"api_keys": ("operator-secret-0123456789",),
+                                     "cors_origins": (APP_ORIGIN,)}], indirect=True)
 async def test_a_preflight_needs_no_key_but_the_request_does(client):
     """Browsers send preflights without the Authorization header they ask about."""
     r = await client.options("/v1/models", headers={"origin": APP_ORIGIN, "access-control-request-method": "GET",
@@ -222,3 +226,26 @@ async def test_refusals_are_refused_before_the_body_is_read_and_counted(client):
     assert_error(r, 403, code="origin_not_allowed")
     metrics = (await client.get("/metrics")).text
     assert 'rill_http_requests_total{method="POST",route="/v1/chat/completions",status="403"} 1.0' in metrics
+
+
+async def test_websockets_get_the_host_and_origin_checks():
+    """Rill serves no WebSocket yet; one added later is guarded too (a refusal closes it, 1008)."""
+    reached, sent = [], []
+
+    async def inner(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def send(message):
+        sent.append(message)
+
+    guard = BrowserGuard(inner, BrowserPolicy(cors_origins=(APP_ORIGIN,)))
+    for host, origin in (("127.0.0.1:8000", FOREIGN), ("rebind.test:8000", APP_ORIGIN)):
+        sent.clear()
+        scope = {"type": "websocket", "path": "/ws", "server": ("127.0.0.1", 8000),
+                 "headers": [(b"host", host.encode()), (b"origin", origin.encode())]}
+        await guard(scope, None, send)
+        assert sent == [{"type": "websocket.close", "code": 1008}] and reached == [], (host, origin)
+    scope = {"type": "websocket", "path": "/ws", "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"origin", APP_ORIGIN.encode())]}
+    await guard(scope, None, send)
+    assert reached == ["websocket"]

@@ -141,7 +141,8 @@ class BrowserGuard:
             response = JSONResponse(error_body(refused), status_code=refused.status,
                                     headers={"Vary": "Origin"} if headers.get(b"origin") is not None else None)
             return await response(scope, receive, send)
-        if cors_origin is not None and scope["method"] == "OPTIONS" and headers.get(b"access-control-request-method"):
+        preflight = scope.get("method") == "OPTIONS" and headers.get(b"access-control-request-method")
+        if cors_origin is not None and preflight:
             return await _preflight(headers)(scope, receive, send)
         await self.app(scope, receive, send)
 
