@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rill.store.spans import SpanExists, SpanRecord, SpanStore, SpanTimeError, TraceFilter
+from rill.store.spans import SpanExists, SpanPlace, SpanRecord, SpanStore, SpanTimeError, TraceFilter
 
 A, B = "key_a", "key_b"
 T0 = 1_800_000_000.0
@@ -59,7 +59,7 @@ async def test_closing_the_root_ends_the_trace_and_an_error_marks_it(store):
 async def test_a_span_is_found_by_its_completion_id(store):
     await workflow(store)
     assert (await store.get(A, "chatcmpl-1"))["id"] == "chat1"
-    assert await store.locate(A, "chatcmpl-1") == ("chat1", "t1")
+    assert await store.locate(A, "chatcmpl-1") == SpanPlace("chat1", "t1", A)
 
 
 async def test_other_owners_see_nothing(store):

@@ -4,20 +4,20 @@ the calling key's completions (an admin key: everyone's); another key's id is no
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from rill.api.auth import scope_of
 from rill.api.chat import read_body
 from rill.api.errors import JSONResponse
+from rill.api.list_params import Limit, count_filters, filter_pair, id_param, text_param
 from rill.api.schemas import UpdateStoredCompletion
 from rill.errors import InvalidRequest, NotFound
 from rill.store.completions import CompletionStore
 
 router = APIRouter()
 
-Limit = Annotated[int, Query(ge=1, le=100)]
 Order = Literal["asc", "desc"]
 
 
@@ -35,21 +35,28 @@ def _page(data: list[dict[str, Any]], has_more: bool) -> JSONResponse:
 
 
 def _metadata_filter(request: Request) -> dict[str, str]:
-    """`metadata[key]=value` query parameters (as the openai client sends a metadata filter)."""
+    """`metadata[key]=value` query parameters (as the openai client sends a metadata filter); at
+    most MAX_FILTERS."""
     out = {}
+    count = 0
     for name, value in request.query_params.multi_items():
         if name.startswith("metadata[") and name.endswith("]"):
-            out[name[len("metadata["):-1]] = value
+            key, value = filter_pair("metadata", name[len("metadata["):-1], value)
+            out[key] = value
+            count += 1
+            count_filters("metadata", count)
         elif name.startswith("metadata"):
-            raise InvalidRequest("Filter by metadata as `metadata[key]=value`.", param=name)
+            raise InvalidRequest("Filter by metadata as `metadata[key]=value`.", param=name[:80])
     return out
 
 
 @router.get("/v1/chat/completions", summary="List stored chat completions")
 async def list_stored(request: Request, after: str | None = None, limit: Limit = 20, order: Order = "asc",
                       model: str | None = None) -> JSONResponse:
-    page = await _store(request).list(scope_of(request), after=after, limit=limit, order=order, model=model,
-                                      metadata=_metadata_filter(request))
+    if after is not None:
+        id_param("after", after)
+    page = await _store(request).list(scope_of(request), after=after, limit=limit, order=order,
+                                      model=text_param("model", model), metadata=_metadata_filter(request))
     if page is None:
         raise _missing(after or "")
     return _page(*page)
@@ -57,6 +64,7 @@ async def list_stored(request: Request, after: str | None = None, limit: Limit =
 
 @router.get("/v1/chat/completions/{completion_id}", summary="Retrieve a stored chat completion")
 async def retrieve_stored(request: Request, completion_id: str) -> JSONResponse:
+    id_param("completion_id", completion_id)
     found = await _store(request).get(scope_of(request), completion_id)
     if found is None:
         raise _missing(completion_id)
@@ -66,12 +74,14 @@ async def retrieve_stored(request: Request, completion_id: str) -> JSONResponse:
 @router.get("/v1/chat/completions/{completion_id}/messages", summary="The messages of a stored chat completion")
 async def stored_messages(request: Request, completion_id: str, after: str | None = None, limit: Limit = 20,
                           order: Order = "asc") -> JSONResponse:
+    id_param("completion_id", completion_id)
     messages = await _store(request).messages(scope_of(request), completion_id)
     if messages is None:
         raise _missing(completion_id)
     if order == "desc":
         messages.reverse()
     if after is not None:
+        text_param("after", after, max_length=128)
         ids = [m["id"] for m in messages]
         if after not in ids:
             raise NotFound(f"No message '{after}' in chat completion '{completion_id}'.", param="after")
@@ -83,6 +93,7 @@ async def stored_messages(request: Request, completion_id: str, after: str | Non
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/UpdateStoredCompletion"}}}}})
 async def update_stored(request: Request, completion_id: str) -> JSONResponse:
+    id_param("completion_id", completion_id)
     body = await read_body(request, UpdateStoredCompletion)
     updated = await _store(request).update_metadata(scope_of(request), completion_id, body.metadata or {})
     if updated is None:
@@ -92,6 +103,7 @@ async def update_stored(request: Request, completion_id: str) -> JSONResponse:
 
 @router.delete("/v1/chat/completions/{completion_id}", summary="Delete a stored chat completion")
 async def delete_stored(request: Request, completion_id: str) -> JSONResponse:
+    id_param("completion_id", completion_id)
     if not await _store(request).delete(scope_of(request), completion_id):
         raise _missing(completion_id)
     return JSONResponse({"object": "chat.completion.deleted", "id": completion_id, "deleted": True})

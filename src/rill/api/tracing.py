@@ -10,10 +10,11 @@ from typing import Any, Protocol, Sequence
 
 from fastapi import Request
 
+from rill.api.auth import owner_of, scope_of
 from rill.api.output import ChoiceOutput
 from rill.engine.types import Finished, TextDelta
 from rill.errors import InvalidRequest
-from rill.store.spans import SpanRecord, SpanStore
+from rill.store.spans import SpanPlace, SpanRecord, SpanStore
 from rill.store.writer import SpanWriter
 
 SPAN_TYPE = "chat.completion"
@@ -30,18 +31,37 @@ def new_span_id() -> str:
     return str(uuid.uuid4())
 
 
-async def locate_parent(request: Request, parent_id: str, scope: str | None, param: str) -> tuple[str, str]:
-    """(span id, trace id) of the span to nest under: one of this key's spans, written or still
-    queued; otherwise a 400 naming `param`."""
+async def find_parent(request: Request, parent_id: str, param: str) -> SpanPlace:
+    """Where the span to nest under is: one of this key's spans (an admin's: any key's, its own
+    first where keys share the id), written or still queued; otherwise a 400 naming `param`."""
+    scope = scope_of(request)
     writer: SpanWriter = request.app.state.span_writer
     queued = writer.pending(parent_id)
     if queued is not None and (scope is None or queued.owner == scope):
-        return queued.id, queued.trace_id
+        return SpanPlace(queued.id, queued.trace_id, queued.trace_of())
     spans: SpanStore = request.app.state.spans
-    found = await spans.locate(scope, parent_id)
+    found = await spans.locate(scope, parent_id, own=owner_of(request))
     if found is None:
         raise InvalidRequest(f"`{param}`: no span '{parent_id}' found for this API key.", param=param)
     return found
+
+
+async def nest(request: Request, record: SpanRecord, parent_id: str, param: str) -> None:
+    """Put `record` under the span `parent_id` names: in its trace, which may be another key's
+    when an admin key nests it."""
+    parent = await find_parent(request, parent_id, param)
+    record.parent_id, record.trace_id, record.trace_owner = parent.span_id, parent.trace_id, parent.trace_owner
+
+
+async def locate_parent(request: Request, parent_id: str, scope: str | None, param: str) -> tuple[str, str]:
+    """(span id, trace id) of the span to nest under, for a caller that sets a record's
+    parent_id and trace_id itself (chat.py): the new span's trace owner is then its own owner,
+    so nesting in another key's trace (an admin's privilege) goes through nest()."""
+    parent = await find_parent(request, parent_id, param)
+    if parent.trace_owner != owner_of(request):
+        raise InvalidRequest(f"`{param}`: span '{parent_id}' is in another API key's trace; this server cannot "
+                             "nest a completion there yet.", param=param)
+    return parent.span_id, parent.trace_id
 
 
 class ChatSpan:

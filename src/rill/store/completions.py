@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 from sqlalchemy import ColumnElement, and_, delete, exists, insert, select, update
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rill.store.database import delete_in_batches
+from rill.store.json_codec import unwrapped
 from rill.store.schema import completion_metadata, stored_completions
 
 T = stored_completions
@@ -26,13 +28,17 @@ class CompletionStore:
 
     async def save(self, owner: str, completion: dict[str, Any], messages: list[dict[str, Any]],
                    metadata: dict[str, str]) -> None:
-        """Keep a finished completion (a chat.completion object) and the messages it answered."""
-        async with self._engine.begin() as conn:
-            seq = (await conn.execute(insert(T).returning(T.c.seq), {
-                "id": completion["id"], "owner": owner, "created": float(completion["created"]),
-                "model": completion["model"], "metadata": metadata, "completion": completion,
-                "messages": messages})).scalar_one()
-            await self._set_metadata(conn, seq, metadata)
+        """Keep a finished completion (a chat.completion object) and the messages it answered.
+        UnstorableValue (with a short reason) when the messages cannot be written as JSON."""
+        try:
+            async with self._engine.begin() as conn:
+                seq = (await conn.execute(insert(T).returning(T.c.seq), {
+                    "id": completion["id"], "owner": owner, "created": float(completion["created"]),
+                    "model": completion["model"], "metadata": metadata, "completion": completion,
+                    "messages": messages})).scalar_one()
+                await self._set_metadata(conn, seq, metadata)
+        except StatementError as exc:
+            raise unwrapped(exc) from None
 
     async def get(self, owner: str | None, completion_id: str) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
@@ -111,9 +117,12 @@ class CompletionStore:
 
     @staticmethod
     async def _set_metadata(conn: Any, seq: int, metadata: dict[str, str]) -> None:
-        if metadata:
-            await conn.execute(insert(completion_metadata),
-                               [{"completion_seq": seq, "key": k, "value": v} for k, v in metadata.items()])
+        """The filterable pairs: all but those with a NUL character, which Postgres's text
+        cannot hold (on either database such a pair is kept in the completion, not filterable)."""
+        rows = [{"completion_seq": seq, "key": k, "value": v} for k, v in metadata.items()
+                if "\0" not in k and "\0" not in v]
+        if rows:
+            await conn.execute(insert(completion_metadata), rows)
 
 
 def _shaped(completion: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 SQLite (the default: a file in Rill's data directory) runs in WAL mode, so readers never wait
 for the writer and a killed process leaves a readable database; Postgres is used through
-asyncpg.
+asyncpg. JSON columns are written and read by json_codec (orjson, the standard library for what
+it refuses).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rill.errors import ConfigError
+from rill.store import json_codec
 from rill.store.migrations import migrate
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -66,7 +68,7 @@ async def open_database(url: str, *, schema: str | None = None) -> AsyncEngine:
     """The engine for url, its schema migrated to the latest version. `schema` (Postgres only)
     is the schema to work in, for running several stores in one database."""
     target = database_url(url)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"json_serializer": json_codec.dumps, "json_deserializer": json_codec.loads}
     if target.get_backend_name() == "sqlite":
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)
     elif schema:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, insert, select, text
+from sqlalchemy import Connection, UniqueConstraint, inspect, insert, select, text
 
 from rill.errors import ConfigError
 from rill.store import schema
@@ -31,12 +31,66 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "spans, traces, API keys; stored completions indexed by time", lambda conn: _add_tracing(conn)),
     Migration(3, "transcripts of spoken answers", lambda conn: schema.metadata.create_all(
         conn, tables=[schema.audio_transcripts])),
+    Migration(4, "span and trace ids unique per owner; spans know their trace's owner; longer finish reasons",
+              lambda conn: _ids_per_owner(conn)),
 )
 
 
 def _add_tracing(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.traces, schema.spans, schema.span_tags, schema.api_keys])
     next(i for i in schema.stored_completions.indexes if i.name == "ix_stored_completions_created").create(conn)
+
+def _ids_per_owner(conn: Connection) -> None:
+    """Span and trace ids become unique per owner (they were global: one key's `nightly-42`
+    refused, and so revealed, another's); each span gets its trace's owner, which is the trace's
+    row's (an admin's span may sit in another key's trace). A span's finish_reason becomes text:
+    with n choices it joins their reasons, more than 32 characters (Postgres refused the span)."""
+    if "trace_owner" in {c["name"] for c in inspect(conn).get_columns("spans")}:
+        return  # created by migration 2 from today's schema
+    if conn.dialect.name == "sqlite":
+        _rebuild_sqlite_span_tables(conn)
+        return
+    run = conn.exec_driver_sql
+    run("ALTER TABLE spans ADD COLUMN trace_owner VARCHAR(64)")
+    run(f"UPDATE spans SET trace_owner = {_TRACE_OWNER.format(span='spans')}")
+    run("ALTER TABLE spans ALTER COLUMN trace_owner SET NOT NULL")
+    for table in ("spans", "traces"):
+        for unique in inspect(conn).get_unique_constraints(table):
+            if unique["column_names"] == ["id"]:
+                run(f'ALTER TABLE {table} DROP CONSTRAINT "{unique["name"]}"')
+    run("DROP INDEX ix_spans_trace_start")
+    run("ALTER TABLE spans ALTER COLUMN finish_reason TYPE TEXT")  # n choices' reasons outgrew 32 characters
+    for table in (schema.traces, schema.spans):  # (not AddConstraint: it keeps CREATE TABLE from adding them)
+        for unique in sorted((c for c in table.constraints if isinstance(c, UniqueConstraint)), key=lambda c: str(c.name)):
+            run(f"ALTER TABLE {table.name} ADD CONSTRAINT {unique.name} UNIQUE ({', '.join(unique.columns.keys())})")
+
+
+# a span's trace owner, from the traces of a version-3 database (trace ids were global then)
+_TRACE_OWNER = "COALESCE((SELECT t.owner FROM traces t WHERE t.id = {span}.trace_id), {span}.owner)"
+
+
+def _rebuild_sqlite_span_tables(conn: Connection) -> None:
+    """SQLite cannot drop a UNIQUE constraint, so traces and spans are created anew and copied.
+    span_tags is set aside first: dropping the old spans table with foreign keys on (they cannot
+    be turned off inside the migration's transaction) would delete its rows by ON DELETE CASCADE."""
+    run = conn.exec_driver_sql
+    quote = conn.dialect.identifier_preparer.quote
+    run("CREATE TABLE span_tags_v3 AS SELECT span_seq, key, value FROM span_tags")
+    run("DROP TABLE span_tags")
+    for table in ("spans", "traces"):
+        for index in inspect(conn).get_indexes(table):  # their names are taken by the new tables'
+            run(f"DROP INDEX {quote(index['name'])}")
+        run(f"ALTER TABLE {table} RENAME TO {table}_v3")
+    schema.metadata.create_all(conn, tables=[schema.traces, schema.spans, schema.span_tags])
+    columns = ", ".join(quote(c.name) for c in schema.traces.columns)
+    run(f"INSERT INTO traces ({columns}) SELECT {columns} FROM traces_v3")
+    kept = [quote(c.name) for c in schema.spans.columns if c.name != "trace_owner"]
+    run(f"INSERT INTO spans ({', '.join(kept)}, trace_owner) SELECT {', '.join('s.' + c for c in kept)}, "
+        f"{_TRACE_OWNER.format(span='s').replace('FROM traces t', 'FROM traces_v3 t')} FROM spans_v3 s")
+    run("INSERT INTO span_tags (span_seq, key, value) SELECT span_seq, key, value FROM span_tags_v3")
+    for table in ("span_tags_v3", "spans_v3", "traces_v3"):
+        run(f"DROP TABLE {table}")
+
 
 _LOCK_ID = 0x5249_4C4C  # "RILL": two servers starting on one Postgres migrate one at a time
 

@@ -1,12 +1,15 @@
 """The tables, in their latest shape (a fresh database is created from these; an older one is
 brought here by migrations.py). Times are Unix seconds as floats; JSON columns hold what the
 API sends and receives. Tags and metadata are also kept as (key, value) rows so that filters are
-plain indexed joins on SQLite and Postgres alike."""
+plain indexed joins on SQLite and Postgres alike.
+
+Span and trace ids are unique per owner, not globally: a client chooses its own (`nightly-42`),
+and another key's same id is another object that neither key learns of."""
 
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text)
+                        Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -43,9 +46,9 @@ completion_metadata = Table(
 traces = Table(
     "traces", metadata,
     Column("seq", Sequence, primary_key=True, autoincrement=True),  # list order and cursors
-    Column("id", String(64), nullable=False, unique=True),
+    Column("id", String(64), nullable=False),
     Column("owner", String(OWNER), nullable=False),
-    Column("root_span_id", String(64)),  # None until the root span arrives
+    Column("root_span_id", String(64)),  # None until the root span arrives (a span of this trace)
     Column("name", Text),  # the root span's name
     Column("start_time", Float, nullable=False),  # the earliest span's start
     Column("end_time", Float),  # the latest span's end; None while the root is open
@@ -53,6 +56,7 @@ traces = Table(
     Column("num_open", Integer, nullable=False, default=0),  # spans without an end time
     Column("num_errors", Integer, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),
+    UniqueConstraint("id", "owner", name="uq_traces_id_owner"),  # id first: an admin looks up by id alone
     Index("ix_traces_owner_seq", "owner", "seq"),
     Index("ix_traces_owner_start", "owner", "start_time"),
     Index("ix_traces_start", "start_time"),  # retention
@@ -61,9 +65,11 @@ traces = Table(
 spans = Table(
     "spans", metadata,
     Column("seq", Sequence, primary_key=True, autoincrement=True),
-    Column("id", String(64), nullable=False, unique=True),
+    Column("id", String(64), nullable=False),
     Column("trace_id", String(64), nullable=False),
-    Column("parent_id", String(64)),
+    # the trace's owner: the span's own, except where an admin key nested it under another key's span
+    Column("trace_owner", String(OWNER), nullable=False),
+    Column("parent_id", String(64)),  # a span of the same trace
     Column("owner", String(OWNER), nullable=False),
     Column("name", Text, nullable=False),
     Column("type", String(64)),  # "chat.completion" for Rill's own; anything for clients'
@@ -80,9 +86,12 @@ spans = Table(
     Column("score", Integer),
     Column("usage", JSON),  # OpenAI's usage object
     Column("timings", JSON),  # queue_ms, ttft_ms, total_ms, tokens_per_second
-    Column("finish_reason", String(32)),
+    Column("finish_reason", Text),  # one per choice, joined by commas where they differ
     Column("total_tokens", Integer, nullable=False, default=0),
-    Index("ix_spans_trace_start", "trace_id", "start_time"),
+    UniqueConstraint("id", "owner", name="uq_spans_id_owner"),
+    # ids are also unique within a trace (whatever their owners), so a parent id names one span there;
+    # and this is how a trace's spans are found
+    UniqueConstraint("trace_owner", "trace_id", "id", name="uq_spans_trace_id"),
     Index("ix_spans_completion_id", "completion_id"),
     Index("ix_spans_owner_start", "owner", "start_time"),
 )

@@ -1,8 +1,14 @@
 """The background span writer: request handlers hand finished spans to a bounded queue and go
 on; one task writes them in batches (it waits BATCH_WINDOW_S after a span for others to join,
-so that under load a transaction carries many spans and costs the event loop little). Decoding never waits for the database. When the queue is
-full (the database is down or far slower than the traffic) a span is dropped, counted in
-`num_dropped` (exported as rill_trace_records_dropped_total) and logged.
+so that under load a transaction carries many spans and costs the event loop little). Decoding
+never waits for the database. When the queue is full (the database is down or far slower than
+the traffic) a span is dropped, counted in `num_dropped` (exported as
+rill_trace_records_dropped_total) and logged.
+
+A batch the database refuses is written span by span, so one bad span costs only itself; a span
+refused alone is written once more with what could not be stored replaced by a note (storable.py:
+counted in `num_degraded`, logged with its id); one refused even so is dropped, counted and logged
+with its id. No span is lost without a log line naming it.
 
 Spans still in the queue are findable (`pending`), so a request may nest under the span of a
 completion that finished a moment ago, before that span reached the database.
@@ -16,13 +22,14 @@ import logging
 import time
 
 from rill.store.spans import SpanRecord, SpanStore
+from rill.store.storable import describe, storable_copy
 
 log = logging.getLogger("rill.store")
 
 MAX_QUEUE = 10_000
 MAX_BATCH = 256  # spans per transaction
 BATCH_WINDOW_S = 0.1  # after a span arrives, wait this long for more: one transaction for them all
-DROP_LOG_SECONDS = 10.0  # at most one "dropped" warning per this interval
+DROP_LOG_SECONDS = 10.0  # at most one "queue full" warning per this interval
 
 
 class SpanWriter:
@@ -31,6 +38,7 @@ class SpanWriter:
         self.store = store
         self.num_dropped = 0
         self.num_written = 0
+        self.num_degraded = 0  # written with notes in place of what the database refused
         self._queue: asyncio.Queue[SpanRecord] = asyncio.Queue(max_queue)
         self._max_batch = max_batch
         self._pending: dict[str, SpanRecord] = {}  # queued or being written, by span id
@@ -47,7 +55,9 @@ class SpanWriter:
         return len(self._pending)
 
     def pending(self, span_id: str) -> SpanRecord | None:
-        """A span not written yet, by its id or its completion's id (as GET /v1/spans/{id} takes)."""
+        """A span not written yet, by its id or its completion's id (as GET /v1/spans/{id} takes).
+        The writer carries completions' spans, whose ids the server made (random, so unique
+        across owners); the caller checks that the span is visible to it."""
         return self._pending.get(span_id) or self._by_completion.get(span_id)
 
     def submit(self, record: SpanRecord) -> bool:
@@ -55,7 +65,7 @@ class SpanWriter:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
-            self._dropped(1, "the span queue is full")
+            self._queue_full()
             return False
         self._pending[record.id] = record
         if record.completion_id:
@@ -83,7 +93,7 @@ class SpanWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._pending:
-            self._dropped(len(self._pending), "the server stopped before they were written")
+            self._dropped(list(self._pending.values()), "the server stopped before they were written")
             self._pending.clear()
             self._by_completion.clear()
 
@@ -106,22 +116,56 @@ class SpanWriter:
                 self._idle.set()
 
     async def _write(self, batch: list[SpanRecord]) -> None:
-        try:
-            await self.store.insert_many(batch)
-            self.num_written += len(batch)
-            return
-        except Exception:
-            if len(batch) == 1:
-                log.exception("writing span %s failed", batch[0].id)
-                self._dropped(1, "writing them failed")
+        if len(batch) > 1:
+            try:
+                await self.store.insert_many(batch)
+            except Exception as exc:
+                log.warning("writing a batch of %d spans failed (%s): writing them one by one", len(batch),
+                            describe(exc))
+            else:
+                self.num_written += len(batch)
                 return
-        # one bad span must not cost the batch: write them one by one
-        for record in batch:
-            await self._write([record])
+        failed = [(record, why) for record in batch if (why := await self._write_one(record)) is not None]
+        if failed and len(failed) == len(batch) > 1:  # the database itself, most likely: one line
+            self._dropped([record for record, _ in failed], f"writing them failed ({failed[0][1]})")
+        else:
+            for record, why in failed:
+                self._dropped([record], f"writing it failed ({why})")
 
-    def _dropped(self, count: int, why: str) -> None:
-        self.num_dropped += count
+    async def _write_one(self, record: SpanRecord) -> str | None:
+        """Write one span, mended if the database refuses it as it is; None when written, else
+        why not."""
+        try:
+            await self.store.insert_many([record])
+        except Exception as exc:
+            why = describe(exc)
+        else:
+            self.num_written += 1
+            return None
+        mended, changed = storable_copy(record)
+        if not changed:
+            return why
+        try:
+            await self.store.insert_many([mended])
+        except Exception as exc:
+            return f"{why}; mended, {describe(exc)}"
+        self.num_written += 1
+        self.num_degraded += 1
+        log.warning("span %s (trace %s) written with %s replaced or mended: %s", record.id, record.trace_id,
+                    ", ".join(changed), why)
+        return None
+
+    def _dropped(self, records: list[SpanRecord], why: str) -> None:
+        """Spans given up: counted, and logged with their ids."""
+        self.num_dropped += len(records)
+        log.error("dropped %d span(s): %s (%d dropped since start); ids: %s", len(records), why, self.num_dropped,
+                  ", ".join(f"{r.id} (trace {r.trace_id})" for r in records))
+
+    def _queue_full(self) -> None:
+        """A span refused at the door: counted, and logged at most every DROP_LOG_SECONDS (a
+        full queue means a flood; the count tells how many)."""
+        self.num_dropped += 1
         now = time.monotonic()
         if now - self._last_drop_log >= DROP_LOG_SECONDS:
             self._last_drop_log = now
-            log.warning("dropped %d span(s): %s (%d dropped since start)", count, why, self.num_dropped)
+            log.warning("dropped a span: the span queue is full (%d dropped since start)", self.num_dropped)
