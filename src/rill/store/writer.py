@@ -30,6 +30,7 @@ MAX_QUEUE = 10_000
 MAX_BATCH = 256  # spans per transaction
 BATCH_WINDOW_S = 0.1  # after a span arrives, wait this long for more: one transaction for them all
 DROP_LOG_SECONDS = 10.0  # at most one "queue full" warning per this interval
+MAX_IDS_LOGGED = 200  # ids named in one "dropped" line
 
 
 class SpanWriter:
@@ -156,10 +157,13 @@ class SpanWriter:
         return None
 
     def _dropped(self, records: list[SpanRecord], why: str) -> None:
-        """Spans given up: counted, and logged with their ids."""
+        """Spans given up: counted, and logged in one line with their ids (the first
+        MAX_IDS_LOGGED of them: a queue given up at shutdown holds up to 10,000)."""
         self.num_dropped += len(records)
-        log.error("dropped %d span(s): %s (%d dropped since start); ids: %s", len(records), why, self.num_dropped,
-                  ", ".join(f"{r.id} (trace {r.trace_id})" for r in records))
+        named = ", ".join(f"{r.id} (trace {r.trace_id})" for r in records[:MAX_IDS_LOGGED])
+        more = f" and {len(records) - MAX_IDS_LOGGED} more" if len(records) > MAX_IDS_LOGGED else ""
+        log.error("dropped %d span(s): %s (%d dropped since start); ids: %s%s", len(records), why, self.num_dropped,
+                  named, more)
 
     def _queue_full(self) -> None:
         """A span refused at the door: counted, and logged at most every DROP_LOG_SECONDS (a
