@@ -146,6 +146,27 @@ class Gateway:
         self._record(assembler, None)
         return 200, completion
 
+    def _normalise(self, event: dict[str, Any], started: set[int], base: dict[str, Any]) -> int:
+        """One upstream chunk in Rill's shape, in place (Rill's id, model, created; a role on each
+        choice's first delta; usage kept for the end); how many content pieces it holds."""
+        tokens = 0
+        for choice in event["choices"]:
+            delta = choice.get("delta")
+            if delta is None:
+                choice["delta"] = delta = {}
+            index = choice.get("index", 0)
+            if index not in started:
+                started.add(index)
+                delta.setdefault("role", "assistant")
+            if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                tokens += 1
+        event.update(base)
+        if self.include_usage:
+            event["usage"] = None
+        else:
+            event.pop("usage", None)
+        return tokens
+
     def _record(self, assembler: ChunkAssembler, error: str | None) -> None:
         self.span.record_outcome(assembler.messages(), assembler.span_usage(), assembler.finish_reasons(),
                                  error=error, n=assembler.num_choices)
@@ -174,25 +195,14 @@ class Gateway:
                     if "error" in event and not event.get("choices"):
                         broken = UpstreamBroken(f"upstream {model.id}: {_event_message(event)}")
                         break
-                    assembler.add(event)
-                    choices = event.get("choices")
-                    if not choices:
-                        continue  # the usage event (or an empty one): usage goes out at the end
-                    for choice in choices:
-                        delta = choice.get("delta")
-                        if delta is None:
-                            choice["delta"] = delta = {}
-                        index = choice.get("index", 0)
-                        if index not in started:
-                            started.add(index)
-                            delta.setdefault("role", "assistant")
-                        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
-                            tokens += 1
-                    event.update(base)
-                    if self.include_usage:
-                        event["usage"] = None
-                    else:
-                        event.pop("usage", None)
+                    try:
+                        assembler.add(event)
+                        if not event.get("choices"):
+                            continue  # the usage event (or an empty one): usage goes out at the end
+                        tokens += self._normalise(event, started, base)
+                    except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a shape not checked for
+                        broken = UpstreamBroken(f"upstream {model.id} sent a chunk Rill cannot read: {exc!r}")
+                        break
                     out.append(sse(event))
                 if tokens:
                     self.span.tokens(tokens)

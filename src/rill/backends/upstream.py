@@ -12,6 +12,7 @@ limit, so a slow or hung one never holds up requests to other models.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ import httpcore
 import orjson
 
 from rill.backends.asyncio_net import AsyncioBackend
-from rill.backends.upstream_errors import NETWORK_ERRORS, TIMEOUTS, UpstreamError, error_fields
+from rill.backends.upstream_errors import NETWORK_ERRORS, TIMEOUTS, UpstreamError, completion_problem, error_fields
 from rill.backends.upstream_stream import UpstreamStream
 from rill.config import UpstreamConfig
 
@@ -62,7 +63,7 @@ class Upstream:
         self._timeouts = {"connect": min(CONNECT_TIMEOUT_S, config.timeout), "read": config.timeout,
                           "write": config.timeout, "pool": config.timeout}
         self._pool = pool or httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            ssl_context=_tls_context(),
             max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency,
             keepalive_expiry=KEEPALIVE_EXPIRY_S, network_backend=AsyncioBackend())
 
@@ -89,9 +90,12 @@ class Upstream:
         try:
             result = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise UpstreamError(f"upstream {self.name} answered with invalid JSON", status=502, retryable=True) from None
-        if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
-            raise UpstreamError(f"upstream {self.name} answered without choices", status=502, retryable=True)
+            raise UpstreamError(f"upstream {self.name} answered with invalid JSON", status=502, retryable=True,
+                                code="upstream_error") from None
+        problem = completion_problem(result)
+        if problem is not None:
+            raise UpstreamError(f"upstream {self.name} answered with a chat.completion Rill cannot read: {problem}",
+                                status=502, retryable=True, code="upstream_error")
         return result
 
     async def stream(self, body: dict[str, Any]) -> UpstreamStream:
@@ -178,6 +182,13 @@ class _Slot:
         if self._held:
             self._held = False
             self._upstream._slots.release()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One context for every upstream: loading certifi's CA bundle takes ~40 ms, per upstream
+    model at start-up before."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _retry_after(response: httpcore.Response) -> float | None:

@@ -1,5 +1,6 @@
 """How an upstream fails: before the first event (UpstreamError, which says whether another try
-may do better) or after it (UpstreamBroken); what the network raises; an error body's fields."""
+may do better) or after it (UpstreamBroken); what the network raises; an error body's fields; an
+answer whose shape Rill cannot read."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ class UpstreamError(Exception):
 
 class UpstreamBroken(Exception):
     """The stream failed after it started."""
+
+
+class UpstreamStalled(UpstreamBroken):
+    """The stream sent nothing for the upstream's timeout (before its first event: a 504)."""
 
 
 # What the network can raise: httpcore's errors (timeouts first, to say which it was)
@@ -46,3 +51,38 @@ def error_fields(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def chunk_problem(event: dict[str, Any]) -> str | None:
+    """What makes a streamed event unreadable as a chat.completion.chunk (the relay reads its
+    choices and deltas), or None."""
+    if not isinstance(event.get("usage") or {}, dict):
+        return "`usage` is not an object"
+    choices = event.get("choices")
+    if choices is None:
+        return None
+    if not isinstance(choices, list):
+        return "`choices` is not a list"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            return "a `delta` is not an object"
+        if delta and not isinstance(delta.get("content") or "", str):
+            return "a `content` is not a string"
+    return None
+
+
+def completion_problem(body: Any) -> str | None:
+    """What makes a JSON answer unreadable as a chat.completion, or None."""
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        return "it has no `choices` list"
+    if not isinstance(body.get("usage") or {}, dict):
+        return "`usage` is not an object"
+    for choice in body["choices"]:
+        if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+            return "a choice or its `message` is not an object"
+        if not isinstance(choice.get("message", {}).get("content") or "", str):
+            return "a `content` is not a string"
+    return None

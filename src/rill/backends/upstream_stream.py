@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import httpcore
 import orjson
 
-from rill.backends.upstream_errors import NETWORK_ERRORS, TIMEOUTS, UpstreamBroken, UpstreamError, error_fields
+from rill.backends.upstream_errors import (NETWORK_ERRORS, TIMEOUTS, UpstreamBroken, UpstreamError, UpstreamStalled,
+                                         chunk_problem, error_fields)
 
 if TYPE_CHECKING:
     from rill.backends.upstream import Upstream, _Slot
@@ -47,6 +48,8 @@ class UpstreamStream:
         except StopAsyncIteration:
             raise UpstreamError(f"upstream {self._upstream.name} ended its stream before any event", status=502,
                                 retryable=True, code="upstream_error") from None
+        except UpstreamStalled as exc:  # the head came, then nothing: a timeout, as one before the head
+            raise UpstreamError(str(exc), status=504, retryable=True, code="upstream_timeout") from None
         except UpstreamBroken as exc:
             raise UpstreamError(str(exc), status=502, retryable=True, code="upstream_error") from None
         if self._first is None:
@@ -158,7 +161,7 @@ class UpstreamStream:
         except TIMEOUTS:
             if done:
                 return
-            raise UpstreamBroken(f"upstream {name} sent nothing for {self._upstream.config.timeout:g} s") from None
+            raise UpstreamStalled(f"upstream {name} sent nothing for {self._upstream.config.timeout:g} s") from None
         except NETWORK_ERRORS as exc:
             if done:
                 return
@@ -204,5 +207,8 @@ def _events(blocks: list[bytes], name: str) -> tuple[list[dict[str, Any]], bool,
             return out, False, UpstreamBroken(f"upstream {name} sent an event that is not JSON: {payload[:200]!r}")
         if not isinstance(event, dict):
             return out, False, UpstreamBroken(f"upstream {name} sent an event that is not an object")
+        problem = chunk_problem(event)
+        if problem is not None:
+            return out, False, UpstreamBroken(f"upstream {name} sent a chunk Rill cannot read: {problem}")
         out.append(event)
     return out, False, None
