@@ -31,9 +31,8 @@ import struct
 import threading
 from typing import Any
 
-MODES = ("ok", "http-500", "http-503", "stall-head", "stall-first", "stall-body", "malformed-first", "malformed", "misshapen-first",
-         "misshapen", "reset-head",
-         "reset-body")
+MODES = ("ok", "http-500", "http-503", "stall-head", "stall-first", "stall-body", "malformed-first", "malformed",
+         "misshapen-first", "misshapen", "reset-head", "reset-body")
 FIRST = {"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": "faulty",
          "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None}]}
 REST = [
@@ -42,7 +41,8 @@ REST = [
     {**FIRST, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
 ]
 ANSWER = {"id": "up-1", "object": "chat.completion", "created": 1, "model": "faulty",
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "finish_reason": "stop"}],
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
+                       "finish_reason": "stop"}],
           "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
 TEXT = "Hello world"
 MISSHAPEN_FIRST = {**FIRST, "choices": [{"index": 0, "delta": "Hello", "finish_reason": None}]}
@@ -152,8 +152,8 @@ class FaultyUpstream:
     async def _answer(self, mode: str, stream: bool, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must end."""
-        if mode.startswith("http-"):
-            status = int(mode[5:])
+        if mode not in MODES or mode.startswith("http-"):  # an unknown mode is the test's mistake: a 400
+            status = int(mode[5:]) if mode in MODES else 400
             body = json.dumps({"error": {"message": f"injected {status}", "type": "server_error",
                                          "param": None, "code": None}}).encode()
             extra = b"retry-after: 0\r\n" if status == 503 else b""

@@ -14,11 +14,15 @@ import pytest
 from rill.api.app import create_app
 from rill.backends.base import BackendError
 from rill.backends.fake import FakeBackend
+from rill.cli import build_parser, config_from_args
+from rill.config import ModelConfig, ServerConfig, UpstreamConfig
 from rill.engine.engine import Engine
+from rill.errors import ConfigError
 from rill.router import LocalModel, Router
 from rill.sampling.template import ChatTemplate
 from tests.api.conftest import (CHAT_URL, DONE, MODEL, assert_error, chat, engine_idle, engine_of, parse_sse,
                                 stream_text, wait_until)
+from tests.api.mock_pool import MockPool
 from tests.api.test_metrics import sample, scrape
 
 # long enough that no request ends on its own while the test holds the engine
@@ -223,3 +227,48 @@ async def test_a_slow_step_within_the_timeout_is_not_a_stall(app, backend, clien
     r = await asyncio.wait_for(task, 30)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "slow"
     assert engine_of(app).unavailable is None and (await client.get("/health")).status_code == 200
+
+
+# ---- a model whose engine is unavailable falls back ------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [{"cls": CrashingBackend}], indirect=True)
+async def test_a_dead_engine_fails_over_to_the_fallback(backend, tmp_path):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "created": 1, "model": "r",
+                                         "choices": [{"index": 0, "finish_reason": "stop",
+                                                      "message": {"role": "assistant", "content": "from up"}}]})
+
+    def load(router: Router) -> None:
+        info = backend.info
+        engine = Engine(backend)
+        engine.start()
+        router.add(LocalModel(id=MODEL, engine=engine, fallbacks=("up",), template=ChatTemplate(
+            info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)))
+
+    config = ServerConfig(models=(ModelConfig(name=MODEL, fallbacks=("up",)),
+                                  UpstreamConfig(name="up", base_url="http://up.test/v1", retries=0)),
+                          database_url=f"sqlite:///{tmp_path / 'rill.db'}")
+    app = create_app(config, load, expected_models=(MODEL,), exit_on_load_failure=False,
+                     upstream_pool=MockPool(answer))
+    async with app.router.lifespan_context(app):
+        assert await asyncio.to_thread(app.state.loaded.wait, 10)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rill.test") as c:
+            backend.crash = True
+            first = await asyncio.wait_for(c.post(CHAT_URL, json=chat("hi")), 10)  # taken, then the engine died
+            assert_error(first, 503, code="engine_unavailable")
+            r = await asyncio.wait_for(c.post(CHAT_URL, json=chat("hi")), 10)  # refused at once: the fallback serves
+            assert r.status_code == 200 and r.json()["model"] == "up"
+            assert r.json()["choices"][0]["message"]["content"] == "from up"
+
+
+def test_the_watchdog_timeout_is_a_flag_and_an_environment_variable(monkeypatch):
+    def timeout_of(*flags: str) -> float:
+        return config_from_args(build_parser().parse_args(["serve", *flags])).step_timeout
+
+    assert timeout_of() == 120.0
+    assert timeout_of("--step-timeout", "0") == 0.0  # no watchdog
+    monkeypatch.setenv("RILL_STEP_TIMEOUT", "300")
+    assert timeout_of() == 300.0 and timeout_of("--step-timeout", "30") == 30.0  # the flag wins
+    with pytest.raises(ConfigError, match="--step-timeout"):
+        timeout_of("--step-timeout", "-1")

@@ -76,7 +76,8 @@ def assert_let_go(gateway: str, upstream: FaultyUpstream, client: openai.OpenAI)
     ("reset-head", openai.InternalServerError, 502),
 ])
 def test_before_the_first_byte_an_error_status_or_the_fallback(client: openai.OpenAI, gateway: str,
-                                                                 upstream: FaultyUpstream, model, error, status) -> None:
+                                                                 upstream: FaultyUpstream, model: str,
+                                                                 error: type, status: int) -> None:
     before = upstream.requests[model]
     with pytest.raises(error) as e:
         client.chat.completions.create(model=model, messages=ASK, stream=True)
