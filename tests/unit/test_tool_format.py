@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-import llguidance
 import pytest
 
 from rill.backends.fake import FakeBackend
-from rill.sampling.grammar import Grammars
+from rill.sampling.grammar import Grammar, Grammars
 from rill.sampling.tool_format import EMPTY_PARAMETERS, ToolSpec, call_text, grammar, system_prompt
 
 TOOLS = [ToolSpec("f", None, {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"],
@@ -23,9 +22,10 @@ TEXTS = {
 }
 
 
-def outcome(compiled: str, text: str) -> str:
+def outcome(compiled: Grammar, text: str) -> str:
     """accepted (could end here), prefix (valid so far, must go on) or rejected."""
-    matcher = llguidance.LLMatcher(FakeBackend().guidance_tokenizer(), compiled, log_level=0)
+    constraint = compiled.constraint()
+    matcher = constraint._matcher
     for byte in text.encode():
         if not matcher.consume_token(byte) or matcher.is_error():
             return "rejected"

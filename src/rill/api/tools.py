@@ -11,7 +11,7 @@ from typing import Any
 from rill.api.schemas import ChatCompletionRequest, FunctionDefinition, NamedFunction, NamedToolChoice
 from rill.errors import InvalidRequest
 from rill.sampling import tool_format
-from rill.sampling.grammar import GrammarError, Grammars
+from rill.sampling.grammar import Grammar, GrammarError, Grammars
 from rill.sampling.tool_format import EMPTY_PARAMETERS, Mode, ToolSpec
 
 
@@ -71,7 +71,7 @@ def _plan(functions: list[FunctionDefinition], choice: str | NamedToolChoice | N
     return ToolPlan(tuple(specs), tuple(named), "required", False, legacy)
 
 
-def tool_grammar(plan: ToolPlan, grammars: Grammars, answer: dict[str, Any] | None) -> str:
+def tool_grammar(plan: ToolPlan, grammars: Grammars, answer: dict[str, Any] | None) -> Grammar:
     """The compiled grammar for the turn; a tool's parameters that cannot be used as a schema are
     a 400 naming that tool."""
     field = "functions" if plan.legacy else "tools"

@@ -168,7 +168,7 @@ class Engine:
         choices = [Sequence(request=request, publish=publish, index=i,
                             detok=Detokenizer(request.stop, request.stops_until),
                             rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
-                            constraint=self.grammars.constraint(request.grammar) if request.grammar else None,
+                            constraint=request.grammar.constraint() if request.grammar else None,
                             draft=Draft(np.asarray(request.prediction, np.int32)) if request.prediction else None,
                             thinking=ThinkingSplitter(request.thinking) if request.thinking else None)
                    for i in range(request.n)]

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from rill.engine.reasoning import ThinkingMarks
+from rill.sampling.grammar import Grammar
 
 
 class FinishReason(enum.StrEnum):
@@ -41,7 +42,7 @@ class Request:
     priority: int = 1  # admission order: lower first (0 priority, 1 default, 2 flex); FIFO within
     n: int = 1  # choices, decoded in parallel from one prefill of the prompt
     top_logprobs: int | None = None  # None: no logprobs; k: each token's logprob and the k best
-    grammar: str | None = None  # an llguidance grammar the output must follow (response_format, tools)
+    grammar: Grammar | None = None  # a compiled grammar the output must follow (response_format, tools)
     stops_until: str | None = None  # stop strings are not looked for from this marker on (tool calls)
     prediction: tuple[int, ...] = ()  # the predicted output's tokens: draft tokens (speculation.py)
     thinking: ThinkingMarks | None = None  # a thinking model: its reasoning is split off (reasoning.py)

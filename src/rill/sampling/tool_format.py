@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rill.sampling.closed_objects import closed
+
 OPEN = "<tool_call>\n"
 CLOSE = "\n</tool_call>"
 SEPARATOR = "\n"  # between two calls
@@ -73,7 +75,7 @@ def call_schema(tools: list[ToolSpec]) -> dict[str, Any]:
     """The JSON inside one call's markup: the name of one of tools and arguments valid for it."""
     return {"x-guidance": _COMPACT, "anyOf": [{
         "type": "object",
-        "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+        "properties": {"name": {"const": t.name}, "arguments": closed(t.parameters)},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     } for t in tools]}
@@ -86,9 +88,10 @@ def grammar(tools: list[ToolSpec], mode: Mode, *, parallel: bool, answer: dict[s
     - `required`: calls only, one or (with parallel) more.
     - `auto`: an answer, or calls, which may follow some text (a model may say what it is about to do).
     The answer is free text without the call tag, or, with `answer` (response_format's schema), one
-    JSON value valid against it."""
+    JSON value valid against it. Object schemas with `properties` allow no other keys unless they
+    say so (closed_objects.py), in the answer and in every call's arguments."""
     lines: list[str] = []
-    answer_rule = "%json " + json.dumps({"x-guidance": _COMPACT, **answer}) if answer is not None else "TEXT"
+    answer_rule = "%json " + json.dumps({"x-guidance": _COMPACT, **closed(answer)}) if answer is not None else "TEXT"
     more = "(SEP call)*" if parallel else ""
     if mode == "none":
         lines.append(f"start: {answer_rule}")
