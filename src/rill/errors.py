@@ -9,6 +9,7 @@
     ├── ModelNotFound               404 model_not_found
     ├── NotFound                    404 a stored object that does not exist (for this key)
     ├── PayloadTooLarge             413
+    ├── ClientGone                  499 the client left before the answer began (nobody reads it)
     ├── RateLimited                 429 with Retry-After
     ├── NotReady                    503 while the model loads, with Retry-After
     │   └── EngineUnavailable       503 the model's engine stalled or died (docs/faults.md)
@@ -82,6 +83,15 @@ class PayloadTooLarge(RillError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientGone(RillError):
+    """The client disconnected while its request was being prepared; the work stopped. The
+    status (nginx's 499, "client closed request") shows in logs and metrics only."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class RateLimited(RillError):

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from rill.backends.base import ModelInfo
 from rill.backends.upstream import Upstream
 from rill.engine.engine import Engine
 from rill.errors import ModelNotFound, NotReady
+from rill.prompt_tokens import Parts, PromptTokenizer
 from rill.sampling.template import ChatTemplate
 
 
@@ -22,37 +24,34 @@ class LocalModel:
     aliases: frozenset[str] = frozenset()
     fallbacks: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))
+    prompts: PromptTokenizer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.prompts = PromptTokenizer(self.engine.backend)
 
     @property
     def info(self) -> ModelInfo:
         return self.engine.backend.info
 
-    def tokenize_text(self, text: str) -> list[int]:
-        """Plain text -> tokens: control-token text stays text, no BOS."""
-        return self.engine.backend.tokenize(text, add_bos=False, parse_special=False)
+    def tokenize_text(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Plain text -> tokens: control-token text stays text."""
+        return self.engine.backend.tokenize(text, add_bos=add_bos, parse_special=False)
 
     def token_bytes(self, token: int) -> bytes:
         """What a token adds to the output (b"" for control tokens)."""
         return self.engine.backend.token_bytes(token)
 
-    def tokenize_prompt(self, parts: list[tuple[str, bool]]) -> list[int]:
+    def tokenize_prompt(self, parts: Parts, *, add_bos: bool | None = None, limit: int | None = None,
+                        cancelled: Callable[[], bool] = lambda: False) -> list[int]:
         """Rendered prompt parts (text, is_message_text) -> tokens, BOS added only when the
-        template did not write it. The whole prompt is tokenized in one go, as the model was
-        trained, unless some message text contains control-token text (`<|im_end|>`): then
-        message texts are tokenized as plain text, so nobody can forge another role's turn."""
-        info, backend = self.info, self.engine.backend
-        prompt = "".join(text for text, _ in parts)
-        add_bos = info.add_bos and not (info.bos_token and prompt.startswith(info.bos_token))
-
-        def has_control_text(text: str) -> bool:
-            return backend.tokenize(text, add_bos=False) != backend.tokenize(text, add_bos=False, parse_special=False)
-
-        if not any(is_message_text and has_control_text(text) for text, is_message_text in parts):
-            return backend.tokenize(prompt, add_bos=add_bos)
-        tokens: list[int] = []
-        for i, (text, is_message_text) in enumerate(parts):
-            tokens += backend.tokenize(text, add_bos=add_bos and i == 0, parse_special=not is_message_text)
-        return tokens
+        template did not write it (`add_bos` True/False: whatever the template wrote). Control-token
+        text counts only where the template put it, so nobody can forge another role's turn; more
+        than `limit` tokens raise TooLong, and `cancelled` stops the work (Cancelled) when nobody
+        waits for it (prompt_tokens.py)."""
+        info = self.info
+        if add_bos is None:
+            add_bos = info.add_bos and not (info.bos_token and parts and parts[0][0].startswith(info.bos_token))
+        return self.prompts.tokenize(parts, add_bos=add_bos, limit=limit, cancelled=cancelled)
 
 
 @dataclass(slots=True)

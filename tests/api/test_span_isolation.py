@@ -161,8 +161,6 @@ async def test_an_admin_nests_its_span_in_another_keys_trace(client, app, keys):
     assert_error(await client.get(f"{SPANS}/check", headers=root), 404)
 
 
-@pytest.mark.xfail(strict=True, reason="chat.py's _nest sets parent_id and trace_id only: it must call "
-                   "tracing.nest() so that the span keeps the trace's owner (asked of the lead)")
 async def test_an_admin_nests_a_completion_in_another_keys_trace(client, app, keys):
     alice, root = keys["alice"], keys["root"]
     await client.post(SPANS, json={"name": "alice-flow", "id": "flow", "trace_id": "nightly-42"}, headers=alice)

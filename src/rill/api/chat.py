@@ -7,7 +7,6 @@ import functools
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from starlette.routing import Route
@@ -17,10 +16,11 @@ from rill.api.audio import AudioTrack, with_transcripts
 from rill.api.auth import owner_of, scope_of
 from rill.api.errors import invalid_body
 from rill.api.gateway import Gateway
+from rill.api.offload import off_loop
 from rill.api.plan import check_request, new_completion_id, plan_chat
 from rill.api.schemas import ChatCompletionRequest, ErrorResponse
 from rill.api.stream import EngineResponse, Outcome, Saver, collect, sse_events
-from rill.api.tracing import SPAN_TYPE, ChatSpan, locate_parent, new_span_id
+from rill.api.tracing import SPAN_TYPE, ChatSpan, nest, new_span_id
 from rill.api.web_search import with_search
 from rill.errors import InvalidRequest
 from rill.router import LocalModel
@@ -65,14 +65,50 @@ async def read_body(request: Request, schema: type[T]) -> T:
     return validated(await read_json(request), schema)
 
 
+# How deeply a request body's JSON may nest. Deeper values broke what reads them later: orjson
+# writes at most 254 levels (a 260-deep schema was a 500), and the store's JSON columns went
+# through the stdlib's recursive encoder (a 1,000-deep extra field in a content part: a 500 with
+# `store: true`). A JSON schema 30 objects deep is 64 levels of the body.
+MAX_JSON_DEPTH = 64
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot be that deep
+        check_depth(data)
+    return data
+
+
+def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """A 400 naming where `data` nests deeper than `limit` arrays and objects."""
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(data, 1, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            where = param_path(path)
+            raise InvalidRequest(f"`{where}` nests JSON more than {limit} levels deep; this server reads "
+                                 f"at most {limit}.", param=where)
+        # the path is kept for the first levels only: enough to name the field, cheap on big bodies
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, path + (k,) if depth < 8 else path) for k, v in value.items()
+                         if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, path + (i,) if depth < 8 else path) for i, v in enumerate(value)
+                         if isinstance(v, (dict, list)))
+
+
+def param_path(path: tuple[str | int, ...]) -> str:
+    """("messages", 0, "content") -> "messages[0].content" """
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out or "body"
 
 
 def validated(data: Any, schema: type[T]) -> T:
@@ -106,10 +142,11 @@ class ChatRequest:
         if searched is not None:
             self.span.record.meta["web_search"] = searched
         speech = self.state.speech
-        # Rendering and tokenizing a long prompt takes milliseconds: keep it off the event loop.
-        plan = await anyio.to_thread.run_sync(functools.partial(
-            plan_chat, body, model, max_n=self.state.config.max_n, speech=speech, no_speech=self.state.no_speech,
-            sources=sources))
+        # Rendering and tokenizing a long prompt, and compiling a grammar, take milliseconds to a
+        # second: off the event loop, and stopped if the client leaves meanwhile.
+        plan = await off_loop(self.request, lambda cancelled: plan_chat(
+            body, model, max_n=self.state.config.max_n, speech=speech, no_speech=self.state.no_speech,
+            sources=sources, cancelled=cancelled))
         save, span = self.saver(), self.span
         keep = functools.partial(self.state.transcripts.save, self.owner)
         tracks = [AudioTrack(speech, plan.audio, stream=plan.stream, save=keep)
@@ -153,10 +190,10 @@ async def create_chat_completion(request: Request) -> EngineResponse:
 
 
 async def _nest(request: Request, body: ChatCompletionRequest, span: ChatSpan) -> None:
-    """`parent_span_id`: the span joins its parent's trace (a 400 if there is no such span)."""
+    """`parent_span_id`: the span joins its parent's trace (a 400 if there is no such span), which
+    may be another key's when an admin key nests it."""
     if body.parent_span_id is not None:
-        span.record.parent_id, span.record.trace_id = await locate_parent(
-            request, body.parent_span_id, scope_of(request), "parent_span_id")
+        await nest(request, span.record, body.parent_span_id, "parent_span_id")
 
 
 # what a span keeps elsewhere (input, tags, parent, user, model) or not at all

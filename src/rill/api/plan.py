@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rill.api.audio import AudioPlan, plan_audio
 from rill.api.messages import render_messages, template_tools, with_system_text
@@ -21,9 +21,10 @@ from rill.api.web_search import not_configured
 from rill.engine.reasoning import CLOSE, OPEN, ThinkingMarks
 from rill.engine.types import Request, SamplingParams
 from rill.errors import ContextLengthExceeded, InvalidRequest
+from rill.prompt_tokens import Cancelled, TooLong
 from rill.router import LocalModel
 from rill.search.context import Source
-from rill.sampling.grammar import GrammarError
+from rill.sampling.grammar import Grammar, GrammarError
 from rill.sampling import tool_format
 from rill.sampling.tool_format import ToolSpec
 from rill.sampling.template import TemplateError
@@ -77,24 +78,34 @@ def check_local(body: ChatCompletionRequest) -> None:
         raise not_configured()
 
 
-def prompt_parts(body: ChatCompletionRequest, model: LocalModel,
-                 tools: Sequence[ToolSpec] = ()) -> list[tuple[str, bool]]:
+def prompt_parts(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = (), *,
+                 add_generation_prompt: bool = True, enable_thinking: bool | None = None) -> list[tuple[str, bool]]:
     """The messages (and offered tools) through the model's chat template, as render_parts;
-    `reasoning_effort` none/minimal turns thinking off where the template has the switch."""
+    `reasoning_effort` none/minimal turns thinking off where the template has the switch (or
+    `enable_thinking` says, for /tokenize)."""
     native = model.template.knows_tools
     messages = render_messages(body, tools, native_tools=native)
-    off = REASONING_BUDGETS.get(body.reasoning_effort or "") == 0
-    enable = False if off and model.template.has_thinking and model.template.switches_thinking else None
+    if enable_thinking is None and REASONING_BUDGETS.get(body.reasoning_effort or "") == 0:
+        enable_thinking = False
+    switch = enable_thinking if model.template.has_thinking and model.template.switches_thinking else None
     try:
         return model.template.render_parts(messages, tools=template_tools(tools) if native and tools else None,
-                                           enable_thinking=enable)
+                                           add_generation_prompt=add_generation_prompt, enable_thinking=switch)
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
 
 
-def prompt_tokens(body: ChatCompletionRequest, model: LocalModel, tools: Sequence[ToolSpec] = ()) -> list[int]:
-    """The messages (and offered tools) through the model's chat template, tokenized."""
-    return model.tokenize_prompt(prompt_parts(body, model, tools))
+def limited_tokens(model: LocalModel, parts: list[tuple[str, bool]], cancelled: Callable[[], bool]) -> list[int]:
+    """The prompt's tokens, or a 400 as soon as it is certain they leave no room for a completion
+    (a prompt far over the context is refused from its length alone, untokenized)."""
+    n_ctx = model.info.n_ctx
+    try:
+        return model.tokenize_prompt(parts, limit=n_ctx - 1, cancelled=cancelled)
+    except TooLong as exc:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, your messages resulted "
+            f"in at least {exc.at_least} tokens, leaving no room for a completion. Please shorten the "
+            "messages.", param="messages") from None
 
 
 # `reasoning_effort` -> reasoning tokens before Rill closes the thinking section itself
@@ -152,7 +163,7 @@ def answer_schema(body: ChatCompletionRequest, model: LocalModel) -> dict[str, A
     return schema
 
 
-def output_grammar(body: ChatCompletionRequest, model: LocalModel, tools: ToolPlan | None) -> str | None:
+def output_grammar(body: ChatCompletionRequest, model: LocalModel, tools: ToolPlan | None) -> Grammar | None:
     """The grammar of the model's turn, compiled before the first byte: tool calls (whose answer
     alternative follows response_format), else response_format's schema, else none."""
     answer = answer_schema(body, model)
@@ -198,9 +209,10 @@ NO_SPEECH = f"text-to-speech is not installed: {EXTRA}"
 
 def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,
               speech: SpeechService | None = None, no_speech: str = NO_SPEECH,
-              sources: tuple[Source, ...] = ()) -> Plan:
+              sources: tuple[Source, ...] = (), cancelled: Callable[[], bool] = lambda: False) -> Plan:
     """`speech`: the server's text-to-speech, for audio output (`no_speech` says why there is
-    none); `sources`: the web search results in the prompt (web_search.with_search put them there)."""
+    none); `sources`: the web search results in the prompt (web_search.with_search put them there);
+    `cancelled` says the client has gone: the work stops at the next step (Cancelled)."""
     for name in body.model_extra or {}:
         _note_unknown_field(name)
     check_local(body)
@@ -215,8 +227,10 @@ def plan_chat(body: ChatCompletionRequest, model: LocalModel, *, max_n: int,
                              f"{max_n}; --parallel is {model.engine.max_sequences}).", param="n")
     tools = plan_tools(body)
     parts = prompt_parts(body, model, tools.offered if tools else ())
-    tokens = model.tokenize_prompt(parts)
+    tokens = limited_tokens(model, parts, cancelled)
     max_tokens = completion_cap(body, len(tokens), model.info.n_ctx)
+    if cancelled():  # before compiling a grammar, which may take a second
+        raise Cancelled
     request_id = new_completion_id()
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     sampling = SamplingParams(

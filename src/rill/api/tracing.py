@@ -53,17 +53,6 @@ async def nest(request: Request, record: SpanRecord, parent_id: str, param: str)
     record.parent_id, record.trace_id, record.trace_owner = parent.span_id, parent.trace_id, parent.trace_owner
 
 
-async def locate_parent(request: Request, parent_id: str, scope: str | None, param: str) -> tuple[str, str]:
-    """(span id, trace id) of the span to nest under, for a caller that sets a record's
-    parent_id and trace_id itself (chat.py): the new span's trace owner is then its own owner,
-    so nesting in another key's trace (an admin's privilege) goes through nest()."""
-    parent = await find_parent(request, parent_id, param)
-    if parent.trace_owner != owner_of(request):
-        raise InvalidRequest(f"`{param}`: span '{parent_id}' is in another API key's trace; this server cannot "
-                             "nest a completion there yet.", param=param)
-    return parent.span_id, parent.trace_id
-
-
 class ChatSpan:
     def __init__(self, writer: SpanWriter, metrics: TokenMetrics | None, record: SpanRecord, *,
                  started: float | None = None):

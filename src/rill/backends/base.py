@@ -55,6 +55,13 @@ class Backend(Protocol):
 
     def is_end_of_generation(self, token: int) -> bool: ...
 
+    def control_tokens(self) -> tuple[str, ...]:
+        """The texts that tokenize() reads as one control token with parse_special and as text
+        without, each standing for its token wherever it appears (so that a prompt may be
+        tokenized in pieces that start at one: prompt_tokens.py). Empty when the backend cannot
+        promise that; prompts are then tokenized in one call."""
+        ...
+
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         """Append every item's tokens to its sequence's cache; return float32 logits, one row per
         token that wants them (each item's last num_logits tokens), in batch and token order.

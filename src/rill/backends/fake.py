@@ -83,6 +83,9 @@ class FakeBackend:
     def is_end_of_generation(self, token: int) -> bool:
         return token == IM_END
 
+    def control_tokens(self) -> tuple[str, ...]:
+        return tuple(SPECIALS)
+
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
         if self.step_delay:
             self._wake.wait(self.step_delay)

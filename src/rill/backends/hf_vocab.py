@@ -120,6 +120,11 @@ class HFVocab:
     def is_end_of_generation(self, token: int) -> bool:
         return token in self._eog
 
+    def control_tokens(self) -> tuple[str, ...]:
+        # the tokenizers library finds added tokens in linear time (Aho-Corasick) and may prefix a
+        # piece's first word (Metaspace): a prompt is tokenized in one call
+        return ()
+
     def guidance_tokenizer(self) -> Any:
         if self._guidance is None:
             from llguidance import LLTokenizer

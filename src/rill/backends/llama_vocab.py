@@ -68,6 +68,21 @@ class LlamaVocab:
     def is_end_of_generation(self, token: int) -> bool:
         return bool(self._eog[token])
 
+    def control_tokens(self) -> tuple[str, ...]:
+        """Control (and unknown) tokens' texts: what llama_tokenize parses only with
+        parse_special. A token that strips the whitespace to its left reaches into the text
+        before it, so a vocabulary with one promises nothing (empty)."""
+        out = []
+        for token in range(self.n_vocab):
+            attr = ll.llama_vocab_get_attr(self._vocab, token)
+            if attr & (ll.LLAMA_TOKEN_ATTR_CONTROL | ll.LLAMA_TOKEN_ATTR_UNKNOWN):
+                if attr & ll.LLAMA_TOKEN_ATTR_LSTRIP:
+                    return ()
+                text = self._piece(token, special=True).decode("utf-8", "replace")
+                if text:
+                    out.append(text)
+        return tuple(out)
+
     def guidance_tokenizer(self) -> Any:
         if self._guidance is None:
             from llguidance.llamacpp import lltokenizer_from_vocab  # ~1 s: only when first needed
@@ -94,6 +109,9 @@ class VocabMethods:
 
     def is_end_of_generation(self, token: int) -> bool:
         return self.vocab.is_end_of_generation(token)
+
+    def control_tokens(self) -> tuple[str, ...]:
+        return self.vocab.control_tokens()
 
     def guidance_tokenizer(self) -> Any:
         return self.vocab.guidance_tokenizer()
