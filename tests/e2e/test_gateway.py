@@ -5,7 +5,6 @@ back as they were, stored completions and traces are kept by the gateway."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import httpx
 import openai

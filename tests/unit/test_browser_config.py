@@ -10,7 +10,6 @@ import pytest
 from rill.api.server import uvicorn_config
 from rill.cli import build_parser, config_from_args, main
 from rill.config import ServerConfig, normalized_origin
-from rill.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,9 @@ from rill.api.errors import BodyLimit, install_error_handlers
 from rill.api.metrics import install_metrics
 from rill.api.speech_setup import open_speech
 from rill.api.ui import mount_ui
-from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, TokenizeRequest, UpdateSpan,
-                              UpdateStoredCompletion)
+from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, LlamaServerTokenizeRequest,
+                              TokenizeRequest, UpdateSpan, UpdateStoredCompletion, VllmChatTokenizeRequest,
+                              VllmTokenizeRequest)
 from rill.backends.upstream import Pool, Upstream
 from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
@@ -138,8 +139,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ChatCompletionRequest, TokenizeRequest, DetokenizeRequest, UpdateStoredCompletion,
-                      CreateSpan, UpdateSpan):
+        for model in (ChatCompletionRequest, TokenizeRequest, LlamaServerTokenizeRequest, VllmTokenizeRequest,
+                      VllmChatTokenizeRequest, DetokenizeRequest, UpdateStoredCompletion, CreateSpan, UpdateSpan):
             request = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(request.pop("$defs", {}))
             components[model.__name__] = request

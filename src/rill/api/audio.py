@@ -202,25 +202,24 @@ async def next_item(stream: Any, pending_event: asyncio.Future | None, tracks: l
 
 
 async def with_transcripts(body: ChatCompletionRequest, lookup: TranscriptLookup) -> ChatCompletionRequest:
-    """Multi-turn audio: an assistant message that is `{"audio": {"id"}}` stands for the text its
-    answer spoke; the body with those messages' content set to their transcripts (a 400 for an
-    id that is unknown, expired, or another key's)."""
+    """Multi-turn audio: an assistant message whose `audio` is `{"id"}` stands for the text its
+    answer spoke; the body with those messages' content set to their transcripts. A message that
+    has its text already (an answer sent back whole: `content` or `audio.transcript`) needs no
+    lookup; the kept transcript wins over a sent one. An id with neither is a 400 (unknown,
+    expired, or another key's)."""
     refs = {i: m.audio for i, m in enumerate(body.messages) if isinstance(m, AssistantMessage) and m.audio is not None}
     if not refs:
         return body
-    for i, audio in refs.items():
-        if not isinstance(audio.get("id"), str) or set(audio) - {"id"}:
-            raise InvalidRequest('An assistant message\'s `audio` is `{"id": "audio_..."}`, the id of an '
-                                 "earlier answer's audio.", param=f"messages[{i}].audio")
-    found = await lookup([audio["id"] for audio in refs.values()])
+    wanted = [audio.id for i, audio in refs.items() if body.messages[i].content is None]
+    found = await lookup(wanted) if wanted else {}
     messages = list(body.messages)
     for i, audio in refs.items():
-        if audio["id"] not in found:
-            raise InvalidRequest(f"No audio with id {audio['id']!r}: it is unknown, expired (ids last "
-                                 f"{AUDIO_TTL_SECONDS // 60} minutes) or another key's; send the transcript "
-                                 "as the message's content instead.", param=f"messages[{i}].audio.id")
         message = body.messages[i]
         assert isinstance(message, AssistantMessage)
-        text = found[audio["id"]] if message.content is None else message.content
+        text = message.content if message.content is not None else found.get(audio.id, audio.transcript)
+        if text is None:
+            raise InvalidRequest(f"No audio with id {audio.id!r}: it is unknown, expired (ids last "
+                                 f"{AUDIO_TTL_SECONDS // 60} minutes) or another key's; send the transcript "
+                                 "as the message's content instead.", param=f"messages[{i}].audio.id")
         messages[i] = message.model_copy(update={"audio": None, "content": text})
     return body.model_copy(update={"messages": messages})

@@ -21,12 +21,16 @@ from rill.sampling.tool_format import ToolSpec
 Messages = list[dict[str, Any]]
 
 
-def _text(content: str | list[ContentPart] | None, param: str) -> str:
-    """A message's content as one string; non-text parts are refused by type."""
+def _text(content: str | list[ContentPart] | None, param: str, *, refusals: bool = False) -> str:
+    """A message's content as one string; non-text parts are refused by type, but for an
+    assistant's `refusal` parts (`refusals`), which are its text."""
     if content is None or isinstance(content, str):
         return content or ""
     texts = []
     for i, part in enumerate(content):
+        if refusals and part.type == "refusal" and isinstance((part.model_extra or {}).get("refusal"), str):
+            texts.append(part.model_extra["refusal"])
+            continue
         if part.type != "text":
             raise InvalidRequest(
                 f"`{param}[{i}]`: content parts of type `{part.type}` are not supported by this "
@@ -67,18 +71,20 @@ def render_messages(body: ChatCompletionRequest, tools: Sequence[ToolSpec] = (),
             if msg.audio is not None:  # api/audio.py's with_transcripts replaces it by its text first
                 raise InvalidRequest(f"`{param}.audio`: an earlier answer's audio must be resolved to its "
                                      "transcript before rendering.", param=f"{param}.audio")
-            text = _text(msg.content, f"{param}.content") or (msg.refusal or "")
+            text = _text(msg.content, f"{param}.content", refusals=True) or (msg.refusal or "")
             calls = _calls(msg)
             call_names.update({c["id"]: c["name"] for c in calls if c["id"]})
+            # a thinking model's templates render it (Qwen3's, for the turns after the last question)
+            reasoning = {"reasoning_content": msg.reasoning_content} if msg.reasoning_content else {}
             if native_tools:
-                entry: dict[str, Any] = {"role": "assistant", "content": text}
+                entry: dict[str, Any] = {"role": "assistant", "content": text, **reasoning}
                 if calls:
                     entry["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
                         "name": c["name"], "arguments": c["arguments"]}} for c in calls]
                 out.append(entry)
             else:
                 markup = tool_format.SEPARATOR.join(tool_format.call_text(c["name"], c["arguments"]) for c in calls)
-                out.append({"role": "assistant", "content": "\n".join(t for t in (text, markup) if t)})
+                out.append({"role": "assistant", "content": "\n".join(t for t in (text, markup) if t), **reasoning})
         elif isinstance(msg, (ToolMessage, FunctionMessage)):
             text = (msg.content or "") if isinstance(msg, FunctionMessage) else _text(msg.content, f"{param}.content")
             name = msg.name if isinstance(msg, FunctionMessage) else call_names.get(msg.tool_call_id)

@@ -40,6 +40,8 @@ class FunctionCall(_Wire):
 
 
 class ToolCall(_Wire):
+    # other keys are ignored: a call assembled from stream deltas keeps its `index`, and the
+    # openai SDK's parse() helper adds `function.parsed_arguments`
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
@@ -63,14 +65,33 @@ class UserMessage(_Strict):
     name: str | None = None
 
 
+class AssistantAudio(_Wire):
+    """An earlier answer's audio: `{"id"}` (OpenAI's multi-turn audio), or the whole object a
+    response carried (`data`, `transcript`, `expires_at` beside the id) sent back as it came."""
+
+    id: str
+    transcript: str | None = None
+    data: str | None = None
+    expires_at: int | None = None
+
+
 class AssistantMessage(_Strict):
+    """An assistant turn of the history. Every field a chat.completion's message carries is
+    accepted, so that a client can send Rill's (or OpenAI's) answer back as it came: the loop
+    `messages.append(completion.choices[0].message)`. What the prompt cannot use (`annotations`,
+    the SDK's `parsed`) is accepted and not rendered; `reasoning_content` goes to templates that
+    render it."""
+
     role: Literal["assistant"]
     content: Content | None = None
     name: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None
-    audio: dict[str, Any] | None = None
+    audio: AssistantAudio | None = None
+    reasoning_content: str | None = None
+    annotations: list[dict[str, Any]] | None = None  # url_citation: where the answer's text came from
+    parsed: Any = None  # the openai SDK's parse() helper adds the content's parsed JSON
 
 
 class ToolMessage(_Strict):
@@ -294,7 +315,45 @@ class TokenizeRequest(_Strict):
     tools: list[Tool] | None = None
 
 
+class LlamaServerTokenizeRequest(_Strict):
+    """POST /tokenize as llama.cpp's llama-server takes it (told apart from Rill's own by
+    `add_special`, `parse_special` or `with_pieces`); answered as llama-server answers."""
+
+    model: str | None = None
+    content: str
+    add_special: bool = False  # BOS first, where the model has one
+    parse_special: bool = True  # control-token text becomes the control token
+    with_pieces: bool = False  # [{id, piece}] rather than [id]
+
+
+class VllmTokenizeRequest(_Strict):
+    """POST /tokenize as vLLM takes a text (told apart by `prompt`); answered as vLLM answers."""
+
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
+
+
+class VllmChatTokenizeRequest(_Strict):
+    """POST /tokenize as vLLM takes a chat (`messages` with one of vLLM's own fields)."""
+
+    model: str | None = None
+    messages: Annotated[list[Message], Field(min_length=1)]
+    tools: list[Tool] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    return_token_strs: bool | None = False
+    # accepted only as "not used": Rill renders every chat with the model's own template
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None
+
+
 class DetokenizeRequest(_Strict):
+    """Rill's, llama-server's ({tokens}) and vLLM's ({model, tokens}) shape alike."""
+
     model: str | None = None
     tokens: list[Annotated[int, Field(ge=0)]]
 

@@ -23,6 +23,8 @@ CHATML = (
 # Stand-ins for message text while rendering (Unicode private-use characters).
 _MARK = "\ue000{}\ue001"
 _MARK_RE = re.compile("\ue000(\\d+)\ue001")
+# A message's texts that come from the client: never parsed for control tokens
+_MESSAGE_TEXTS = ("content", "reasoning_content")
 
 
 _THINKING_MARKS = ("<think>", "enable_thinking", "reasoning_content")
@@ -106,8 +108,15 @@ class ChatTemplate:
         rewrites or inspects content (the stand-in render then differs) gets one part, as is."""
         prompt = self.render(messages, add_generation_prompt=add_generation_prompt, tools=tools,
                              enable_thinking=enable_thinking)
-        marked = [{**m, "content": _MARK.format(i)} if isinstance(m.get("content"), str) and m["content"] else m
-                  for i, m in enumerate(messages)]
+        texts: list[str] = []
+        marked: list[dict[str, Any]] = []
+        for message in messages:
+            m = dict(message)
+            for name in _MESSAGE_TEXTS:
+                if isinstance(m.get(name), str) and m[name]:
+                    m[name] = _MARK.format(len(texts))
+                    texts.append(message[name])
+            marked.append(m)
         try:
             skeleton = self.render(marked, add_generation_prompt=add_generation_prompt, tools=tools,
                                    enable_thinking=enable_thinking)
@@ -117,7 +126,7 @@ class ChatTemplate:
         pos = 0
         for match in _MARK_RE.finditer(skeleton):
             parts.append((skeleton[pos : match.start()], False))
-            parts.append((messages[int(match.group(1))]["content"], True))
+            parts.append((texts[int(match.group(1))], True))
             pos = match.end()
         parts.append((skeleton[pos:], False))
         if "".join(text for text, _ in parts) != prompt:
