@@ -175,6 +175,36 @@ async def test_an_audio_id_stands_for_its_transcript_in_the_next_turn(client):
     assert_error(r, 400, param="messages[1].audio.id")
 
 
+@pytest.mark.parametrize("config", [{"max_body_bytes": 8 << 20}], indirect=True)  # the audio's data goes too
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_spoken_answer_goes_back_whole(client, stream):
+    """The message sent back as it came (audio with its data and transcript, the text as content);
+    a whole audio object whose id is unknown (expired) stands for its transcript."""
+    r = await client.post(CHAT_URL, json=chat(SHORT, temperature=0, stream=stream, **audio_of("alloy", "pcm16"
+                                                                                            if stream else "wav")))
+    if stream:
+        deltas = [c["choices"][0]["delta"] for c in chunks_of(parse_sse(r.text)) if c.get("choices")]
+        pieces = [d["audio"] for d in deltas if "audio" in d]
+        message = {"role": "assistant", "content": "".join(d.get("content") or "" for d in deltas),
+                   "audio": {"id": next(a["id"] for a in pieces if "id" in a),
+                             "data": "".join(a.get("data", "") for a in pieces),
+                             "transcript": "".join(a.get("transcript", "") for a in pieces),
+                             "expires_at": next(a["expires_at"] for a in pieces if "expires_at" in a)}}
+    else:
+        message = r.json()["choices"][0]["message"]
+    assert message["audio"]["transcript"] == SHORT
+
+    def turn(assistant: dict) -> dict:
+        return {"model": MODEL, "temperature": 0, "max_tokens": 5, "messages": [
+            {"role": "user", "content": SHORT}, assistant, {"role": "user", "content": "Again."}]}
+
+    by_text = (await client.post(CHAT_URL, json=turn({"role": "assistant", "content": SHORT}))).json()
+    for sent in (message, {"role": "assistant", "audio": {**message["audio"], "id": "audio_expired"}}):
+        r = await client.post(CHAT_URL, json=turn(sent))
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == by_text["usage"]["prompt_tokens"]
+
+
 @pytest.mark.parametrize("engine_slots", [2], indirect=True)
 async def test_n_choices_each_speak_with_their_own_audio(client):
     r = await client.post(CHAT_URL, json=chat(SHORT, temperature=0, n=2, stream=True, **audio_of("alloy", "pcm16")))

@@ -81,6 +81,16 @@ async def test_a_streamed_answer_sends_its_annotations_before_the_finish(client)
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+async def test_a_cited_answer_goes_back_with_its_annotations(client):
+    body = (await client.post(CHAT_URL, json=chat(ANSWER, temperature=0, web_search_options={}))).json()
+    message = body["choices"][0]["message"]
+    assert message["annotations"]
+    again = {"model": MODEL, "max_tokens": 5, "messages": [
+        {"role": "user", "content": ANSWER}, message, {"role": "user", "content": "Thanks."}]}
+    r = await client.post(CHAT_URL, json=again)
+    assert r.status_code == 200, r.text
+
+
 async def test_the_location_is_a_hint_to_the_search(client, searcher):
     location = {"type": "approximate", "approximate": {"city": "Lyon", "country": "FR"}}
     await client.post(CHAT_URL, json=chat("weather", web_search_options={"user_location": location}))
