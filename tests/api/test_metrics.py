@@ -71,7 +71,8 @@ async def test_every_family_parses_with_help_and_type(client, app):
         "rill_engine_steps": "counter", "rill_engine_prefix_cache_tokens": "gauge",
         "rill_engine_prefix_cache_hits": "counter", "rill_engine_prefix_cache_reused_tokens": "counter",
         "rill_engine_busy_seconds": "counter", "rill_engine_forward_seconds": "counter",
-        "rill_trace_records_dropped": "counter", "rill_trace_queue_depth": "gauge",
+        "rill_trace_records_dropped": "counter", "rill_trace_records_degraded": "counter",
+        "rill_trace_queue_depth": "gauge",
     }
     assert {name: families[name].type for name in expected if name in families} == expected
     for name, kind in expected.items():
@@ -169,9 +170,11 @@ async def test_the_trace_writer_numbers_are_read_at_scrape_time(app, client, mon
     text = await scrape(client)
     assert sample(text, "rill_trace_records_dropped_total") == app.state.span_writer.num_dropped == 0
     assert sample(text, "rill_trace_queue_depth") == app.state.span_writer.queue_depth
-    monkeypatch.setattr(app.state, "span_writer", SimpleNamespace(num_dropped=3, queue_depth=7))
+    assert sample(text, "rill_trace_records_degraded_total") == app.state.span_writer.num_degraded == 0
+    monkeypatch.setattr(app.state, "span_writer", SimpleNamespace(num_dropped=3, num_degraded=2, queue_depth=7))
     text = await scrape(client)
     assert sample(text, "rill_trace_records_dropped_total") == 3
+    assert sample(text, "rill_trace_records_degraded_total") == 2
     assert sample(text, "rill_trace_queue_depth") == 7
     app.state.span_writer.num_dropped = 5  # read at scrape time, not copied once
     assert sample(await scrape(client), "rill_trace_records_dropped_total") == 5

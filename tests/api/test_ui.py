@@ -19,6 +19,12 @@ async def test_the_page_and_its_modules_are_served(client):
     assert (await client.get("/ui/missing.js")).status_code == 404
 
 
+async def test_no_other_site_may_frame_the_page(client):
+    page = await client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
 @pytest.mark.parametrize("config", [{"api_keys": (OPERATOR_KEY,)}], indirect=True)
 async def test_with_keys_the_ui_is_public_and_the_api_is_not(client):
     assert (await client.get("/")).status_code == 200

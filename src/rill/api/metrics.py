@@ -70,8 +70,11 @@ class AppStateCollector(Collector):
         writer = getattr(self.state, "span_writer", None)
         if writer is not None:
             yield CounterMetricFamily("rill_trace_records_dropped",
-                                      "Span records dropped because the trace writer's queue was full.",
-                                      value=writer.num_dropped)
+                                      "Span records dropped because the trace writer's queue was full or the "
+                                      "database refused them.", value=writer.num_dropped)
+            yield CounterMetricFamily("rill_trace_records_degraded",
+                                      "Span records written with a note in place of a field the database refused.",
+                                      value=writer.num_degraded)
             yield GaugeMetricFamily("rill_trace_queue_depth", "Span records waiting to be written.",
                                     value=writer.queue_depth)
 

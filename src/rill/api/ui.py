@@ -16,9 +16,14 @@ PUBLIC_PREFIX = "/ui/"
 router = APIRouter()
 
 
+# No other site may show the page in a frame (clickjacking): the browser guard refuses a
+# cross-site frame by its Sec-Fetch-Dest, and these say the same to browsers that send none.
+NO_FRAMES = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
+
+
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
-    return FileResponse(WEB_DIR / "index.html", headers={"cache-control": "no-cache"})
+    return FileResponse(WEB_DIR / "index.html", headers={"cache-control": "no-cache", **NO_FRAMES})
 
 
 def mount_ui(app: FastAPI) -> None:
