@@ -1,0 +1,143 @@
+"""What the schemathesis suite needs besides schemathesis: the checks every answer must pass,
+objects that exist (so path parameters also name real spans, traces and stored completions),
+and generated requests kept cheap for the model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tests.e2e.support import MODEL
+
+MAX_TOKENS_CAP = 8
+CALL_TIMEOUT_S = 60
+
+
+def cap_generation(case: Any) -> Any:
+    """A chat request that would run to the context's end gets `max_tokens` 8, and a larger
+    `max_completion_tokens` comes down to 8 too (only a missing or larger cap is lowered; an
+    invalid one is left alone), so valid requests stay cheap."""
+    body = case.body
+    if isinstance(body, dict):
+        for name in ("max_tokens", "max_completion_tokens"):
+            cap = body.get(name)
+            if (cap is None and name == "max_tokens") or (
+                    isinstance(cap, int) and not isinstance(cap, bool) and cap > MAX_TOKENS_CAP):
+                body[name] = MAX_TOKENS_CAP
+    return case
+
+
+def content_type(response: Any) -> str:
+    """schemathesis's responses keep each header as a list of values."""
+    return (response.headers.get("content-type") or [""])[0]
+
+
+def assert_openai_error_shape(response: Any) -> None:
+    assert content_type(response).startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"]
+    assert isinstance(err["type"], str) and err["type"]
+    assert err["param"] is None or isinstance(err["param"], str)
+    assert err["code"] is None or isinstance(err["code"], str)
+
+
+def assert_complete_stream(response: Any) -> None:
+    """A 200 event stream is whole: every event JSON without an `error`, ending with [DONE] (an
+    error event after the 200 is the streaming form of a 5xx). schemathesis stops reading a stream
+    after 20 events: such a stream is only checked for errors."""
+    events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+    if response.stream_cut_short:
+        events = events[:-1]  # possibly cut inside
+    else:
+        assert events and events[-1] == "[DONE]", response.text[-500:]
+    for data in events:
+        if data == "[DONE]":
+            continue
+        chunk = json.loads(data)
+        assert "error" not in chunk, data
+
+
+def check_answer(case: Any, response: Any) -> None:
+    """No 5xx; a 4xx is OpenAI's error object (a HEAD answer has no body to check)."""
+    request = case.as_curl_command()
+    assert response.status_code < 500, f"{response.status_code} for\n{request}\n{response.text[:2000]}"
+    if 400 <= response.status_code < 500 and case.method.upper() != "HEAD":
+        assert_openai_error_shape(response)
+    if response.status_code == 200 and content_type(response).startswith("text/event-stream"):
+        assert_complete_stream(response)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Objects that exist on a server: a workflow span, the stored completion nested under it."""
+
+    span_id: str
+    trace_id: str
+    completion_id: str
+    message_id: str
+
+    def path_value(self, name: str) -> str:
+        return {"span_id": self.span_id, "trace_id": self.trace_id, "completion_id": self.completion_id,
+                "model_id": MODEL}[name]
+
+
+def create_span(session: requests.Session, base_url: str, name: str = "fuzz-seed") -> dict[str, Any]:
+    r = session.post(base_url + "/v1/spans", json={"name": name, "type": "workflow", "tags": {"fuzz": "seed"}},
+                     timeout=CALL_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def create_stored_completion(session: requests.Session, base_url: str, parent_span_id: str | None = None) -> str:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}],
+                            "max_tokens": 2, "store": True, "metadata": {"fuzz": "seed"}}
+    if parent_span_id is not None:
+        body["parent_span_id"] = parent_span_id
+    r = session.post(base_url + "/v1/chat/completions", json=body, timeout=CALL_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def seed(session: requests.Session, base_url: str) -> Seeds:
+    span = create_span(session, base_url)
+    completion_id = create_stored_completion(session, base_url, parent_span_id=span["id"])
+    r = session.get(f"{base_url}/v1/chat/completions/{completion_id}/messages", timeout=CALL_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    return Seeds(span["id"], span["trace_id"], completion_id, r.json()["data"][0]["id"])
+
+
+def fresh_object(session: requests.Session, base_url: str, param: str) -> str:
+    """A new object for a DELETE to remove (the shared seeds stay for the other operations)."""
+    if param == "span_id":
+        return create_span(session, base_url, "fuzz-doomed")["id"]
+    assert param == "completion_id", param
+    return create_stored_completion(session, base_url)
+
+
+# body and query fields that name an object: a generated value rarely exists, a seeded one does
+_BODY_IDS = {"parent_span_id": "span_id", "parent_id": "span_id", "trace_id": "trace_id", "model": "model_id"}
+_QUERY_IDS = {"/v1/traces": {"after": "trace_id"}, "/v1/chat/completions": {"after": "completion_id"}}
+
+
+def with_known_ids(case: Any, seeds: Seeds) -> Any:
+    """The case with its path parameters, and the ids (and model) its body or query names, set
+    to objects that exist (a positive case stays valid: the ids match the same patterns)."""
+    for name in case.path_parameters or {}:
+        case.path_parameters[name] = seeds.path_value(name)
+    if isinstance(case.body, dict):
+        for name, kind in _BODY_IDS.items():
+            if name in case.body:
+                case.body[name] = seeds.path_value(kind)
+    query_ids = _QUERY_IDS.get(case.operation.path, {})
+    if case.operation.path.endswith("/messages"):
+        query_ids = {"after": "message_id"}
+    for name, kind in query_ids.items():
+        if case.query and name in case.query:
+            case.query[name] = seeds.message_id if kind == "message_id" else seeds.path_value(kind)
+    return case
