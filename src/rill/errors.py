@@ -6,14 +6,21 @@
     │   ├── UnsupportedParameter    400 a field whose behaviour is not built (yet)
     │   └── ContextLengthExceeded   400 prompt + completion cap beyond the context
     ├── AuthenticationError         401
+    ├── HostNotAllowed              403 a Host header the server does not answer to (DNS rebinding)
+    ├── OriginNotAllowed            403 a browser request from an origin not in --cors-origins
     ├── ModelNotFound               404 model_not_found
     ├── NotFound                    404 a stored object that does not exist (for this key)
+    ├── RequestTimeout              408 a request head or body that did not arrive in time
     ├── PayloadTooLarge             413
-    ├── ClientGone                  499 the client left before the answer began (nobody reads it)
+    ├── UriTooLong                  414
+    ├── UnsupportedMediaType        415 a browser's body that is not JSON
     ├── RateLimited                 429 with Retry-After
+    ├── HeadTooLarge                431
+    ├── ClientGone                  499 the client left before the answer began (nobody reads it)
     ├── NotReady                    503 while the model loads, with Retry-After
     │   └── EngineUnavailable       503 the model's engine stalled or died (docs/faults.md)
     ├── ShuttingDown                503 a request cut short by shutdown
+    ├── TooManyConnections          503 past --max-connections, with Retry-After
     ├── EngineError                 500 inference failed (foreign errors wrapped here)
     ├── SearchFailed                502 the web search provider failed (web_search_options)
     ├── StoreFailed                 500 a `store: true` completion could not be written
@@ -67,6 +74,30 @@ class AuthenticationError(RillError):
         return {"WWW-Authenticate": "Bearer"}  # RFC 6750: the scheme the client should use
 
 
+class HostNotAllowed(RillError):
+    status = 403
+    type = "invalid_request_error"
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(RillError):
+    status = 403
+    type = "invalid_request_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaType(RillError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(RillError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class ModelNotFound(RillError):
     status = 404
     type = "invalid_request_error"
@@ -83,6 +114,18 @@ class PayloadTooLarge(RillError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class UriTooLong(RillError):
+    status = 414
+    type = "invalid_request_error"
+    code = "uri_too_long"
+
+
+class HeadTooLarge(RillError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class ClientGone(RillError):
@@ -128,6 +171,15 @@ class ShuttingDown(RillError):
     status = 503
     type = "server_error"
     code = "server_shutting_down"
+
+
+class TooManyConnections(RillError):
+    status = 503
+    type = "server_error"
+    code = "too_many_connections"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class EngineError(RillError):

@@ -26,7 +26,7 @@ from typing import Callable
 from rill.backends.base import Backend
 
 Parts = list[tuple[str, bool]]  # (text, is_message_text), as ChatTemplate.render_parts gives them
-GROUP_BYTES = 4096  # a group of the prompt tokenized in one call ends at the first control token past this
+GROUP_BYTES = 4096  # a group tokenized in one call ends at the first control token past this many characters
 
 
 class PromptTokenizer:

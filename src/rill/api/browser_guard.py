@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rill.api.errors import JSONResponse
 from rill.config import ServerConfig, normalized_origin
-from rill.errors import InvalidRequest, RillError, error_body
+from rill.errors import HostNotAllowed, InvalidRequest, OriginNotAllowed, RillError, UnsupportedMediaType, error_body
 
 ANY = "*"
 LOOPBACK_NAMES = frozenset({"localhost"})  # resolved by the client itself, never by DNS
@@ -48,24 +48,6 @@ CORS_MAX_AGE_S = "600"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CROSS_FETCH_SITES = frozenset({"cross-site", "same-site"})
 _REG_NAME = re.compile(r"[a-z0-9._~%!$&'()*+,;=-]+")  # RFC 3986
-
-
-class HostNotAllowed(RillError):
-    status = 403
-    type = "invalid_request_error"
-    code = "host_not_allowed"
-
-
-class OriginNotAllowed(RillError):
-    status = 403
-    type = "invalid_request_error"
-    code = "origin_not_allowed"
-
-
-class UnsupportedMediaType(RillError):
-    status = 415
-    type = "invalid_request_error"
-    code = "unsupported_media_type"
 
 
 def host_name(value: str) -> str | None:

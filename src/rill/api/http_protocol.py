@@ -27,39 +27,13 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from rill.errors import InvalidRequest, RillError, error_body
+from rill.errors import (HeadTooLarge, InvalidRequest, RequestTimeout, RillError, TooManyConnections, UriTooLong,
+                         error_body)
 
 log = logging.getLogger("rill.api")
 
 MAX_URL_BYTES = 16 * 1024  # the request target; OpenAI's query strings are a few dozen bytes
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together (nginx's default is 32 KiB)
-
-
-class RequestTimeout(RillError):
-    status = 408
-    type = "invalid_request_error"
-    code = "request_timeout"
-
-
-class UriTooLong(RillError):
-    status = 414
-    type = "invalid_request_error"
-    code = "uri_too_long"
-
-
-class HeadTooLarge(RillError):
-    status = 431
-    type = "invalid_request_error"
-    code = "request_header_fields_too_large"
-
-
-class TooManyConnections(RillError):
-    status = 503
-    type = "server_error"
-    code = "too_many_connections"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
 
 
 @dataclass(frozen=True, slots=True)
