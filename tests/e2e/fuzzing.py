@@ -141,3 +141,63 @@ def with_known_ids(case: Any, seeds: Seeds) -> Any:
         if case.query and name in case.query:
             case.query[name] = seeds.message_id if kind == "message_id" else seeds.path_value(kind)
     return case
+
+
+# ---- hostile values: what schema-driven generation almost never draws, and what broke the
+# store before (integers past 64 bits, JSON nested deeper than the encoders go, NUL characters
+# Postgres's text cannot hold, text far past any stored value, filters by the thousand) ----
+
+HUGE_INTS = (2**63, -(2**63) - 1, 2**64 + 1, 10**40)
+DEEP = 300  # levels of nesting: past orjson's 255, within the stdlib encoder the client uses
+MANY_FILTERS = 1000
+# filters the OpenAPI document does not list: repeated query parameters
+UNDOCUMENTED_FILTERS = {"/v1/traces": lambda i: ("tag", f"k{i}:v"),
+                        "/v1/chat/completions": lambda i: (f"metadata[k{i}]", "v")}
+MUTATIONS = ("huge-int", "deep-json", "nul-text", "long-text", "many-filters")
+
+
+def deep_json(depth: int = DEEP) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _fits(value: Any, mutation: str) -> bool:
+    if mutation == "huge-int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if mutation in ("nul-text", "long-text"):
+        return isinstance(value, str)
+    return mutation == "deep-json"  # any body field: the free-form ones (span input, meta) reach the store
+
+
+def _hostile_value(value: Any, mutation: str, pick: int, long: int) -> Any:
+    if mutation == "huge-int":
+        return HUGE_INTS[pick % len(HUGE_INTS)]
+    if mutation == "deep-json":
+        return deep_json()
+    if mutation == "nul-text":
+        return value + "\x00nul"
+    return value + "x" * long
+
+
+def hostile(case: Any, mutation: str, pick: int) -> Any:
+    """The case with one field (query parameter, top-level body field or path id; the pick-th
+    that fits) set to a hostile value, so the rest of the request stays valid and the value
+    gets as far as it can; for many-filters, a thousand repeated filters on the list endpoints
+    that take them."""
+    if mutation == "many-filters":
+        make = UNDOCUMENTED_FILTERS.get(case.operation.path)
+        if make is not None and case.method.upper() == "GET":
+            pairs = [make(i) for i in range(MANY_FILTERS)]
+            names = {name for name, _ in pairs}
+            case.query = {**(case.query or {}), **{n: [v for k, v in pairs if k == n] for n in names}}
+        return case
+    # (container, name, longest text): a URL's parts get text short enough for a request line
+    places = [(case.body, 100_000)] if mutation == "deep-json" else [
+        (case.query, 5_000), (case.path_parameters, 5_000), (case.body, 100_000)]
+    slots = [(c, name, long) for c, long in places if isinstance(c, dict) for name in c if _fits(c[name], mutation)]
+    if slots:
+        container, name, long = slots[pick % len(slots)]
+        container[name] = _hostile_value(container[name], mutation, pick, long)
+    return case

@@ -10,30 +10,42 @@ and negative modes; the open server also gets schemathesis's coverage phase (bou
 types, missing and unexpected fields, methods a path does not allow). Valid (positive) cases
 name, half of the time, a span, trace, stored completion and message that exist (seeded per
 server), so the lookups that find something run as well as the 404s; each DELETE of a seeded
-kind removes an object made for it. Everything is derandomized: the same cases every run.
+kind removes an object made for it. Last, valid requests carrying one hostile value each
+(integers past 64 bits, JSON nested past the encoders' limits, NUL characters, very long text,
+a thousand filters: what generation from the schema almost never draws) go to the open server
+and to one on Postgres. Everything is derandomized: the same cases every run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any, Iterator
+
+import asyncpg
 
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.generation.drivers import CoverageGenerator
 from schemathesis.generation.feedback import FeedbackSources
 from schemathesis.generation.overrides import Override
 
-from tests.e2e.fuzzing import (CALL_TIMEOUT_S, Seeds, assert_openai_error_shape, cap_generation, check_answer,
-                               fresh_object, seed, with_known_ids)
+from tests.e2e.fuzzing import (CALL_TIMEOUT_S, MUTATIONS, Seeds, assert_openai_error_shape, cap_generation,
+                               check_answer, fresh_object, hostile, seed, with_known_ids)
 from tests.e2e.support import RillFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
+# No shrinking: the servers keep state (spans made, seeds changed), so a shrunk case may fail only
+# because of what earlier ones stored; the case reported is the one that failed first.
+NO_SHRINK = (Phase.explicit, Phase.generate)
+
 API_KEY = "sk-fuzz-0123456789"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CHAT = "/v1/chat/completions"
 
 # Every operation of /openapi.json -> examples per generation mode on the open server (the keyed
@@ -117,7 +129,7 @@ def _cases(target: Target, key: tuple[str, str], mode: GenerationMode) -> st.Sea
 def fuzz(target: Target, key: tuple[str, str], mode: GenerationMode, examples: int) -> dict[int, int]:
     seen: dict[int, int] = {}
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True, print_blob=True,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True, phases=NO_SHRINK,
               suppress_health_check=list(HealthCheck))
     @given(drawn=_cases(target, key, mode))
     def run(drawn: tuple[Any, bool]) -> None:
@@ -179,7 +191,7 @@ def test_keyed_server_refuses_every_route_without_its_key(keyed_target: Target, 
         for key in OPERATIONS:
             operation = keyed_target.schema[key[1]][key[0]]
 
-            @settings(max_examples=3, deadline=None, database=None, derandomize=True,
+            @settings(max_examples=3, deadline=None, database=None, derandomize=True, phases=NO_SHRINK,
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
             def run(case: Any) -> None:
@@ -232,6 +244,63 @@ def test_open_server_coverage_phase_never_5xx(open_target: Target, key: tuple[st
             failures.append(f"{case.meta.phase.data.description}: {exc}")
     print(f"{key}: {len(cases)} coverage cases: status counts {seen}")
     assert not failures, "\n\n".join(failures[:20])
+    assert sum(seen.values()) > 0
+
+
+async def _postgres(statement: str) -> None:
+    conn = await asyncpg.connect(POSTGRES + "/test")
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_target(request: pytest.FixtureRequest, rill_factory: RillFactory) -> Iterator[Target]:
+    """The open server (SQLite), or one on a fresh Postgres database, dropped afterwards."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("open_target")
+        return
+    database = f"rill_fuzz_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres(f'CREATE DATABASE "{database}"'))
+    try:
+        server = rill_factory("--ctx", "256", "--database-url", f"{POSTGRES}/{database}", cached=False)
+        target = Target(server.url, {})
+        yield target
+        target.session.close()
+        server.stop()
+    finally:
+        asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+HOSTILE_EXAMPLES = 25
+
+
+@pytest.mark.parametrize("key", [pytest.param(key, id=f"{key[0]} {key[1]}") for key in OPERATIONS
+                                 if key not in NOTHING_TO_NEGATE or "{" in key[1]])
+def test_hostile_values_never_5xx(store_target: Target, key: tuple[str, str]) -> None:
+    """Valid requests with one hostile value each (fuzzing.hostile: integers past 64 bits, JSON
+    nested past the encoders' limits, NUL characters, very long text, a thousand filters), on
+    SQLite and on Postgres: a 4xx naming the problem, or an answer, never a 5xx."""
+    operation = store_target.schema[key[1]][key[0]]
+    generated = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
+    if key == ("POST", CHAT):
+        generated = generated.map(cap_generation)
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=HOSTILE_EXAMPLES, deadline=None, database=None, derandomize=True, phases=NO_SHRINK,
+              suppress_health_check=list(HealthCheck))
+    @given(case=generated, mutation=st.sampled_from(MUTATIONS), pick=st.integers(0, 7), known=st.booleans())
+    def run(case: Any, mutation: str, pick: int, known: bool) -> None:
+        if known:
+            case = with_known_ids(case, store_target.seeds)
+        case = hostile(case, mutation, pick)
+        response = store_target.call(case)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        check_answer(case, response)
+
+    run()
+    print(f"{key}: hostile values: status counts {seen}")
     assert sum(seen.values()) > 0
 
 
