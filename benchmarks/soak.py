@@ -14,7 +14,8 @@ completion nested under them then patched or deleted and traces read, stored com
 read, updated and deleted, n > 1, and bad requests that must be 4xx in OpenAI's error shape. Any
 5xx, unexpected status, malformed answer or request past --request-timeout is an error, listed
 in its minute's row. Rows go to stdout and, as JSON lines, to --out; the summary fits a line to
-RSS and descriptors over the last 20 minutes and says whether they are flat.
+the anonymous RSS (the model's mapped file pages come and go with the machine's memory
+pressure) and the descriptors over the last 20 minutes and says whether they are flat.
 
 Not a CI test: it runs for half an hour and its figures depend on the machine.
 """
@@ -283,18 +284,21 @@ async def worker(soak: Soak, number: int, deadline: float, timeout: float, seed:
 
 # ---- the server's resources ----
 
-def rss_bytes(pid: int) -> int:
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/PID/status (kB fields in bytes)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+        if line.startswith(field + ":"):
+            value = line.split()
+            return int(value[1]) * (1024 if value[-1] == "kB" else 1)
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    return proc_status(pid, "VmRSS")
 
 
 def threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
+    return proc_status(pid, "Threads")
 
 
 def open_fds(pid: int) -> int:
@@ -363,7 +367,11 @@ async def row(soak: Soak, minute: Minute, elapsed: float, pid: int | None, args:
                          "requests": sum(minute.done.values()), "errors": len(minute.errors),
                          "error_list": minute.errors[:20]}
     if pid is not None:
-        r |= {"rss_mib": round(rss_bytes(pid) / 2**20, 1), "fds": open_fds(pid), "threads": threads(pid)}
+        # RSS = anonymous memory (the heaps, the KV cache) + file pages (the model's mapped GGUF,
+        # which the kernel drops under memory pressure and reads back): a leak shows in the first
+        r |= {"rss_mib": round(rss_bytes(pid) / 2**20, 1),
+              "rss_anon_mib": round(proc_status(pid, "RssAnon") / 2**20, 1),
+              "fds": open_fds(pid), "threads": threads(pid)}
     size = await database_bytes(db_path, args.database_url if db_path is None else None)
     r["db_mib"] = None if size is None else round(size / 2**20, 2)
     r |= await engine_gauges(soak.http)
@@ -376,7 +384,8 @@ async def row(soak: Soak, minute: Minute, elapsed: float, pid: int | None, args:
 
 def print_row(r: dict[str, Any]) -> None:
     print(f"{r['minute']:6.1f} min  req {r['requests']:5d}  err {r['errors']:3d}  "
-          f"rss {r.get('rss_mib', '-')} MiB  fds {r.get('fds', '-')}  thr {r.get('threads', '-')}  "
+          f"rss {r.get('rss_mib', '-')} (anon {r.get('rss_anon_mib', '-')}) MiB  fds {r.get('fds', '-')}  "
+          f"thr {r.get('threads', '-')}  "
           f"db {r['db_mib']} MiB  ttft p50/p99 {r['ttft_p50_ms']}/{r['ttft_p99_ms']} ms  "
           f"total p50/p99 {r['total_p50_ms']}/{r['total_p99_ms']} ms  admin p99 {r['admin_p99_ms']} ms  "
           f"{r['tokens_per_s']} tok/s  running {r.get('running_sequences')} waiting {r.get('waiting_requests')}",
@@ -390,16 +399,17 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace, pid: int | Non
     out: dict[str, Any] = {"summary": True, "minutes": rows[-1]["minute"] if rows else 0,
                            "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
                            "window_minutes": args.window}
-    for key in ("rss_mib", "fds", "threads", "db_mib"):
+    for key in ("rss_mib", "rss_anon_mib", "fds", "threads", "db_mib"):
         s = slope([(r["minute"], r[key]) for r in tail if r.get(key) is not None])
         out[f"{key}_per_min"] = None if s is None else round(s, 3)
     if pid is not None and rows:
         out["fd_kinds_at_end"] = fd_kinds(pid)
-    flat_rss = out["rss_mib_per_min"] is not None and out["rss_mib_per_min"] <= args.rss_slope
+    flat_rss = out["rss_anon_mib_per_min"] is not None and out["rss_anon_mib_per_min"] <= args.rss_slope
     flat_fds = out["fds_per_min"] is not None and out["fds_per_min"] <= args.fd_slope
     out["verdict"] = ("no server process to measure" if pid is None else
                       ("flat" if flat_rss and flat_fds else "GROWING") +
-                      f": RSS {out['rss_mib_per_min']} MiB/min (limit {args.rss_slope}), "
+                      f": anonymous RSS {out['rss_anon_mib_per_min']} MiB/min (limit {args.rss_slope}; all of RSS "
+                      f"{out['rss_mib_per_min']}), "
                       f"fds {out['fds_per_min']}/min (limit {args.fd_slope}) over the last {args.window} min; "
                       f"{out['errors']} errors in {out['requests']} requests")
     return out
