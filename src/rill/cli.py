@@ -236,7 +236,7 @@ def api_keys_from(flags: list[str] | None) -> tuple[str, ...]:
 
 def serve(config: ServerConfig) -> None:
     from rill.api.app import create_app
-    from rill.api.server import GracefulServer, uvicorn_config
+    from rill.api.http.server import GracefulServer, uvicorn_config
     from rill.engine.engine import Engine
     from rill.router import LocalModel, Router
     from rill.sampling.template import ChatTemplate

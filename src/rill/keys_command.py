@@ -4,7 +4,7 @@ adds the subcommand to an argparse subparsers object, run_keys() runs it and ret
 
 `create` writes the secret alone on stdout (`KEY=$(rill keys create --name ci)`) and what it made
 on stderr; the secret is never shown again, and `list` shows only its first characters. A running
-server notices new and revoked keys within a few seconds (rill.api.auth.CACHE_TTL_S).
+server notices new and revoked keys within a few seconds (rill.api.http.auth.CACHE_TTL_S).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from rill.api.auth import CACHE_TTL_S, Authenticator, Caller, operator_key_id
+from rill.api.http.auth import CACHE_TTL_S, Authenticator, Caller, operator_key_id
 from rill.config import ServerConfig
 from rill.errors import ConfigError
 from tests.api.conftest import CHAT_URL, assert_error, chat

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from rill.api.browser_guard import BrowserGuard, BrowserPolicy
+from rill.api.http.browser_guard import BrowserGuard, BrowserPolicy
 from tests.api.conftest import CHAT_URL, assert_error, chat
 
 FOREIGN = "http://evil.example"

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 import pytest
 
-from rill.api import gateway
+from rill.api.protocols.chat import gateway
 from rill.api.app import create_app
 from rill.backends.fake import FakeBackend
 from rill.config import ModelConfig, ServerConfig, UpstreamConfig

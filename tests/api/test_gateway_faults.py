@@ -13,7 +13,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from rill.api import gateway
+from rill.api.protocols.chat import gateway
 from rill.api.app import create_app
 from rill.config import ServerConfig, UpstreamConfig
 from tests.api.conftest import CHAT_URL, DONE, StreamingASGITransport, assert_error, parse_sse, wait_until

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from rill.api.auth import operator_key_id
+from rill.api.http.auth import operator_key_id
 from rill.store.completions import OPEN_OWNER
 from tests.api.conftest import CHAT_URL, MODEL, assert_error, chat
 

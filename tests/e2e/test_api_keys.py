@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 
-from rill.api.auth import CACHE_TTL_S
+from rill.api.http.auth import CACHE_TTL_S
 from tests.e2e.support import CLIENT_TIMEOUT_S, MODEL, RILL
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rill.api.server import uvicorn_config
+from rill.api.http.server import uvicorn_config
 from rill.cli import build_parser, config_from_args, main
 from rill.config import ServerConfig, normalized_origin
 

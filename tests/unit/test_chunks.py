@@ -1,4 +1,4 @@
-"""rill.api.chunks (chunk and completion objects) and the SSE framing of rill.api.stream."""
+"""rill.api.protocols.chat.chunks (chunk and completion objects) and the SSE framing of rill.api.protocols.chat.stream."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
-from rill.api.chunks import ChunkBuilder, completion
-from rill.api.output import ChoiceOutput
-from rill.api.plan import Plan, plan_chat
-from rill.api.schemas import ChatCompletionRequest
-from rill.api.stream import DONE, sse, sse_events
+from rill.api.protocols.chat.chunks import ChunkBuilder, completion
+from rill.api.core.output import ChoiceOutput
+from rill.api.core.plan import Plan, plan_chat
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.protocols.chat.stream import DONE, sse, sse_events
 from rill.backends.fake import FakeBackend
 from rill.engine.engine import Engine
 from rill.engine.types import Failed, FinishReason, Finished, TextDelta

@@ -1,4 +1,4 @@
-"""rill.api.errors (validation errors -> param and message) and rill.errors.error_body."""
+"""rill.api.http.errors (validation errors -> param and message) and rill.errors.error_body."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from rill.api.errors import param_from_loc, validation_error
-from rill.api.schemas import ChatCompletionRequest
+from rill.api.http.errors import param_from_loc, validation_error
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.errors import (
     AuthenticationError, ConfigError, ContextLengthExceeded, EngineError, InvalidRequest, ModelNotFound,
     NotReady, PayloadTooLarge, RateLimited, RillError, UnsupportedParameter, error_body,

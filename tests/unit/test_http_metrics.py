@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from starlette.routing import Route, Router
 
-from rill.api.http_metrics import HTTPMetrics
-from rill.api.request_metrics import RequestMetrics
+from rill.api.metrics.http import HTTPMetrics
+from rill.api.metrics.requests import RequestMetrics
 
 ROUTER = Router(routes=[Route("/items/{item_id}", endpoint=lambda request: None, methods=["GET"])])
 

@@ -1,4 +1,4 @@
-"""rill.api.messages and the tools part of planning: a template that knows the Hermes tool format
+"""rill.api.core.messages and the tools part of planning: a template that knows the Hermes tool format
 gets the tools, calls and results as its variables; any other gets the fallback format."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from rill.api.messages import render_messages
-from rill.api.plan import plan_chat
-from rill.api.schemas import ChatCompletionRequest
-from rill.api.tools import plan_tools
+from rill.api.core.messages import render_messages
+from rill.api.core.plan import plan_chat
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.core.tools import plan_tools
 from rill.backends.fake import FakeBackend
 from rill.engine.engine import Engine
 from rill.router import LocalModel

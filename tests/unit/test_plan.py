@@ -1,4 +1,4 @@
-"""rill.api.plan and LocalModel.tokenize_prompt: what a request turns into before the engine."""
+"""rill.api.core.plan and LocalModel.tokenize_prompt: what a request turns into before the engine."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from rill.api.plan import plan_chat
-from rill.api.schemas import ChatCompletionRequest
+from rill.api.core.plan import plan_chat
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.backends.fake import IM_END, IM_START, FakeBackend
 from rill.engine.engine import Engine
 from rill.errors import InvalidRequest

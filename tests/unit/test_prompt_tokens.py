@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from rill.api.offload import off_loop
+from rill.api.http.offload import off_loop
 from rill.backends.fake import IM_END, IM_START, FakeBackend
 from rill.errors import ClientGone
 from rill.prompt_tokens import Cancelled, PromptTokenizer, TooLong

@@ -8,8 +8,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
-from rill.api.request_metrics import INTER_TOKEN_BUCKETS, TTFT_BUCKETS, RequestMetrics
-from rill.api.weighted_histogram import WeightedHistogram
+from rill.api.metrics.requests import INTER_TOKEN_BUCKETS, TTFT_BUCKETS, RequestMetrics
+from rill.api.metrics.weighted_histogram import WeightedHistogram
 
 
 def buckets(metrics: RequestMetrics, name: str, model: str) -> dict[str, float]:
@@ -86,7 +86,7 @@ def test_a_histogram_needs_a_finite_bucket():
 def test_app_state_without_router_or_trace_writer_still_collects():
     from types import SimpleNamespace
 
-    from rill.api.metrics import AppStateCollector
+    from rill.api.metrics.route import AppStateCollector
 
     families = {f.name: f for f in AppStateCollector(SimpleNamespace()).collect()}
     assert "rill_engine_running_sequences" in families and not families["rill_engine_running_sequences"].samples

@@ -1,4 +1,4 @@
-"""rill.api.schemas.ChatCompletionRequest: what the wire contract accepts and rejects."""
+"""rill.api.protocols.chat.schemas.ChatCompletionRequest: what the wire contract accepts and rejects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rill.api.schemas import ChatCompletionRequest
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 JSON_SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}

@@ -105,7 +105,7 @@ def test_citation_markers_are_not_read_out():
 async def test_an_answers_first_piece_is_urgent_and_the_rest_is_spoken_ahead(tmp_path: Path):
     import concurrent.futures
 
-    from rill.api.audio import AudioPlan, AudioTrack
+    from rill.api.protocols.chat.audio import AudioPlan, AudioTrack
     from rill.speech.speaker import Speech
 
     class Recorder:

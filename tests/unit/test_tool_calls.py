@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rill.api.output import ToolCallOutput
-from rill.api.tool_calls import ToolCallStreamer
+from rill.api.core.output import ToolCallOutput
+from rill.api.core.tool_calls import ToolCallStreamer
 from rill.engine.types import FinishReason, TokenLogprob
 from rill.sampling.tool_format import OPEN, SEPARATOR, call_text
 

@@ -16,16 +16,23 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
-from rill.api import chat, health, metrics, spans, stored, tokens
-from rill.api.auth import ApiKeyAuth, Authenticator
-from rill.api.browser_guard import BrowserGuard, BrowserPolicy
-from rill.api.errors import BodyLimit, install_error_handlers
-from rill.api.metrics import install_metrics
+from rill.api import health, tokens
+from rill.api.admin import spans, stored
+from rill.api.metrics import route as metrics
+from rill.api.protocols.chat import route as chat
+from rill.api.protocols.completions import route as completions
+from rill.api.protocols.messages import route as messages
+from rill.api.protocols.responses import route as responses
+from rill.api.http.auth import ApiKeyAuth, Authenticator
+from rill.api.http.browser_guard import BrowserGuard, BrowserPolicy
+from rill.api.http.errors import BodyLimit, install_error_handlers
+from rill.api.metrics.route import install_metrics
 from rill.api.speech_setup import open_speech
 from rill.api.ui import mount_ui
-from rill.api.schemas import (ChatCompletionRequest, CreateSpan, DetokenizeRequest, LlamaServerTokenizeRequest,
-                              TokenizeRequest, UpdateSpan, UpdateStoredCompletion, VllmChatTokenizeRequest,
-                              VllmTokenizeRequest)
+from rill.api.admin.schemas import CreateSpan, UpdateSpan, UpdateStoredCompletion
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
+                                    VllmChatTokenizeRequest, VllmTokenizeRequest)
 from rill.backends.upstream import Pool, Upstream
 from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
@@ -116,8 +123,10 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.router.routes[0:0] = chat.fast_routes  # matched first: see chat.py
-    app.include_router(chat.router)
+    protocols = (chat, responses, messages, completions)
+    app.router.routes[0:0] = [r for p in protocols for r in p.fast_routes]  # matched first: see protocols/chat/route.py
+    for protocol in protocols:
+        app.include_router(protocol.router)
     app.include_router(stored.router)
     app.include_router(spans.router)
     app.include_router(health.router)
@@ -134,7 +143,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the request schemas of the bodies parsed by hand (see chat.py)."""
+    """FastAPI's document plus the request schemas of the bodies parsed by hand (see protocols/chat/route.py)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from rill.api.errors import JSONResponse
+from rill.api.http.errors import JSONResponse
 from rill.errors import ModelNotFound, NotReady
 from rill.router import Model, Router, UpstreamModel
 

@@ -14,13 +14,14 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Request
 
-from rill.api.chat import read_json, validated
-from rill.api.errors import JSONResponse
-from rill.api.offload import off_loop
-from rill.api.plan import prompt_parts
-from rill.api.schemas import (ChatCompletionRequest, DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
-                              VllmChatTokenizeRequest, VllmTokenizeRequest)
-from rill.api.tools import plan_tools
+from rill.api.http.body import read_json, validated
+from rill.api.http.errors import JSONResponse
+from rill.api.http.offload import off_loop
+from rill.api.core.plan import prompt_parts
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
+                                    VllmChatTokenizeRequest, VllmTokenizeRequest)
+from rill.api.core.tools import plan_tools
 from rill.errors import InvalidRequest
 from rill.router import LocalModel
 

@@ -21,10 +21,11 @@ class StopMatcher:
     With `until`, stop strings are only looked for in the text before the first occurrence of
     that marker: what follows it (tool-call markup, whose shape the grammar owns) passes as is."""
 
-    __slots__ = ("_stops", "_until", "_held", "_passing")
+    __slots__ = ("_stops", "_until", "_held", "_passing", "matched")
 
     def __init__(self, stops: tuple[str, ...], until: str | None = None):
         self._stops = tuple(s for s in stops if s)
+        self.matched: str | None = None  # the stop string that ended the text (Messages' stop_sequence)
         self._until = until if self._stops else None
         self._held = ""
         self._passing = not self._stops  # nothing to look for (any more)
@@ -41,7 +42,9 @@ class StopMatcher:
         hits = [i for i in (buf.find(s) for s in self._stops) if 0 <= i and (marker < 0 or i < marker)]
         if hits:
             self._held = ""
-            return buf[: min(hits)], True
+            at = min(hits)
+            self.matched = next(s for s in self._stops if buf.find(s) == at)
+            return buf[:at], True
         if marker >= 0:
             self._held, self._passing = "", True
             return buf, False
@@ -76,6 +79,10 @@ class Detokenizer:
 
     def push(self, piece: bytes) -> tuple[str, bool]:
         return self._stops.push(self._decoder.decode(piece))
+
+    @property
+    def matched_stop(self) -> str | None:
+        return self._stops.matched
 
     def finish(self) -> str:
         """The remaining text when generation ends without a stop-string match. A character cut

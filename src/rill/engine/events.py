@@ -32,4 +32,5 @@ def finished_event(seq: Sequence, reason: FinishReason) -> Finished:
                     queue_seconds=max(queued, 0.0),
                     num_accepted_prediction_tokens=draft.num_accepted if draft else 0,
                     num_rejected_prediction_tokens=draft.num_rejected if draft else 0,
-                    num_reasoning_tokens=seq.thinking.num_tokens if seq.thinking else 0)
+                    num_reasoning_tokens=seq.thinking.num_tokens if seq.thinking else 0,
+                    stop_sequence=seq.detok.matched_stop if reason is FinishReason.STOP else None)

@@ -82,6 +82,7 @@ class Finished:
     num_accepted_prediction_tokens: int = 0  # predicted tokens verified and kept in the output
     num_rejected_prediction_tokens: int = 0  # predicted tokens verified and not kept
     num_reasoning_tokens: int = 0  # completion tokens of the thinking section (markers included)
+    stop_sequence: str | None = None  # the request's stop string that ended the text, if one did
 
 
 @dataclass(frozen=True, slots=True)

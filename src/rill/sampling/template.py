@@ -61,7 +61,7 @@ class ChatTemplate:
         # Qwen3's switch: rendered with enable_thinking=false, the prompt holds an empty section
         self.switches_thinking = "enable_thinking" in self.source
         # A template that renders `tools` and writes calls as <tool_call> speaks Rill's tool
-        # format (Hermes/Qwen); any other gets the tools in the system prompt (api/messages.py).
+        # format (Hermes/Qwen); any other gets the tools in the system prompt (api/core/messages.py).
         self.knows_tools = "tools" in self.source and "<tool_call>" in self.source
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]

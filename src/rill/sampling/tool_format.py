@@ -10,7 +10,7 @@ The format is Hermes/Qwen's, which many open models were trained on:
 several calls separated by a newline; results come back to the model as
 `<tool_response>\\n...\\n</tool_response>` in a user turn. The JSON inside the markup is compact
 (no optional whitespace), with `name` before `arguments`: the grammar forces that shape, so the
-delta builder (`api/tool_calls.py`) can stream it without guessing.
+delta builder (`api/core/tool_calls.py`) can stream it without guessing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,144 @@
+"""Every chat completion is a span: ChatSpan times the request as its events pass (first token,
+inter-token gaps, queue wait from the engine) and, when the response ends however it ends,
+hands the span to the background writer and the numbers to the request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Protocol, Sequence
+
+from fastapi import Request
+
+from rill.api.http.auth import owner_of, scope_of
+from rill.api.core.output import ChoiceOutput
+from rill.engine.types import Finished, TextDelta
+from rill.errors import InvalidRequest
+from rill.store.spans import SpanPlace, SpanRecord, SpanStore
+from rill.store.writer import SpanWriter
+
+SPAN_TYPE = "chat.completion"
+
+
+class TokenMetrics(Protocol):
+    def observe_first_token(self, model: str, seconds: float) -> None: ...
+    def observe_inter_token(self, model: str, seconds: float, count: int = 1) -> None: ...
+    def observe_tokens(self, model: str, prompt: int, completion: int) -> None: ...
+    def observe_request_duration(self, model: str, seconds: float) -> None: ...
+
+
+def new_span_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def find_parent(request: Request, parent_id: str, param: str) -> SpanPlace:
+    """Where the span to nest under is: one of this key's spans (an admin's: any key's, its own
+    first where keys share the id), written or still queued; otherwise a 400 naming `param`."""
+    scope = scope_of(request)
+    writer: SpanWriter = request.app.state.span_writer
+    queued = writer.pending(parent_id)
+    if queued is not None and (scope is None or queued.owner == scope):
+        return SpanPlace(queued.id, queued.trace_id, queued.trace_of())
+    spans: SpanStore = request.app.state.spans
+    found = await spans.locate(scope, parent_id, own=owner_of(request))
+    if found is None:
+        raise InvalidRequest(f"`{param}`: no span '{parent_id}' found for this API key.", param=param)
+    return found
+
+
+async def nest(request: Request, record: SpanRecord, parent_id: str, param: str) -> None:
+    """Put `record` under the span `parent_id` names: in its trace, which may be another key's
+    when an admin key nests it."""
+    parent = await find_parent(request, parent_id, param)
+    record.parent_id, record.trace_id, record.trace_owner = parent.span_id, parent.trace_id, parent.trace_owner
+
+
+class ChatSpan:
+    def __init__(self, writer: SpanWriter, metrics: TokenMetrics | None, record: SpanRecord, *,
+                 started: float | None = None):
+        """`started`: when the request arrived (time.monotonic()); record.start_time is the
+        same moment in wall-clock time."""
+        self.record = record
+        self._writer = writer
+        self._metrics = metrics
+        self._started = time.monotonic() if started is None else started
+        self._first_token: float | None = None
+        self._last_token = 0.0
+        self._ended = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-rill-span-id": self.record.id, "x-rill-trace-id": self.record.trace_id}
+
+    def text(self, event: TextDelta) -> None:
+        """Called for each delta as it is sent (see tokens())."""
+        self.tokens(event.num_tokens)
+
+    def tokens(self, count: int) -> None:
+        """`count` tokens were just sent: the first call is the time to first token, later ones
+        spread their gap over the tokens they carry."""
+        now = time.monotonic()
+        model = self.record.model or ""
+        if self._first_token is None:
+            self._first_token = now
+            if self._metrics is not None:
+                self._metrics.observe_first_token(model, now - self._started)
+        elif self._metrics is not None and count > 0:
+            self._metrics.observe_inter_token(model, (now - self._last_token) / count, count)
+        self._last_token = now
+
+    def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None,
+            audio: Sequence[dict[str, Any] | None] | None = None) -> None:
+        """Record a local completion's span: what was generated (with audio output, the audio's
+        id and transcript), usage, timings, the error if any."""
+        done = {event.index for event in finished}
+        messages = [{"role": "assistant", **output.message(), **({"audio": audio[i]} if audio and audio[i] else {})}
+                    for i, output in enumerate(outputs) if i in done]
+        usage = reasons = None
+        if finished:
+            prompt = finished[0].num_prompt_tokens
+            completion = sum(event.num_completion_tokens for event in finished)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                     "cached_tokens": finished[0].num_cached_prompt_tokens}
+            reasons = [outputs[e.index].finish_reason(e.reason) for e in sorted(finished, key=lambda e: e.index)]
+        self.record_outcome(messages, usage, reasons, error=error, n=len(outputs),
+                            queue_seconds=max((e.queue_seconds for e in finished), default=None))
+
+    def record_outcome(self, messages: list[dict[str, Any]], usage: dict[str, int] | None,
+                       finish_reasons: list[str] | None, *, error: str | None, n: int = 1,
+                       queue_seconds: float | None = None) -> None:
+        """Record the span (once): the output messages (one per choice that finished), usage
+        ({prompt_tokens, completion_tokens, total_tokens, cached_tokens}), finish reasons."""
+        if self._ended:
+            return
+        self._ended = True
+        now = time.monotonic()
+        record = self.record
+        record.end_time = record.start_time + (now - self._started)
+        record.error = error
+        record.output = messages[0] if n == 1 and messages else messages or None
+        completion = 0
+        if usage is not None:
+            record.usage = usage
+            record.total_tokens = usage["total_tokens"]
+            completion = usage["completion_tokens"]
+            if self._metrics is not None:
+                self._metrics.observe_tokens(record.model or "", usage["prompt_tokens"], completion)
+        if finish_reasons:
+            record.finish_reason = finish_reasons[0] if len(set(finish_reasons)) == 1 else ",".join(finish_reasons)
+        record.timings = self._timings(now, completion, len(finish_reasons or ()), queue_seconds)
+        if self._metrics is not None:
+            self._metrics.observe_request_duration(record.model or "", now - self._started)
+        self._writer.submit(record)
+
+    def _timings(self, now: float, completion: int, choices: int, queue_seconds: float | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"total_ms": round((now - self._started) * 1000, 3)}
+        if queue_seconds is not None:
+            out["queue_ms"] = round(queue_seconds * 1000, 3)
+        if self._first_token is not None:
+            out["ttft_ms"] = round((self._first_token - self._started) * 1000, 3)
+            decoding = now - self._first_token
+            after_first = completion - choices  # each choice's first token came before
+            if decoding > 0 and after_first > 0:
+                out["tokens_per_second"] = round(after_first / decoding, 2)
+        return out
