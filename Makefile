@@ -15,7 +15,7 @@ LLAMA_CPP_VERSION := 0.3.36
 # a range alone would fetch PyPI's newest, a multi-GB CUDA build).
 TORCH_VERSION := 2.13.0
 
-.PHONY: serve test install install-test browser clean
+.PHONY: serve test install install-test browser agent-clis clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Rill needs Python >= 3.11"'
@@ -41,10 +41,15 @@ install-test: $(VENV)/.installed-test
 browser:
 	@bash scripts/install-chromium.sh
 
+# The agent-client tests run Codex CLI and Claude Code; the script installs the pinned versions with
+# npm into ~/.cache/rill/agent-clis once (or says why not, and those tests skip).
+agent-clis:
+	@bash scripts/install-agent-clis.sh >/dev/null
+
 serve: $(VENV)/.installed
 	$(BIN)/rill serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test browser agent-clis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
