@@ -7,6 +7,10 @@ anywhere, into what OpenAI streams: plain text as `content`; for each call a fir
 pieces of `arguments`, which concatenate to the arguments JSON. Text that could still turn out
 to be markup is held back until it is known not to be, and the whitespace just before a call
 (or between two) is markup, not content.
+
+A custom (freeform) tool's call, its name on a line then its raw input up to the closing tag,
+streams the same way: its first fragment also says `"custom": True`, and its input comes as
+`arguments` pieces (the tail that could be the start of the closing tag held back).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import secrets
 from typing import Any, Callable
 
 from rill.engine.detokenize import held_prefix
-from rill.sampling.tool_format import CLOSE, OPEN
+from rill.sampling.tool_format import CLOSE, CUSTOM_HEAD_END, OPEN
 
 _HEAD = '{"name":'
 _ARGS = ',"arguments":'
@@ -38,7 +42,7 @@ class ToolCallStreamer:
         self._make_id = make_id
         self._buf = ""
         self._pos = 0  # offset of _buf in the generated text
-        self._state = "text"  # text -> head -> args -> tail -> text ...
+        self._state = "text"  # text -> head -> args -> tail -> text ..., or head -> input -> text
         self._depth, self._in_string, self._escape = 0, False, False  # the arguments scanner
         self.calls: list[dict[str, Any]] = []  # OpenAI-shaped, arguments growing as they stream
 
@@ -63,6 +67,15 @@ class ToolCallStreamer:
                 self._take(at - text_end + len(OPEN))
                 self._state = "head"
             elif self._state == "head":
+                if self._buf and not self._buf.startswith("{"):  # a custom tool's name line
+                    end = self._buf.find(CUSTOM_HEAD_END)
+                    if end < 0:
+                        return out
+                    name = self._take(end)
+                    self._take(len(CUSTOM_HEAD_END))
+                    self._start_call(out, name, custom=True)
+                    self._state = "input"
+                    continue
                 # {"name":"NAME","arguments":  -- wait for the whole head (tool names are
                 # [A-Za-z0-9_-], so a name cannot contain the separator)
                 if not (self._buf.startswith(_HEAD) or _HEAD.startswith(self._buf)):
@@ -72,12 +85,15 @@ class ToolCallStreamer:
                     return out
                 name = json.loads(self._buf[len(_HEAD) : at])
                 self._take(at + len(_ARGS))
-                call = {"index": len(self.calls), "id": self._make_id(), "type": "function",
-                        "function": {"name": name, "arguments": ""}}
-                self.calls.append(call)
-                out.append(({"tool_calls": [{"index": call["index"], "id": call["id"], "type": "function",
-                                             "function": {"name": name, "arguments": ""}}]}, self._pos))
+                self._start_call(out, name)
                 self._state = "args"
+            elif self._state == "input":  # a custom call's input, up to the closing tag
+                at = self._buf.find(CLOSE)
+                self._arguments(out, len(self._buf) - held_prefix(self._buf, CLOSE) if at < 0 else at)
+                if at < 0:
+                    return out
+                self._take(len(CLOSE))
+                self._state = "text"
             elif self._state == "args":  # stream the arguments up to where the JSON value ends
                 end = self._scan_args()
                 self._arguments(out, len(self._buf) if end < 0 else end)
@@ -98,10 +114,20 @@ class ToolCallStreamer:
         if self._state == "text" and not self.calls:
             self._content(out, len(self._buf))
         # after a call only another may follow: held text (a separator, a tag cut short) is markup
-        elif self._state == "args":
+        elif self._state in ("args", "input"):
             self._arguments(out, len(self._buf))  # cut short: pass on what there is
         self._take(len(self._buf))
         return out
+
+    def _start_call(self, out: list[tuple[Delta, int]], name: str, *, custom: bool = False) -> None:
+        call: dict[str, Any] = {"index": len(self.calls), "id": self._make_id(), "type": "function",
+                                "function": {"name": name, "arguments": ""}}
+        fragment: dict[str, Any] = {"index": call["index"], "id": call["id"], "type": "function",
+                                    "function": {"name": name, "arguments": ""}}
+        if custom:
+            call["custom"] = fragment["custom"] = True
+        self.calls.append(call)
+        out.append(({"tool_calls": [fragment]}, self._pos))
 
     def _take(self, n: int) -> str:
         taken, self._buf = self._buf[:n], self._buf[n:]
