@@ -22,13 +22,13 @@ async def test_prune_deletes_only_what_is_older(engine):
         # a child that started after the cutoff still goes with its old trace
         await spans.insert(SpanRecord(id=f"child{i}", trace_id=f"t{i}", parent_id=f"root{i}", owner="",
                                       name="c", start_time=NOW, tags={"x": "y"}))
-    assert await prune(completions, spans, 7, now=lambda: NOW) == (2, 2)
+    assert await prune(completions, spans, 7, now=lambda: NOW) == (2, 2, 0)
     page, _ = await completions.list(None)
     assert [c["id"] for c in page] == ["c2", "c3"]
     traces, _, total = await spans.list_traces(None)
     assert [t["id"] for t in traces] == ["t3", "t2"] and total == 2
     assert await spans.get(None, "child0") is None
-    assert await prune(completions, spans, 7, now=lambda: NOW) == (0, 0)
+    assert await prune(completions, spans, 7, now=lambda: NOW) == (0, 0, 0)
 
 
 async def test_prune_works_in_batches(engine):

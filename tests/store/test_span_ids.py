@@ -155,12 +155,11 @@ async def test_a_version_3_database_is_migrated_with_its_spans(database):
         async with engine.begin() as conn:
             await conn.run_sync(_to_version_3)
         async with engine.begin() as conn:
-            assert await conn.run_sync(migrate) == [4]
+            assert await conn.run_sync(migrate) == [m.version for m in MIGRATIONS if m.version >= 4]
             assert await conn.run_sync(migrate) == []
             uniques = await conn.run_sync(lambda c: {u["name"] for u in inspect(c).get_unique_constraints("spans")})
             leftovers = await conn.run_sync(lambda c: [t for t in inspect(c).get_table_names() if t.endswith("_v3")])
         assert {"uq_spans_id_owner", "uq_spans_trace_id"} <= uniques and leftovers == []
-        assert MIGRATIONS[-1].version == 4
         store = SpanStore(engine)
         trace = await store.trace(A, "nightly-42")
         assert [(s["id"], s["depth"]) for s in trace["spans"]] == [("root", 0), ("check", 1)]

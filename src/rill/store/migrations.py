@@ -33,6 +33,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         conn, tables=[schema.audio_transcripts])),
     Migration(4, "span and trace ids unique per owner; spans know their trace's owner; longer finish reasons",
               lambda conn: _ids_per_owner(conn)),
+    Migration(5, "stored responses (the Responses API) and their input items", lambda conn: schema.metadata.create_all(
+        conn, tables=[schema.stored_responses, schema.response_input_items])),
 )
 
 

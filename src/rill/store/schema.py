@@ -127,6 +127,32 @@ audio_transcripts = Table(
     Index("ix_audio_transcripts_expires_at", "expires_at"),
 )
 
+# A stored response (OpenAI's Responses API): the response object as returned, and what it
+# continues from. Its input items are rows of their own so that a page of them is a range read.
+# The id is the server's (`resp_...`), so it is unique across owners, unlike span and trace ids.
+stored_responses = Table(
+    "stored_responses", metadata,
+    Column("seq", Sequence, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("owner", String(OWNER), nullable=False),
+    Column("created", Float, nullable=False),  # the response's created_at
+    Column("model", Text, nullable=False),
+    Column("previous_response_id", String(64)),  # the response this one continues; it may be gone since
+    Column("response", JSON, nullable=False),  # the response object as returned
+    Index("ix_stored_responses_created", "created"),  # retention
+)
+
+# A response's input items, in the order given. item_id is the item's own id (a client may send
+# its own, so it is neither unique nor bounded in length); cursors name items by it.
+response_input_items = Table(
+    "response_input_items", metadata,
+    Column("response_seq", Sequence, ForeignKey("stored_responses.seq", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("item_id", Text, nullable=False),
+    Column("item", JSON, nullable=False),
+    Index("ix_response_input_items_item_id", "response_seq", "item_id"),
+)
+
 migrations = Table(
     "rill_migrations", metadata,
     Column("version", Integer, primary_key=True),
