@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+import rill.api.core.run
 import rill.api.protocols.chat.stream
 from tests.api.conftest import (
     CHAT_URL,
@@ -224,6 +225,7 @@ async def test_empty_reply_still_has_role_and_finish_chunks(client):
 
 @pytest.mark.parametrize("backend", [{"cls": GatedBackend}], indirect=True)
 async def test_waiting_stream_sends_keepalive_comments_then_completes(app, live_client, gate, monkeypatch):
+    monkeypatch.setattr(rill.api.core.run, "KEEPALIVE_SECONDS", 0.01)
     monkeypatch.setattr(rill.api.protocols.chat.stream, "KEEPALIVE_SECONDS", 0.01)
     engine = engine_of(app)
     async with live_client.stream("POST", CHAT_URL, json=chat("after a wait", stream=True, temperature=0)) as r:

@@ -9,9 +9,11 @@ import pytest
 
 from rill.api.protocols.chat.chunks import ChunkBuilder, completion
 from rill.api.core.output import ChoiceOutput
-from rill.api.core.plan import Plan, plan_chat
+from rill.api.core.plan import Plan
+from rill.api.protocols.chat.plan import plan_chat
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
-from rill.api.protocols.chat.stream import DONE, sse, sse_events
+from rill.api.http.response import sse
+from rill.api.protocols.chat.stream import DONE, sse_events
 from rill.backends.fake import FakeBackend
 from rill.engine.engine import Engine
 from rill.engine.types import Failed, FinishReason, Finished, TextDelta

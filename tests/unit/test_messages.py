@@ -1,4 +1,4 @@
-"""rill.api.core.messages and the tools part of planning: a template that knows the Hermes tool format
+"""rill.api.protocols.chat.messages and the tools part of planning: a template that knows the Hermes tool format
 gets the tools, calls and results as its variables; any other gets the fallback format."""
 
 from __future__ import annotations
@@ -8,14 +8,24 @@ from typing import Any
 
 import pytest
 
-from rill.api.core.messages import render_messages
-from rill.api.core.plan import plan_chat
+from rill.api.core import tools as core_tools
+from rill.api.core.messages import render
+from rill.api.protocols.chat.messages import core_messages
+from rill.api.protocols.chat.plan import plan_chat, to_core
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
-from rill.api.core.tools import plan_tools
 from rill.backends.fake import FakeBackend
 from rill.engine.engine import Engine
 from rill.router import LocalModel
 from rill.sampling.template import CHATML, ChatTemplate
+
+
+def render_messages(body: ChatCompletionRequest, tools=()) -> list[dict[str, Any]]:
+    """The chat adapter's messages through the core's renderer."""
+    return render(core_messages(body), tools)
+
+
+def plan_tools(body: ChatCompletionRequest) -> core_tools.ToolPlan | None:
+    return core_tools.plan_tools(to_core(body))
 
 # A small template in the Hermes style (as Qwen's and Hermes' templates render tools).
 HERMES = (

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rill.api.core.plan import plan_chat
+from rill.api.protocols.chat.plan import plan_chat
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.backends.fake import IM_END, IM_START, FakeBackend
 from rill.engine.engine import Engine

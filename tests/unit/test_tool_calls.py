@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rill.api.core.events import CallEnd, CallInput, CallStart, TextOut
 from rill.api.core.output import ToolCallOutput
 from rill.api.core.tool_calls import ToolCallStreamer
-from rill.engine.types import FinishReason, TokenLogprob
+from rill.api.protocols.chat import deltas
+from rill.engine.types import Finished, FinishReason, TokenLogprob
 from rill.sampling.tool_format import OPEN, SEPARATOR, call_text
 
 _json = st.recursive(
@@ -114,6 +116,31 @@ def entry(text: str) -> TokenLogprob:
     return TokenLogprob(token=0, text=text, logprob=-1.0, top=())
 
 
+class ChatOutput:
+    """A ToolCallOutput's events as Chat Completions sends them (protocols/chat/deltas.py)."""
+
+    def __init__(self, *, legacy: bool):
+        self.output, self.legacy = ToolCallOutput(), legacy
+        self.events: list = []
+
+    def feed(self, text, logprobs=()):
+        events = self.output.feed(text, logprobs)
+        self.events += events
+        return deltas.pieces(events, self.legacy)
+
+    def finish(self):
+        events = self.output.finish()
+        self.events += events
+        return deltas.pieces(events, self.legacy)
+
+    def finish_reason(self, reason: FinishReason, stop_sequence: str | None = None) -> str:
+        return deltas.choice_finish_reason(self.output, Finished(reason, 0, 0, stop_sequence=stop_sequence),
+                                           self.legacy)
+
+    def message(self):
+        return deltas.message(self.output, self.legacy)
+
+
 @settings(max_examples=200, deadline=None)
 @given(text=_text, calls=_calls, cuts=st.lists(st.integers(0, 60), max_size=10), data=st.data())
 def test_content_deltas_carry_exactly_their_tokens(text, calls, cuts, data):
@@ -123,7 +150,7 @@ def test_content_deltas_carry_exactly_their_tokens(text, calls, cuts, data):
     content_tokens = split(content, cuts)
     markup = render(text, calls)[len(content):]
     tokens = content_tokens + split(markup, data.draw(st.lists(st.integers(0, 400), max_size=20)))
-    output = ToolCallOutput(legacy=False)
+    output = ChatOutput(legacy=False)
     pieces = [p for t in tokens for p in output.feed(t, (entry(t),))] + output.finish()
     sent = ""
     for delta, entries in pieces:
@@ -139,7 +166,7 @@ def test_content_deltas_carry_exactly_their_tokens(text, calls, cuts, data):
 
 
 def test_a_call_cut_by_max_tokens_finishes_with_length():
-    output = ToolCallOutput(legacy=False)
+    output = ChatOutput(legacy=False)
     output.feed(OPEN + '{"name":"f","arguments":{"a"')
     output.finish()
     assert output.finish_reason(FinishReason.LENGTH) == "length"
@@ -147,7 +174,7 @@ def test_a_call_cut_by_max_tokens_finishes_with_length():
 
 
 def test_the_legacy_form_streams_function_call_fragments():
-    output = ToolCallOutput(legacy=True)
+    output = ChatOutput(legacy=True)
     text = call_text("lookup", {"q": "x"})
     pieces = [p for ch in text for p in output.feed(ch)] + output.finish()
     deltas = [d for d, _ in pieces]
@@ -156,3 +183,42 @@ def test_the_legacy_form_streams_function_call_fragments():
     assert json.loads("".join(d["function_call"]["arguments"] for d in deltas)) == {"q": "x"}
     assert output.finish_reason(FinishReason.STOP) == "function_call"
     assert output.message() == {"content": None, "function_call": {"name": "lookup", "arguments": '{"q":"x"}'}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=_text, calls=_calls, data=st.data())
+def test_the_core_events_open_grow_and_close_each_call(text, calls, data):
+    """Split anywhere, a turn's events are its text, then per call a CallStart, CallInputs that
+    concatenate to its arguments and one CallEnd with them whole, calls numbered in order."""
+    content = text.rstrip(SPACE) if calls else text
+    output = ChatOutput(legacy=False)
+    for piece in split(render(text, calls), data.draw(st.lists(st.integers(0, 400), max_size=20))):
+        output.feed(piece)
+    output.finish()
+    events = output.events
+    assert "".join(e.text for e in events if isinstance(e, TextOut)) == content
+    starts = [e for e in events if isinstance(e, CallStart)]
+    ends = [e for e in events if isinstance(e, CallEnd)]
+    assert [(e.call, e.name) for e in starts] == [(i, name) for i, (name, _) in enumerate(calls)]
+    assert [e.call for e in ends] == list(range(len(calls)))
+    for i, (_, arguments) in enumerate(calls):
+        pieces = "".join(e.text for e in events if isinstance(e, CallInput) and e.call == i)
+        assert pieces == ends[i].arguments and json.loads(pieces) == arguments
+        # each call's events lie between its start and its end
+        at = [k for k, e in enumerate(events) if getattr(e, "call", None) == i]
+        assert isinstance(events[at[0]], CallStart) and isinstance(events[at[-1]], CallEnd)
+
+
+def test_a_call_cut_short_gets_no_end():
+    output = ChatOutput(legacy=False)
+    output.feed(OPEN + '{"name":"f","arguments":{"a"')
+    output.finish()
+    assert [type(e) for e in output.events] == [CallStart, CallInput]
+
+
+def test_a_stop_string_is_the_core_s_stop_sequence_and_chat_s_stop():
+    output = ToolCallOutput()
+    output.feed("some text")
+    stopped = Finished(FinishReason.STOP, 3, 2, stop_sequence="###")
+    assert output.finish_reason(stopped) == "stop_sequence"
+    assert deltas.choice_finish_reason(output, stopped) == "stop"

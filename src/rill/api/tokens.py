@@ -18,6 +18,7 @@ from rill.api.http.body import read_json, validated
 from rill.api.http.errors import JSONResponse
 from rill.api.http.offload import off_loop
 from rill.api.core.plan import prompt_parts
+from rill.api.protocols.chat.plan import to_core
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
                                     VllmChatTokenizeRequest, VllmTokenizeRequest)
@@ -61,9 +62,9 @@ def tokenize(body: TokenizeRequest, model: LocalModel, cancelled: Cancelled) -> 
             raise InvalidRequest("`tools` shape a chat prompt: send them with `messages`.", param="tools")
         ids = model.tokenize_text(body.content)
     else:
-        chat = ChatCompletionRequest.model_construct(messages=body.messages, tools=body.tools)
-        tools = plan_tools(chat)
-        ids = model.tokenize_prompt(prompt_parts(chat, model, tools.offered if tools else ()), cancelled=cancelled)
+        gen = to_core(ChatCompletionRequest.model_construct(messages=body.messages, tools=body.tools))
+        tools = plan_tools(gen)
+        ids = model.tokenize_prompt(prompt_parts(gen, model, tools.offered if tools else ()), cancelled=cancelled)
     tokens, pieces = [], []
     for token in ids:
         piece = model.token_bytes(token)
@@ -131,9 +132,9 @@ def _vllm_chat_tokens(body: VllmChatTokenizeRequest, model: LocalModel, cancelle
     if body.continue_final_message and body.add_generation_prompt:
         raise InvalidRequest("`continue_final_message` continues the last message: send it with "
                              "`add_generation_prompt: false`.", param="continue_final_message")
-    chat = ChatCompletionRequest.model_construct(messages=body.messages, tools=body.tools)
-    tools = plan_tools(chat)
-    parts = prompt_parts(chat, model, tools.offered if tools else (), add_generation_prompt=body.add_generation_prompt,
+    gen = to_core(ChatCompletionRequest.model_construct(messages=body.messages, tools=body.tools))
+    tools = plan_tools(gen)
+    parts = prompt_parts(gen, model, tools.offered if tools else (), add_generation_prompt=body.add_generation_prompt,
                          enable_thinking=thinking)
     if body.continue_final_message:
         # the prompt ends where the last message's text ends, ready for the model to go on

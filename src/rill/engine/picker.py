@@ -35,7 +35,7 @@ class TokenPicker:
                                  presence_penalty=params.presence_penalty, logit_bias=params.logit_bias)
         if seq.constraint is not None:
             adjusted = seq.constraint.mask(adjusted)
-        token = sample(adjusted, params.temperature, params.top_p, seq.rng)
+        token = sample(adjusted, params.temperature, params.top_p, seq.rng, params.top_k)
         if seq.constraint is not None:
             seq.constraint.advance(token)
         k = seq.request.top_logprobs

@@ -26,6 +26,7 @@ class Status(enum.Enum):
 class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
+    top_k: int = 0  # only the k most likely tokens (0: all); Messages' top_k
     seed: int | None = None  # None: a fresh random seed per request
     frequency_penalty: float = 0.0  # minus this per time a token was generated (OpenAI's formula)
     presence_penalty: float = 0.0  # minus this once a token was generated at all

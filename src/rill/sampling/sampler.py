@@ -83,11 +83,21 @@ def token_logprobs(logits: np.ndarray, token: int, k: int) -> tuple[float, tuple
     return min(float(row[token] - lse), 0.0), best
 
 
-def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """One token id from a float logits vector. temperature 0 is greedy (argmax, no RNG used)."""
+def top_k_only(logits: np.ndarray, k: int) -> np.ndarray:
+    """The logits with all but the k largest set to -inf (tokens tied with the k-th are kept);
+    k = 0, or at least the vocabulary, keeps all."""
+    if k <= 0 or k >= logits.size:
+        return logits
+    kth = np.partition(logits, logits.size - k)[logits.size - k]
+    return np.where(logits >= kth, logits, -np.inf)
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator, top_k: int = 0) -> int:
+    """One token id from a float logits vector: top-k, then temperature and top-p. temperature 0
+    is greedy (argmax, no RNG used)."""
     if temperature < _MIN_TEMPERATURE:
         return int(np.argmax(logits))
-    probs = softmax(logits.astype(np.float64, copy=False) / temperature)
+    probs = softmax(top_k_only(logits.astype(np.float64, copy=False), top_k) / temperature)
     ids, p = nucleus(probs, top_p)
     cum = np.cumsum(p)
     i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))

@@ -11,7 +11,7 @@ from typing import Any, Protocol, Sequence
 from fastapi import Request
 
 from rill.api.http.auth import owner_of, scope_of
-from rill.api.core.output import ChoiceOutput
+from rill.api.core.output import ChoiceOutput, chat_finish_reason, chat_message
 from rill.engine.types import Finished, TextDelta
 from rill.errors import InvalidRequest
 from rill.store.spans import SpanPlace, SpanRecord, SpanStore
@@ -88,11 +88,12 @@ class ChatSpan:
         self._last_token = now
 
     def end(self, outputs: Sequence[ChoiceOutput], finished: list[Finished], error: str | None = None,
-            audio: Sequence[dict[str, Any] | None] | None = None) -> None:
-        """Record a local completion's span: what was generated (with audio output, the audio's
-        id and transcript), usage, timings, the error if any."""
+            audio: Sequence[dict[str, Any] | None] | None = None, *, legacy: bool = False) -> None:
+        """Record a local answer's span: what was generated as Chat Completions messages (with
+        audio output, the audio's id and transcript; `legacy`: a call as `function_call`), usage,
+        timings, the error if any."""
         done = {event.index for event in finished}
-        messages = [{"role": "assistant", **output.message(), **({"audio": audio[i]} if audio and audio[i] else {})}
+        messages = [{"role": "assistant", **chat_message(output, legacy), **({"audio": audio[i]} if audio and audio[i] else {})}
                     for i, output in enumerate(outputs) if i in done]
         usage = reasons = None
         if finished:
@@ -100,7 +101,7 @@ class ChatSpan:
             completion = sum(event.num_completion_tokens for event in finished)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                      "cached_tokens": finished[0].num_cached_prompt_tokens}
-            reasons = [outputs[e.index].finish_reason(e.reason) for e in sorted(finished, key=lambda e: e.index)]
+            reasons = [chat_finish_reason(outputs[e.index].finish_reason(e), legacy) for e in sorted(finished, key=lambda e: e.index)]
         self.record_outcome(messages, usage, reasons, error=error, n=len(outputs),
                             queue_seconds=max((e.queue_seconds for e in finished), default=None))
 
@@ -142,3 +143,4 @@ class ChatSpan:
             if decoding > 0 and after_first > 0:
                 out["tokens_per_second"] = round(after_first / decoding, 2)
         return out
+

@@ -22,8 +22,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from rill.api.protocols.chat.assemble import ChunkAssembler
 from rill.api.metrics.requests import RequestMetrics
-from rill.api.protocols.chat.stream import (CLIENT_LEFT, DONE, KEEPALIVE, KEEPALIVE_SECONDS, Outcome, Saver, sse,
-                             store_failure)
+from rill.api.core.run import CLIENT_LEFT
+from rill.api.http.response import KEEPALIVE, KEEPALIVE_SECONDS, Outcome, sse
+from rill.api.protocols.chat.stream import DONE, Saver, store_failure
 from rill.api.core.tracing import ChatSpan
 from rill.backends.upstream_errors import UpstreamBroken, UpstreamError
 from rill.backends.upstream_stream import UpstreamStream

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.errors import InvalidRequest
-from rill.router import LocalModel
 
 
 def predicted_text(body: ChatCompletionRequest) -> str | None:
@@ -37,8 +36,3 @@ def check_prediction(body: ChatCompletionRequest) -> None:
         raise InvalidRequest(f"`prediction` cannot be combined with `response_format` "
                              f"`{body.response_format.type}`.", param="prediction")
 
-
-def prediction_tokens(body: ChatCompletionRequest, model: LocalModel) -> tuple[int, ...]:
-    """The predicted output as tokens of the model's vocabulary (control-token text stays text)."""
-    text = predicted_text(body)
-    return tuple(model.tokenize_text(text)) if text else ()

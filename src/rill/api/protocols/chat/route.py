@@ -15,11 +15,13 @@ from rill.api.http.auth import owner_of, scope_of
 from rill.api.http.body import read_json, validated
 from rill.api.protocols.chat.gateway import Gateway
 from rill.api.http.offload import off_loop
-from rill.api.core.plan import check_request, new_completion_id, plan_chat
-from rill.api.protocols.chat.schemas import ChatCompletionRequest, ErrorResponse
-from rill.api.protocols.chat.stream import EngineResponse, Outcome, Saver, collect, sse_events
+from rill.api.protocols.chat.plan import check_request, new_completion_id, plan_chat
+from rill.api.http.wire import ErrorResponse
+from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.http.response import EngineResponse, Outcome
+from rill.api.protocols.chat.stream import Saver, collect, sse_events
 from rill.api.core.tracing import SPAN_TYPE, ChatSpan, nest, new_span_id
-from rill.api.core.web_search import with_search
+from rill.api.protocols.chat.web_search import with_search
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
 

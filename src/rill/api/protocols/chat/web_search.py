@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from rill.api.core.messages import with_system_text
+from rill.api.protocols.chat.messages import with_system_text
 from rill.api.protocols.chat.schemas import ChatCompletionRequest, UserMessage
 from rill.errors import InvalidRequest, UnsupportedParameter
 from rill.search.context import CONTEXT_BUDGETS, Source, context_text, sources_of, within_budget
