@@ -1,0 +1,438 @@
+"""A Responses request -> the core's GenerationRequest: instructions and input items to messages,
+tools (functions, custom tools, namespaces flattened, a client's tool search) and tool choice,
+text format, reasoning, sampling and limits. Every field either shapes the request or is refused
+here by name, before the first byte; hosted tools Rill cannot run are accepted only where leaving
+them out changes nothing the client asked for.
+
+A namespace's tools are offered to the model as `<namespace>.<name>` (a plain name cannot contain
+a dot); their calls come back out as OpenAI reports them, `name` and `namespace` apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from pydantic import TypeAdapter, ValidationError
+
+from rill.api.core.request import CustomTool as CoreCustomTool
+from rill.api.core.request import FunctionTool as CoreFunctionTool
+from rill.api.core.request import GenerationRequest, Message, Tool, ToolCall, ToolChoice
+from rill.api.http.errors import invalid_body
+from rill.api.protocols.responses import schemas as w
+from rill.errors import InvalidRequest, UnsupportedParameter
+
+log = logging.getLogger("rill.api")
+
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+# A client's tool search (`{"type": "tool_search", "execution": "client"}`) without parameters of its own
+TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
+    "type": "object", "properties": {"query": {"type": "string", "description": "What tools to look for."}},
+    "required": ["query"]}
+TOOL_SEARCH = "tool_search"  # its name as the model calls it
+LOGPROBS = "message.output_text.logprobs"
+
+# `reasoning.effort` -> thinking tokens before Rill closes the section (as `reasoning_effort` on
+# Chat Completions; none and minimal turn thinking off, max leaves it unbounded)
+REASONING_BUDGETS: dict[str, int | None] = {"none": 0, "minimal": 0, "low": 512, "medium": 2048, "high": 8192,
+                                            "xhigh": 16384, "max": None}
+WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+
+_ITEMS = TypeAdapter(list[w.InputItem])
+_TOOLS = TypeAdapter(list[w.ToolParam])
+
+
+@dataclass(frozen=True, slots=True)
+class WireTool:
+    """How one tool the model may call appears on the wire."""
+
+    kind: Literal["function", "custom", "tool_search"]
+    name: str
+    namespace: str | None = None
+
+
+@dataclass
+class Names:
+    """The model's tool names (namespaced ones flattened) -> the client's tools."""
+
+    tools: dict[str, WireTool] = field(default_factory=dict)
+
+    def wire(self, model_name: str, custom: bool) -> WireTool:
+        found = self.tools.get(model_name)
+        if found is not None:
+            return found
+        return WireTool("custom" if custom else "function", model_name)  # cannot happen under the grammar
+
+
+def flat(name: str, namespace: str | None) -> str:
+    return f"{namespace}.{name}" if namespace else name
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """A web search to run before generating (the request offers web search, and a provider is set)."""
+
+    size: str
+    location: dict[str, Any] | None
+    tool: dict[str, Any]  # the tool as the client sent it
+
+
+@dataclass
+class Mapped:
+    gen: GenerationRequest
+    names: Names
+    search: Search | None = None
+    logprobs: bool = False  # include message.output_text.logprobs
+
+
+@functools.lru_cache(maxsize=256)
+def _note_unknown_field(name: str) -> None:
+    log.debug("responses: ignoring unknown request field %r (logged once)", name)
+
+
+def check_request(body: w.ResponseRequest) -> None:
+    """Fields refused whatever the model: what Rill does not keep or run."""
+    for name in body.model_extra or {}:
+        _note_unknown_field(name)
+    if body.background:
+        raise UnsupportedParameter("`background`: this server runs every response in the foreground while the "
+                                   "request is open; send `background: false` or leave it out.", param="background")
+    if body.prompt is not None:
+        raise UnsupportedParameter("`prompt`: saved prompts are not available on this server; send the "
+                                   "instructions and input themselves.", param="prompt")
+    if body.conversation is not None:
+        raise UnsupportedParameter("`conversation`: the Conversations API is not available on this server; "
+                                   "continue a response with `previous_response_id`.", param="conversation")
+    if body.stream_options is not None and not body.stream:
+        raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
+    if body.input is None and body.previous_response_id is None:
+        raise InvalidRequest("`input` is required (unless the response continues one with "
+                             "`previous_response_id`).", param="input")
+
+
+def history_items(stored: list[dict[str, Any]]) -> list[w.InputItem]:
+    """A stored conversation's items (Rill's own input and output items) as input items."""
+    try:
+        return _ITEMS.validate_python(stored)
+    except ValidationError as exc:  # an item stored by an older Rill that this one cannot read
+        raise InvalidRequest(f"The response named by `previous_response_id` cannot be continued: {exc}",
+                             param="previous_response_id") from None
+
+
+def map_request(body: w.ResponseRequest, history: Sequence[w.InputItem] = (), *,
+                search_configured: bool = False) -> Mapped:
+    """`history`: the conversation `previous_response_id` continues (its items, oldest first)."""
+    check_request(body)
+    own: list[w.InputItem] = ([w.MessageItem(role="user", content=body.input)] if isinstance(body.input, str)
+                              else list(body.input or []))
+    builder = _Messages(history)
+    tools, names, search = _tools(body, builder, own, search_configured)
+    messages: list[Message] = []
+    if body.instructions:
+        messages.append(Message("system", body.instructions))
+    messages += builder.messages(history, "previous_response_id")
+    messages += builder.messages(own, "input" if not isinstance(body.input, str) else None)
+    if not messages or all(m.role in ("system", "developer") for m in messages):
+        raise InvalidRequest("`input` holds nothing for the model to answer.", param="input")
+    include = set(body.include or ())
+    logprobs = LOGPROBS in include
+    text = body.text or w.TextConfig()
+    answer, answer_where = _answer_schema(text)
+    effort = body.reasoning.effort if body.reasoning is not None else None
+    tier = body.service_tier if body.service_tier not in (None, "auto") else "default"
+    gen = GenerationRequest(
+        model=body.model,
+        messages=tuple(messages),
+        tools=tuple(tools),
+        tool_choice=_choice(body, tools, names),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        answer_schema=answer,
+        answer_schema_where=answer_where,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=body.max_output_tokens,
+        max_tokens_where="max_output_tokens",
+        messages_where="input",
+        top_logprobs=(body.top_logprobs or 0) if logprobs else None,
+        reasoning_budget=REASONING_BUDGETS[effort] if effort is not None else None,
+        verbosity=text.verbosity,
+        priority_tier=tier,
+        stream=bool(body.stream),
+    )
+    return Mapped(gen, names, search, logprobs)
+
+
+def _answer_schema(text: w.TextConfig) -> tuple[dict[str, Any] | None, str]:
+    fmt = text.format
+    if isinstance(fmt, w.JsonObjectFormat):
+        return {"type": "object"}, "text.format"
+    if isinstance(fmt, w.JsonSchemaFormat):
+        return fmt.schema_, "text.format.schema"
+    return None, "text.format"
+
+
+# ---- input items -> messages -------------------------------------------------------------------------
+
+
+def _part_text(content: w.Content, where: str | None, *, assistant: bool = False) -> str:
+    """A message's (or a tool output's) content as one string: text parts only."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for j, part in enumerate(content):
+        here = f"{where}[{j}]" if where else None
+        if part.type in ("input_text", "output_text", "text"):
+            if part.text is None:
+                raise InvalidRequest(f"`{here}.text` is required for a `{part.type}` part.",
+                                     param=f"{here}.text" if here else None)
+            texts.append(part.text)
+        elif part.type == "refusal" and assistant and part.refusal is not None:
+            texts.append(part.refusal)
+        else:
+            raise InvalidRequest(f"`{here or 'content'}`: content parts of type `{part.type}` are not supported "
+                                 "by this model (it reads text only).", param=f"{here}.type" if here else None)
+    return "".join(texts)
+
+
+class _Messages:
+    """Items -> messages: an assistant's message, reasoning and calls that follow one another are
+    one assistant turn; each call's output a tool message (naming the tool the call called)."""
+
+    def __init__(self, history: Sequence[w.InputItem]):
+        self.by_id: dict[str, w.InputItem] = {}  # what item_reference may name
+        for item in history:
+            item_id = getattr(item, "id", None)
+            if isinstance(item_id, str):
+                self.by_id[item_id] = item
+        self.call_names: dict[str, str] = {}  # call_id -> the model's name of the tool called
+        self.loaded_tools: list[tuple[w.ToolParam, str]] = []  # tools a client's tool search found
+
+    def messages(self, items: Sequence[w.InputItem], field_name: str | None) -> list[Message]:
+        out: list[Message] = []
+        turn: dict[str, Any] | None = None  # the assistant turn being gathered
+
+        def close_turn() -> None:
+            nonlocal turn
+            if turn is not None:
+                out.append(Message("assistant", "\n".join(turn["text"]), reasoning="\n".join(turn["reasoning"]),
+                                   calls=tuple(turn["calls"])))
+                turn = None
+
+        def assistant() -> dict[str, Any]:
+            nonlocal turn
+            if turn is None:
+                turn = {"text": [], "reasoning": [], "calls": []}
+            return turn
+
+        for i, item in enumerate(items):
+            where = f"{field_name}[{i}]" if field_name == "input" else None
+            if isinstance(item, w.ItemReference):
+                found = self.by_id.get(item.id)
+                if found is None:
+                    raise InvalidRequest(f"`{where or field_name}`: no item '{item.id}' in the conversation "
+                                         "`previous_response_id` continues.", param=f"{where}.id" if where else None)
+                item = found
+            if isinstance(item, w.MessageItem):
+                content_where = f"{where}.content" if where else None
+                if item.role == "assistant":
+                    text = _part_text(item.content, content_where, assistant=True)
+                    if text:
+                        assistant()["text"].append(text)
+                    continue
+                close_turn()
+                out.append(Message(item.role, _part_text(item.content, content_where)))
+            elif isinstance(item, w.ReasoningItem):
+                text = "".join(c.text or "" for c in item.content or () if c.type == "reasoning_text")
+                if text:
+                    assistant()["reasoning"].append(text)
+            elif isinstance(item, (w.FunctionCallItem, w.CustomToolCallItem)):
+                custom = isinstance(item, w.CustomToolCallItem)
+                name = flat(item.name, item.namespace)
+                self.call_names[item.call_id] = name
+                arguments = item.input if isinstance(item, w.CustomToolCallItem) else item.arguments
+                assistant()["calls"].append(ToolCall(item.call_id, name, arguments, custom=custom))
+            elif isinstance(item, w.ToolSearchCallItem):
+                call_id = item.call_id or item.id or ""
+                self.call_names[call_id] = TOOL_SEARCH
+                arguments = item.arguments if isinstance(item.arguments, str) else json.dumps(item.arguments or {})
+                assistant()["calls"].append(ToolCall(call_id, TOOL_SEARCH, arguments))
+            elif isinstance(item, (w.FunctionCallOutputItem, w.CustomToolCallOutputItem)):
+                close_turn()
+                text = _part_text(item.output, f"{where}.output" if where else None)
+                out.append(Message("tool", text, name=self.call_names.get(item.call_id), call_id=item.call_id))
+            elif isinstance(item, w.ToolSearchOutputItem):
+                close_turn()
+                found = self._load(item, where)
+                out.append(Message("tool", json.dumps(found, ensure_ascii=False), name=TOOL_SEARCH,
+                                   call_id=item.call_id))
+            elif isinstance(item, w.WebSearchCallItem):
+                continue  # the search an earlier response made; its answer follows
+            else:
+                raise UnsupportedParameter(f"`{where or field_name}`: input items of type `{item.type}` are not "
+                                           "supported by this server.", param=f"{where}.type" if where else None)
+        close_turn()
+        return out
+
+    def _load(self, item: w.ToolSearchOutputItem, where: str | None) -> list[dict[str, Any]]:
+        """A tool search's result: its tools are offered from now on; the model reads their names
+        and descriptions."""
+        try:
+            tools = _TOOLS.validate_python(item.tools)
+        except ValidationError as exc:
+            raise invalid_body(exc.errors(), item.tools) from None
+        listed = []
+        for j, tool in enumerate(tools):
+            self.loaded_tools.append((tool, f"{where}.tools[{j}]" if where else "previous_response_id"))
+            listed.append({k: v for k, v in {"type": tool.type, "name": getattr(tool, "name", None),
+                                            "description": getattr(tool, "description", None)}.items() if v})
+        return listed
+
+
+# ---- tools and tool choice ------------------------------------------------------------------------
+
+
+def _usable(body: w.ResponseRequest, tool_type: str) -> bool:
+    """Whether the model may use a tool of this type at all (tool_choice may rule it out)."""
+    choice = body.tool_choice
+    if choice == "none":
+        return False
+    if isinstance(choice, w.AllowedTools):
+        return any(t.get("type") == tool_type or (tool_type in WEB_SEARCH_TYPES and t.get("type") in WEB_SEARCH_TYPES)
+                   for t in choice.tools)
+    return True
+
+
+def _tools(body: w.ResponseRequest, builder: _Messages, own: Sequence[w.InputItem],
+           search_configured: bool) -> tuple[list[Tool], Names, Search | None]:
+    names = Names()
+    out: list[Tool] = []
+    search: Search | None = None
+    entries = [(t, f"tools[{i}]") for i, t in enumerate(body.tools or [])]
+    # the tools a client's tool search loaded (this request's input or the conversation before it)
+    scratch = _Messages(())
+    for item in list(builder.by_id.values()) + list(own):
+        if isinstance(item, w.ToolSearchOutputItem):
+            scratch._load(item, None)
+    entries += scratch.loaded_tools
+
+    def add(tool: Tool, wire: WireTool) -> None:
+        out.append(tool)
+        names.tools[tool.name] = wire
+
+    for tool, where in entries:
+        if isinstance(tool, w.FunctionTool):
+            add(_function(tool, tool.name, where), WireTool("function", tool.name))
+        elif isinstance(tool, w.CustomTool):
+            add(_custom(tool, tool.name, where), WireTool("custom", tool.name))
+        elif isinstance(tool, w.NamespaceTool):
+            for j, inner in enumerate(tool.tools):
+                name = flat(inner.name, tool.name)
+                inner_where = f"{where}.tools[{j}]"
+                description = " ".join(d for d in (tool.description, inner.description) if d) or None
+                inner = inner.model_copy(update={"description": description})
+                if isinstance(inner, w.FunctionTool):
+                    add(_function(inner, name, inner_where), WireTool("function", inner.name, tool.name))
+                else:
+                    add(_custom(inner, name, inner_where), WireTool("custom", inner.name, tool.name))
+        elif isinstance(tool, w.ToolSearchTool) and tool.execution == "client":
+            add(CoreFunctionTool(TOOL_SEARCH, tool.description or "Search for more tools to use.",
+                                 tool.parameters or TOOL_SEARCH_PARAMETERS, where=where),
+                WireTool("tool_search", TOOL_SEARCH))
+        elif isinstance(tool, w.WebSearchTool):
+            if tool.external_web_access is False or not _usable(body, tool.type):
+                continue  # no live search asked for, or none allowed: leaving it out changes nothing
+            if not search_configured:
+                raise UnsupportedParameter(
+                    f"`{where}`: the hosted tool `{tool.type}` needs web search, which is not configured on this server: add a [search] table to "
+                    'rill.toml (provider = "searxng", "brave" or "tavily"; see docs/web-search.md), or send '
+                    "`external_web_access: false`.", param=f"{where}.type")
+            if body.max_tool_calls != 0:
+                search = Search(tool.search_context_size or "medium", tool.user_location,
+                                tool.model_dump(mode="json", exclude_none=True))
+        else:
+            kind = tool.type if not isinstance(tool, w.ToolSearchTool) else "tool_search (execution: server)"
+            if _usable(body, tool.type):
+                raise UnsupportedParameter(
+                    f"`{where}`: the hosted tool `{kind}` is not available on this server (it runs only "
+                    "client tools: function, custom, namespace, tool_search with execution client; and "
+                    "web_search with a configured [search] provider).", param=f"{where}.type")
+    return out, names, search
+
+
+def _function(tool: w.FunctionTool, name: str, where: str) -> CoreFunctionTool:
+    return CoreFunctionTool(name, tool.description, tool.parameters if tool.parameters is not None else EMPTY_PARAMETERS,
+                            where=where)
+
+
+def _custom(tool: w.CustomTool, name: str, where: str) -> CoreCustomTool:
+    fmt = tool.format
+    if isinstance(fmt, w.GrammarFormat):
+        return CoreCustomTool(name, tool.description, fmt.syntax, fmt.definition, where=where)
+    return CoreCustomTool(name, tool.description, where=where)
+
+
+def _named(names: Names, tools: Sequence[Tool], name: str, kind: str, where: str) -> str:
+    """The model's name of the tool a choice names: exactly, or a namespaced tool by its own name
+    where only one has it."""
+    if name in names.tools and names.tools[name].kind in (kind, "tool_search"):
+        return name
+    matches = [model for model, wire in names.tools.items() if wire.name == name and wire.kind == kind]
+    if len(matches) == 1:
+        return matches[0]
+    listed = ", ".join(names.tools) or "none"
+    raise InvalidRequest(f"`{where}` names the {kind} tool `{name}`, which is not among the tools ({listed}).",
+                         param=where)
+
+
+def _choice(body: w.ResponseRequest, tools: Sequence[Tool], names: Names) -> ToolChoice:
+    choice = body.tool_choice
+    if choice is None or choice == "auto":
+        return ToolChoice("auto")
+    if isinstance(choice, str):
+        if choice == "required" and not tools:
+            raise InvalidRequest("`tool_choice` is `required`, but no tools the model can call were given.",
+                                 param="tool_choice")
+        return ToolChoice(choice)  # type: ignore[arg-type]
+    if isinstance(choice, w.NamedTool):
+        name = _named(names, tools, choice.name, choice.type, "tool_choice.name")
+        return ToolChoice("required", (name,), where="tool_choice.name")
+    if isinstance(choice, w.AllowedTools):
+        allowed: list[str] = []
+        for j, entry in enumerate(choice.tools):
+            kind = entry.get("type")
+            if kind in ("function", "custom") and isinstance(entry.get("name"), str):
+                allowed.append(_named(names, tools, entry["name"], kind, f"tool_choice.tools[{j}].name"))
+            elif kind == "tool_search" and TOOL_SEARCH in names.tools:
+                allowed.append(TOOL_SEARCH)
+            elif kind in WEB_SEARCH_TYPES:
+                continue  # the search runs before the model writes (or was left out)
+            else:
+                raise InvalidRequest(f"`tool_choice.tools[{j}]` names no tool of this request.",
+                                     param=f"tool_choice.tools[{j}]")
+        if not allowed:
+            if choice.mode == "required":
+                raise InvalidRequest("`tool_choice.tools` allows no tool the model can call, but `mode` is "
+                                     "`required`.", param="tool_choice.tools")
+            return ToolChoice("none")
+        return ToolChoice(choice.mode, tuple(allowed), where="tool_choice.tools")
+    # a hosted tool forced: web search runs before the model writes; any other cannot run here
+    if choice.type in WEB_SEARCH_TYPES and any(isinstance(t, w.WebSearchTool) for t in body.tools or []):
+        return ToolChoice("auto")
+    raise UnsupportedParameter(f"`tool_choice`: the hosted tool `{choice.type}` is not available on this server.",
+                               param="tool_choice.type")
+
+
+def with_system_text(gen: GenerationRequest, text: str) -> GenerationRequest:
+    """The request with `text` added to its system prompt (web search results): joined to the
+    first system or developer message, else opening the conversation as one."""
+    messages = gen.messages
+    if messages and messages[0].role in ("system", "developer"):
+        first = messages[0]
+        merged = (dataclasses.replace(first, text=f"{first.text}\n\n{text}" if first.text else text), *messages[1:])
+    else:
+        merged = (Message("system", text), *messages)
+    return dataclasses.replace(gen, messages=merged)
