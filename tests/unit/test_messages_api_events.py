@@ -143,7 +143,8 @@ def test_errors_in_anthropics_shape(error: RillError, status: int, kind: str) ->
 ])
 def test_prompt_too_long_reads_as_anthropics(message: str) -> None:
     body = error_body(ContextLengthExceeded(message, param="messages"))
-    assert body["error"] == {"type": "invalid_request_error", "message": "prompt is too long: 13022 tokens > 8192 maximum"}
+    assert body["error"] == {"type": "invalid_request_error",
+                             "message": "prompt is too long: 13022 tokens > 8192 maximum"}
 
 
 def test_prompt_too_long_from_the_errors_numbers() -> None:

@@ -10,7 +10,7 @@ import pytest
 from rill.api.core.request import FunctionTool, Message, ToolCall, ToolChoice
 from rill.api.http.body import validated
 from rill.api.protocols.messages.mapping import map_request
-from rill.api.protocols.messages.schemas import CountTokensRequest, MessagesRequest
+from rill.api.protocols.messages.schemas import CountMessageTokensRequest, MessagesRequest
 from rill.errors import InvalidRequest, UnsupportedParameter
 
 BASH_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -187,7 +187,7 @@ def test_output_format_is_the_answer_schema() -> None:
 
 def test_count_tokens_request_maps_the_prompt_alone() -> None:
     req = validated({"model": "m", "system": "S", "messages": [{"role": "user", "content": "hi"}],
-                     "tools": [{"name": "Bash", "input_schema": BASH_SCHEMA}]}, CountTokensRequest)
+                     "tools": [{"name": "Bash", "input_schema": BASH_SCHEMA}]}, CountMessageTokensRequest)
     gen = map_request(req).request
     assert gen.messages == (Message("system", "S"), Message("user", "hi"))
     assert [t.name for t in gen.tools] == ["Bash"] and gen.max_tokens is None

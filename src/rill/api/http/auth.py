@@ -4,7 +4,9 @@ The server is open (local use: no header needed, any header ignored, everything 
 OPEN_OWNER) while it has no keys. It has keys when `rill serve` was given `--api-key` (the
 operator's keys: admin) or the database has keys (`rill keys create`; revoked ones count, so
 revoking every key locks the server rather than opening it); then every
-request needs `Authorization: Bearer <key>`, and a missing, unknown or revoked one is a 401.
+request needs `Authorization: Bearer <key>` or `x-api-key: <key>` (Anthropic's header, which its
+SDK and Claude Code send), and a missing, unknown or revoked one is a 401 (in the error shape of
+the protocol the path belongs to: http/errors.py's error_response).
 
 `rill keys` runs in another process, so the database is asked again after CACHE_TTL_S: a key
 created or revoked there takes effect here within that many seconds (and so does the first key
@@ -26,8 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rill.api.http.errors import STORE_UNAVAILABLE, JSONResponse
-from rill.errors import AuthenticationError, error_body
+from rill.api.http.errors import STORE_UNAVAILABLE, error_response
+from rill.errors import AuthenticationError
 from rill.store.completions import OPEN_OWNER
 from rill.store.keys import KeyStore, secret_hash
 
@@ -109,6 +111,16 @@ class Authenticator:
             del self._cache[next(iter(self._cache))]
 
 
+def request_secret(scope: Scope) -> str | None:
+    """The key a request carries: its Bearer token, else its `x-api-key` header, else None."""
+    secret = bearer_secret(scope)
+    if secret is None:
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                return value.decode("latin-1").strip() or None
+    return secret
+
+
 def bearer_secret(scope: Scope) -> str | None:
     """The token of `Authorization: Bearer <token>` (scheme in any case), or None."""
     for name, value in scope["headers"]:
@@ -120,8 +132,8 @@ def bearer_secret(scope: Scope) -> str | None:
 
 
 class ApiKeyAuth:
-    """Pure-ASGI middleware: refuses requests without a valid key (401, OpenAI's error shape,
-    `WWW-Authenticate: Bearer`) and puts the Caller in scope["state"] (Starlette's request.state).
+    """Pure-ASGI middleware: refuses requests without a valid key (401 in the path's protocol's
+    error shape, `WWW-Authenticate: Bearer`) and puts the Caller in scope["state"] (Starlette's request.state).
     It reads the Authenticator the lifespan put in `app.state.auth`."""
 
     def __init__(self, app: ASGIApp):
@@ -131,22 +143,20 @@ class ApiKeyAuth:
         if (scope["type"] not in ("http", "websocket") or (scope.get("method"), scope["path"]) in PUBLIC
                 or (scope.get("method") in ("GET", "HEAD") and scope["path"].startswith(PUBLIC_PREFIXES))):
             return await self.app(scope, receive, send)
-        secret = bearer_secret(scope)
+        secret = request_secret(scope)
         try:
             caller = await scope["app"].state.auth.identify(secret)
         except (SQLAlchemyError, OSError) as exc:  # the key store is down: not the client's fault
             log.error("API keys: the database failed: %s", exc)
-            return await JSONResponse(error_body(STORE_UNAVAILABLE), status_code=STORE_UNAVAILABLE.status,
-                                      headers=STORE_UNAVAILABLE.headers())(scope, receive, send)
+            return await error_response(STORE_UNAVAILABLE, scope["path"])(scope, receive, send)
         if caller is None:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})  # policy violation
             refused = AuthenticationError(
                 "Incorrect API key provided." if secret else
                 "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
-                "(Authorization: Bearer YOUR_KEY).")
-            response = JSONResponse(error_body(refused), status_code=refused.status, headers=refused.headers())
-            return await response(scope, receive, send)
+                "(Authorization: Bearer YOUR_KEY), or in an x-api-key header.")
+            return await error_response(refused, scope["path"])(scope, receive, send)
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
 

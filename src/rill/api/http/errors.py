@@ -1,10 +1,12 @@
-"""HTTP error handling: every error leaves as OpenAI's {"error": {message, type, param, code}}."""
+"""HTTP error handling: every error leaves as OpenAI's {"error": {message, type, param, code}},
+but under the path prefixes in ERROR_SHAPES, whose protocols' clients read another shape
+(the Messages API's Anthropic shape under /v1/messages)."""
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 from fastapi import FastAPI, Request
@@ -90,8 +92,18 @@ class JSONResponse(Response):
 STORE_UNAVAILABLE = StoreUnavailable("The server's database is unavailable; retry shortly.")
 
 
-def _response(exc: RillError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers())
+# path prefix -> the error body its protocol's clients read; a protocol registers its own
+ERROR_SHAPES: dict[str, Callable[[RillError], dict[str, Any]]] = {}
+
+
+def error_response(exc: RillError, path: str) -> JSONResponse:
+    """The error as the protocol that `path` belongs to shapes it (OpenAI's by default)."""
+    body = None
+    for prefix, shape in ERROR_SHAPES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            body = shape(exc)
+            break
+    return JSONResponse(error_body(exc) if body is None else body, status_code=exc.status, headers=exc.headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -99,11 +111,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RillError)
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        return _response(exc)
+        return error_response(exc, request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return _response(validation_error(exc))
+        return error_response(validation_error(exc), request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -111,7 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
         err.status = exc.status_code
         err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _response(err)
+        return error_response(err, request.url.path)
 
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # the client left while its body was read (or paused past --body-timeout and was answered
@@ -120,11 +132,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
-        return _response(STORE_UNAVAILABLE)
+        return error_response(STORE_UNAVAILABLE, request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _response(RillError("The server had an internal error; it has been logged."))
+        return error_response(RillError("The server had an internal error; it has been logged."), request.url.path)
 
     app.add_exception_handler(RillError, on_rill_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -148,7 +160,7 @@ class BodyLimit:
         too_large = PayloadTooLarge(f"The request body exceeds this server's limit of {self.max_bytes} bytes.")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _response(too_large)(scope, receive, send)
+            return await error_response(too_large, scope["path"])(scope, receive, send)
         seen = 0
 
         async def limited_receive() -> Message:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from rill.api.core.request import FunctionTool, GenerationRequest, Message, ToolCall, ToolChoice
-from rill.api.protocols.messages.schemas import (CountTokensRequest, InputMessage, MessagesRequest, PromptFields,
-                                                 RedactedThinkingBlock, TextBlock, ThinkingBlock, Tool,
-                                                 ToolResultBlock, ToolUseBlock)
+from rill.api.protocols.messages.schemas import (AnthropicInputMessage, AnthropicPromptFields,
+                                                 AnthropicRedactedThinkingBlock, AnthropicTextBlock,
+                                                 AnthropicThinkingBlock, AnthropicTool, AnthropicToolResultBlock,
+                                                 AnthropicToolUseBlock, CountMessageTokensRequest, MessagesRequest)
 from rill.errors import InvalidRequest, UnsupportedParameter
 
 log = logging.getLogger("rill.api")
@@ -64,7 +65,7 @@ def _note_unknown_field(name: str) -> None:
     log.debug("messages: ignoring unknown request field %r (logged once)", name)
 
 
-def map_request(body: MessagesRequest | CountTokensRequest, *, search_configured: bool = False) -> Mapped:
+def map_request(body: MessagesRequest | CountMessageTokensRequest, *, search_configured: bool = False) -> Mapped:
     """The GenerationRequest (for count_tokens: the prompt alone), and what the route does besides."""
     for name in body.model_extra or {}:
         _note_unknown_field(name)
@@ -83,7 +84,7 @@ def map_request(body: MessagesRequest | CountTokensRequest, *, search_configured
         parallel_tool_calls=parallel, answer_schema=answer, answer_schema_where="output_config.format.schema",
         reasoning_budget=budget, messages_where="messages")
     show_thinking = not (body.thinking is not None and body.thinking.display == "omitted")
-    if isinstance(body, CountTokensRequest):
+    if isinstance(body, CountMessageTokensRequest):
         return Mapped(GenerationRequest(**common), search, show_thinking)
     for i, stop in enumerate(body.stop_sequences or ()):
         if not stop:
@@ -104,7 +105,8 @@ def map_request(body: MessagesRequest | CountTokensRequest, *, search_configured
 # ---- tools ------------------------------------------------------------------------------------
 
 
-def _tools(tools: Sequence[Tool], body: PromptFields, search_configured: bool) -> tuple[list[FunctionTool], WebSearch | None]:
+def _tools(tools: Sequence[AnthropicTool], body: AnthropicPromptFields,
+           search_configured: bool) -> tuple[list[FunctionTool], WebSearch | None]:
     named = body.tool_choice.name if body.tool_choice is not None and body.tool_choice.type == "tool" else None
     out: list[FunctionTool] = []
     search: WebSearch | None = None
@@ -146,7 +148,7 @@ def _unsupported_tool(kind: str) -> str:
             "with a [search] provider). Leave it out, or define a client tool and run it yourself.")
 
 
-def _web_search(tool: Tool, where: str) -> WebSearch:
+def _web_search(tool: AnthropicTool, where: str) -> WebSearch:
     extra = tool.model_extra or {}
 
     def domains(key: str) -> tuple[str, ...]:
@@ -166,7 +168,7 @@ def _web_search(tool: Tool, where: str) -> WebSearch:
     return WebSearch(where, max_uses, location, domains("allowed_domains"), domains("blocked_domains"))
 
 
-def _tool_choice(body: PromptFields, tools: Sequence[FunctionTool]) -> tuple[ToolChoice, bool]:
+def _tool_choice(body: AnthropicPromptFields, tools: Sequence[FunctionTool]) -> tuple[ToolChoice, bool]:
     choice = body.tool_choice
     if choice is None:
         return ToolChoice("auto"), True
@@ -192,7 +194,7 @@ def _tool_choice(body: PromptFields, tools: Sequence[FunctionTool]) -> tuple[Too
 # ---- thinking ---------------------------------------------------------------------------------
 
 
-def _thinking_budget(body: PromptFields) -> int | None:
+def _thinking_budget(body: AnthropicPromptFields) -> int | None:
     """Thinking tokens before Rill closes the section (0: off; None: no limit). Models without a
     thinking section ignore it. No `thinking`, as on Anthropic: no thinking."""
     thinking = body.thinking
@@ -217,7 +219,7 @@ def _unreadable(block_type: str, where: str) -> InvalidRequest:
                           "(it reads text only).", param=f"{where}.type")
 
 
-def _system_text(system: str | list[TextBlock] | None) -> str:
+def _system_text(system: str | list[AnthropicTextBlock] | None) -> str:
     if system is None or isinstance(system, str):
         return system or ""
     return "\n\n".join(b.text for b in system if not b.text.startswith(BILLING_HEADER))
@@ -238,7 +240,7 @@ def _text_of(content: str | list[Any], where: str) -> str:
     return "\n".join(texts)
 
 
-def _messages(body: PromptFields) -> list[Message]:
+def _messages(body: AnthropicPromptFields) -> list[Message]:
     if not body.messages:
         raise InvalidRequest("`messages` must hold at least one message.", param="messages")
     out: list[Message] = []
@@ -251,13 +253,13 @@ def _messages(body: PromptFields) -> list[Message]:
             _append(out, turn)
     last = body.messages[-1]
     if last.role == "assistant":
-        raise InvalidRequest(
-            f"`messages[{len(body.messages) - 1}]`: the last message is an assistant turn; prefilling (continuing "
-            "an assistant turn) is not supported. End with a user message.", param=f"messages[{len(body.messages) - 1}]")
+        where = f"messages[{len(body.messages) - 1}]"
+        raise InvalidRequest(f"`{where}`: the last message is an assistant turn; prefilling (continuing an "
+                             "assistant turn) is not supported. End with a user message.", param=where)
     return out
 
 
-def _turns(msg: InputMessage, where: str, call_names: dict[str, str]) -> list[Message]:
+def _turns(msg: AnthropicInputMessage, where: str, call_names: dict[str, str]) -> list[Message]:
     content = msg.content
     if msg.role == "system":
         return [Message("system", _text_of(content, f"{where}.content"))]
@@ -268,14 +270,14 @@ def _turns(msg: InputMessage, where: str, call_names: dict[str, str]) -> list[Me
         calls: list[ToolCall] = []
         for j, block in enumerate(content):
             at = f"{where}.content[{j}]"
-            if isinstance(block, TextBlock):
+            if isinstance(block, AnthropicTextBlock):
                 texts.append(block.text)
-            elif isinstance(block, ToolUseBlock):
+            elif isinstance(block, AnthropicToolUseBlock):
                 calls.append(ToolCall(block.id, block.name, json.dumps(block.input, ensure_ascii=False)))
                 call_names[block.id] = block.name
-            elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
+            elif isinstance(block, (AnthropicThinkingBlock, AnthropicRedactedThinkingBlock)):
                 continue  # dropped: its signature cannot be checked, and it is not shown again
-            elif isinstance(block, ToolResultBlock):
+            elif isinstance(block, AnthropicToolResultBlock):
                 raise InvalidRequest(f"`{at}`: a `tool_result` block belongs in a user message.", param=f"{at}.type")
             else:
                 raise _unreadable(block.type, at)
@@ -283,18 +285,18 @@ def _turns(msg: InputMessage, where: str, call_names: dict[str, str]) -> list[Me
     turns: list[Message] = []
     for j, block in enumerate(content):
         at = f"{where}.content[{j}]"
-        if isinstance(block, TextBlock):
+        if isinstance(block, AnthropicTextBlock):
             texts.append(block.text)
-        elif isinstance(block, ToolResultBlock):
+        elif isinstance(block, AnthropicToolResultBlock):
             if texts:
                 turns.append(Message("user", "\n".join(texts)))
                 texts = []
             text = "" if block.content is None else _text_of(block.content, f"{at}.content")
             turns.append(Message("tool", text, name=call_names.get(block.tool_use_id), call_id=block.tool_use_id,
                                  is_error=bool(block.is_error)))
-        elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
+        elif isinstance(block, (AnthropicThinkingBlock, AnthropicRedactedThinkingBlock)):
             continue
-        elif isinstance(block, ToolUseBlock):
+        elif isinstance(block, AnthropicToolUseBlock):
             raise InvalidRequest(f"`{at}`: a `tool_use` block belongs in an assistant message.", param=f"{at}.type")
         else:
             raise _unreadable(block.type, at)

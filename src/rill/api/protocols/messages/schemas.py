@@ -1,4 +1,5 @@
-"""Pydantic models of Anthropic's Messages API on the wire: the `POST /v1/messages` and
+"""Pydantic models of Anthropic's Messages API on the wire (named Anthropic*, as the OpenAPI
+document's components are one namespace for every protocol): the `POST /v1/messages` and
 `POST /v1/messages/count_tokens` requests, the message and error they answer with (for the
 OpenAPI document). Validation only; what each valid field does is decided in mapping.py.
 
@@ -15,18 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from rill.api.http.wire import WireModel
 
 
-class Block(WireModel):
+class AnthropicBlock(WireModel):
     model_config = ConfigDict(strict=True, extra="allow")
     cache_control: dict[str, Any] | None = None  # accepted anywhere: prefix reuse is automatic
 
 
-class TextBlock(Block):
+class AnthropicTextBlock(AnthropicBlock):
     type: Literal["text"]
     text: str
     citations: list[Any] | None = None  # accepted, not read
 
 
-class ToolUseBlock(Block):
+class AnthropicToolUseBlock(AnthropicBlock):
     """An assistant's earlier call, sent back in the history."""
 
     type: Literal["tool_use"]
@@ -35,14 +36,14 @@ class ToolUseBlock(Block):
     input: dict[str, Any]
 
 
-class ToolResultBlock(Block):
+class AnthropicToolResultBlock(AnthropicBlock):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[Block] | None = None  # text blocks (anything else is refused by type)
+    content: str | list[AnthropicBlock] | None = None  # text blocks (anything else is refused by type)
     is_error: bool | None = None
 
 
-class ThinkingBlock(Block):
+class AnthropicThinkingBlock(AnthropicBlock):
     """An earlier answer's thinking: accepted and dropped (its signature cannot be checked)."""
 
     type: Literal["thinking"]
@@ -50,7 +51,7 @@ class ThinkingBlock(Block):
     signature: str | None = None
 
 
-class RedactedThinkingBlock(Block):
+class AnthropicRedactedThinkingBlock(AnthropicBlock):
     type: Literal["redacted_thinking"]
     data: str
 
@@ -63,15 +64,16 @@ UNREADABLE = ("image", "document", "search_result", "server_tool_use", "web_sear
               "tool_reference")
 
 
-class UnreadableBlock(Block):
+class AnthropicUnreadableBlock(AnthropicBlock):
     type: Literal[UNREADABLE]  # type: ignore[valid-type]
 
 
-ContentBlock = Annotated[Union[TextBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock, RedactedThinkingBlock,
-                               UnreadableBlock], Field(discriminator="type")]
+ContentBlock = Annotated[Union[AnthropicTextBlock, AnthropicToolUseBlock, AnthropicToolResultBlock,
+                               AnthropicThinkingBlock, AnthropicRedactedThinkingBlock, AnthropicUnreadableBlock],
+                         Field(discriminator="type")]
 
 
-class InputMessage(WireModel):
+class AnthropicInputMessage(WireModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     # "system": Claude Code's mid-conversation system message (folded into the prompt there)
     role: Literal["user", "assistant", "system"]
@@ -81,7 +83,7 @@ class InputMessage(WireModel):
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")]
 
 
-class Tool(WireModel):
+class AnthropicTool(WireModel):
     """A client tool (`type` absent or "custom", with `input_schema`), or one of Anthropic's
     typed tools (`web_search_20250305`, `bash_20250124`, ...), told apart in mapping.py."""
 
@@ -93,79 +95,79 @@ class Tool(WireModel):
     cache_control: dict[str, Any] | None = None
 
 
-class ToolChoice(WireModel):
+class AnthropicToolChoice(WireModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None  # type "tool": the tool to call
     disable_parallel_tool_use: bool | None = None
 
 
-class Thinking(WireModel):
+class AnthropicThinking(WireModel):
     model_config = ConfigDict(strict=True, extra="allow")
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: Annotated[int, Field(ge=1)] | None = None  # type "enabled"
     display: str | None = None  # "summarized" / "omitted"
 
 
-class OutputFormat(WireModel):
+class AnthropicOutputFormat(WireModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(WireModel):
+class AnthropicOutputConfig(WireModel):
     model_config = ConfigDict(strict=True, extra="allow")
     effort: Literal["low", "medium", "high", "max"] | None = None
-    format: OutputFormat | None = None
+    format: AnthropicOutputFormat | None = None
 
 
-class Metadata(WireModel):
+class AnthropicMetadata(WireModel):
     model_config = ConfigDict(strict=True, extra="allow")
     user_id: Annotated[str, StringConstraints(max_length=512)] | None = None
 
 
-class PromptFields(WireModel):
+class AnthropicPromptFields(WireModel):
     """What both endpoints read to build the prompt."""
 
     model_config = ConfigDict(strict=True, extra="allow")  # unknown fields: accepted, logged once
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    messages: list[InputMessage]
-    system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
-    output_config: OutputConfig | None = None
+    messages: list[AnthropicInputMessage]
+    system: str | list[AnthropicTextBlock] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: AnthropicThinking | None = None
+    output_config: AnthropicOutputConfig | None = None
     mcp_servers: list[Any] | None = None  # Rill connects to no MCP server: a non-empty list is refused
     context_management: dict[str, Any] | None = None  # accepted without effect
 
 
-class MessagesRequest(PromptFields):
+class MessagesRequest(AnthropicPromptFields):
     max_tokens: Annotated[int, Field(ge=1)]
     stream: bool | None = None
     stop_sequences: list[str] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
-    metadata: Metadata | None = None
+    metadata: AnthropicMetadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
     container: Any = None  # accepted without effect (Anthropic's code execution containers)
 
 
-class CountTokensRequest(PromptFields):
+class CountMessageTokensRequest(AnthropicPromptFields):
     pass
 
 
 # ---- answers (for the OpenAPI document) ------------------------------------------------------
 
 
-class Usage(BaseModel):
+class AnthropicUsage(BaseModel):
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
 
 
-class Message(BaseModel):
+class AnthropicMessage(BaseModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
@@ -173,10 +175,10 @@ class Message(BaseModel):
     content: list[dict[str, Any]]
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None
     stop_sequence: str | None
-    usage: Usage
+    usage: AnthropicUsage
 
 
-class TokenCount(BaseModel):
+class AnthropicTokenCount(BaseModel):
     input_tokens: int
 
 
