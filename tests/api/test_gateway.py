@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 import pytest
 
+from rill.api.core import upstream as core_upstream
 from rill.api.protocols.chat import gateway
 from rill.api.app import create_app
 from rill.backends.fake import FakeBackend
@@ -198,7 +199,7 @@ async def test_an_upstream_4xx_comes_back_as_is_and_is_not_retried(client, fake)
 @pytest.mark.parametrize("models", [(upstream("up", retries=1, fallbacks=(MODEL,)), ModelConfig(name=MODEL))],
                          indirect=True)
 async def test_5xx_is_retried_then_the_fallback_serves(client, fake, app, monkeypatch):
-    monkeypatch.setattr(gateway, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(core_upstream, "BACKOFF_BASE_S", 0.001)
     fake.script("up.test", status(503))
     r = await client.post(CHAT_URL, json={"model": "up", "messages": ASK, "stream": True, "temperature": 0})
     events = parse_sse(r.text)
@@ -227,7 +228,7 @@ async def test_429_without_fallback_is_a_429_with_retry_after(client, fake):
 @pytest.mark.parametrize("models", [(upstream("a", fallbacks=("b",)), upstream("b"), ModelConfig(name=MODEL))],
                          indirect=True)
 async def test_a_connect_error_moves_to_the_next_upstream(client, fake, monkeypatch):
-    monkeypatch.setattr(gateway, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(core_upstream, "BACKOFF_BASE_S", 0.001)
 
     def refuse(request):
         raise httpx.ConnectError("connection refused", request=request)

@@ -13,7 +13,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from rill.api.protocols.chat import gateway
+from rill.api.core import upstream as core_upstream
 from rill.api.app import create_app
 from rill.config import ServerConfig, UpstreamConfig
 from tests.api.conftest import CHAT_URL, DONE, StreamingASGITransport, assert_error, parse_sse, wait_until
@@ -63,7 +63,7 @@ def models(server: FaultyUpstream) -> tuple[UpstreamConfig, ...]:
 
 @pytest.fixture
 async def app(upstream: FaultyUpstream, tmp_path, monkeypatch):
-    monkeypatch.setattr(gateway, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(core_upstream, "BACKOFF_BASE_S", 0.001)
     upstream.requests.clear()
     config = ServerConfig(models=models(upstream), database_url=f"sqlite:///{tmp_path / 'rill.db'}")
     app = create_app(config, lambda router: None, exit_on_load_failure=False)  # upstream models only

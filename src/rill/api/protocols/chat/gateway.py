@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 
-from rill.api.protocols.chat.assemble import ChunkAssembler
+from rill.api.core.assemble import ChunkAssembler
 from rill.api.metrics.requests import RequestMetrics
 from rill.api.core.run import CLIENT_LEFT
 from rill.api.http.response import KEEPALIVE, KEEPALIVE_SECONDS, Outcome, sse
 from rill.api.protocols.chat.stream import DONE, Saver, store_failure
 from rill.api.core.tracing import ChatSpan
+from rill.api.core.upstream import UpstreamFailed, attempts, backoff, event_message, upstream_error
 from rill.backends.upstream_errors import UpstreamBroken, UpstreamError
 from rill.backends.upstream_stream import UpstreamStream
 from rill.errors import NotReady, RateLimited, RillError, error_body
@@ -33,34 +33,10 @@ from rill.router import LocalModel, Model, UpstreamModel
 
 log = logging.getLogger("rill.gateway")
 
-MAX_ATTEMPTS = 6
-BACKOFF_BASE_S = 0.05  # the n-th retry waits up to base * 2**n (full jitter), capped
-BACKOFF_CAP_S = 1.0
 RILL_FIELDS = ("store", "metadata", "tags", "parent_span_id")  # handled here, not sent on
 
 # A local model's try: its SSE stream, or its JSON answer (see chat.local_start)
 LocalStart = Callable[[LocalModel], Awaitable[Outcome | AsyncIterator[bytes]]]
-
-
-class UpstreamFailed(RillError):
-    status = 502
-    type = "server_error"
-    code = "upstream_error"
-
-
-def attempts(candidates: list[Model]) -> list[Model]:
-    """The tries in order: each model (an upstream as often as its retries allow), bounded."""
-    out: list[Model] = []
-    for model in candidates:
-        tries = 1 + model.upstream.config.retries if isinstance(model, UpstreamModel) else 1
-        out.extend([model] * tries)
-    return out[:MAX_ATTEMPTS]
-
-
-def backoff(retry: int, retry_after: float | None) -> float:
-    if retry_after is not None and retry_after <= BACKOFF_CAP_S:
-        return retry_after
-    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** retry))
 
 
 def upstream_body(raw: dict[str, Any], model: UpstreamModel, *, stream: bool) -> dict[str, Any]:
@@ -101,7 +77,7 @@ class Gateway:
             except UpstreamError as exc:
                 self._note(model, exc.status, exc.message)
                 if not exc.retryable:
-                    return self._fail(exc.status, _upstream_error(exc))
+                    return self._fail(exc.status, upstream_error(exc))
                 last = exc
             except (RateLimited, NotReady) as exc:
                 self._note(model, exc.status, exc.message)
@@ -112,7 +88,7 @@ class Gateway:
                         "trying again" if i + 1 < len(tries) else "giving up")
         assert last is not None
         if isinstance(last, UpstreamError):
-            return self._fail(last.status if last.status in (429, 503, 504) else 502, _upstream_error(last),
+            return self._fail(last.status if last.status in (429, 503, 504) else 502, upstream_error(last),
                               {"Retry-After": str(max(1, round(last.retry_after or 1)))} if last.status == 429 else None)
         return self._fail(last.status, last, last.headers())
 
@@ -194,7 +170,7 @@ class Gateway:
                 broken = None
                 for event in batch:
                     if "error" in event and not event.get("choices"):
-                        broken = UpstreamBroken(f"upstream {model.id}: {_event_message(event)}")
+                        broken = UpstreamBroken(f"upstream {model.id}: {event_message(event)}")
                         break
                     try:
                         assembler.add(event)
@@ -230,22 +206,3 @@ class Gateway:
                                      error=error, n=assembler.num_choices)
             # shielded: when the client left this runs cancelled; the close then finishes on its own
             await asyncio.shield(asyncio.ensure_future(upstream.aclose()))
-
-
-def _upstream_error(exc: UpstreamError) -> RillError:
-    """An upstream's refusal in OpenAI's shape, with its type/code/param where it gave them."""
-    err = UpstreamFailed(exc.message, param=exc.param)
-    err.status = exc.status
-    if exc.type:
-        err.type = exc.type
-    elif 400 <= exc.status < 500:
-        err.type = "invalid_request_error" if exc.status != 429 else "rate_limit_error"
-    err.code = exc.code or ("upstream_error" if exc.status >= 500 else None)
-    return err
-
-
-def _event_message(event: dict[str, Any]) -> str:
-    err = event.get("error")
-    if isinstance(err, dict):
-        return str(err.get("message") or err)
-    return str(err)
