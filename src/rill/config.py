@@ -95,6 +95,9 @@ class UpstreamConfig:
     retries: int = 1  # tries again on connect errors, timeouts, 429 and 5xx before the fallbacks
     aliases: tuple[str, ...] = ()
     fallbacks: tuple[str, ...] = ()
+    # the protocols besides Chat Completions it serves itself: those requests are passed through
+    # as sent; the others are bridged to its /chat/completions
+    supports: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -119,9 +122,16 @@ class UpstreamConfig:
             raise ConfigError(f"{where}: max_concurrency must be at least 1")
         if not 0 <= self.retries <= 10:
             raise ConfigError(f"{where}: retries must be between 0 and 10")
+        unknown = [p for p in self.supports if p not in NATIVE_PROTOCOLS]
+        if unknown:
+            raise ConfigError(f"{where}: supports {unknown[0]!r} is not a protocol Rill can pass through "
+                              f"(the protocols: {', '.join(NATIVE_PROTOCOLS)})")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ConfigError(f"{where}: the environment variable {self.api_key_env} (api_key_env) is not set")
 
+
+# what `supports` may name: the upstream's path for each, under base_url
+NATIVE_PROTOCOLS = {"responses": "responses", "messages": "messages", "completions": "completions"}
 
 AnyModelConfig = ModelConfig | UpstreamConfig
 MIN_API_KEY_CHARS = 16

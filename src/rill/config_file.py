@@ -56,7 +56,7 @@ UPSTREAM_KEYS: dict[str, tuple[str, Converter]] = {
     "name": ("name", _string), "base_url": ("base_url", _string), "model": ("model", _string),
     "api_key_env": ("api_key_env", _string), "timeout": ("timeout", _number),
     "max_concurrency": ("max_concurrency", _integer), "retries": ("retries", _integer),
-    "aliases": ("aliases", _names), "fallbacks": ("fallbacks", _names),
+    "aliases": ("aliases", _names), "fallbacks": ("fallbacks", _names), "supports": ("supports", _names),
 }
 # ModelConfig's messages speak of flags; in a file they are keys
 FLAG_TO_KEY = {"--batch-tokens": "batch_tokens", "--ctx": "ctx", "--parallel": "parallel",

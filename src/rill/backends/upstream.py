@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
-
 import ssl
-from typing import Protocol
+from typing import Any, AsyncIterator, Protocol
 
 import certifi
 import httpcore
 import orjson
 
 from rill.backends.asyncio_net import AsyncioBackend
-from rill.backends.upstream_errors import NETWORK_ERRORS, TIMEOUTS, UpstreamError, completion_problem, error_fields
+from rill.backends.upstream_errors import (NETWORK_ERRORS, TIMEOUTS, UpstreamBroken, UpstreamError, completion_problem,
+                                          error_fields)
 from rill.backends.upstream_stream import UpstreamStream
 from rill.config import UpstreamConfig
 
@@ -121,8 +120,62 @@ class Upstream:
             await slot.__aexit__(None, None, None)
             raise
 
+    async def relay(self, path: str, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> Relayed:
+        """POST `body` to {base_url}/{path}, a protocol the upstream serves itself, for its answer as
+        it comes: any status but 429 and 5xx, which are retryable UpstreamErrors as for chat (so a
+        fallback may still take the request). The answer holds a concurrency slot until closed."""
+        slot = self._slot()
+        await slot.__aenter__()
+        try:
+            content = orjson.dumps(body)
+            extra = list(headers or ())
+            key = self.config.api_key()
+            if key and path == "messages":  # Anthropic's API reads x-api-key
+                extra.append((b"x-api-key", key.encode()))
+            request = httpcore.Request(
+                b"POST", httpcore.URL(self.config.base_url.rstrip("/") + "/" + path),
+                headers=[*self._headers, *extra, (b"content-length", str(len(content)).encode())],
+                content=content, extensions={"timeout": self._timeouts})
+            try:
+                response = await self._pool.handle_async_request(request)
+            except NETWORK_ERRORS as exc:
+                raise self._unreachable(exc) from exc
+            if response.status == 429 or response.status >= 500:
+                try:
+                    raise await self._refusal(response)
+                finally:
+                    await response.aclose()
+            return Relayed(response, slot)
+        except BaseException:
+            await slot.__aexit__(None, None, None)
+            raise
+
     def _slot(self) -> _Slot:
         return _Slot(self)
+
+
+class Relayed:
+    """An upstream's answer passed through as bytes (status and content type kept)."""
+
+    def __init__(self, response: httpcore.Response, slot: _Slot):
+        self._response, self._slot = response, slot
+        self.status = response.status
+        self.content_type = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-type"),
+                                 "application/json")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a connection lost mid-body ends it (UpstreamBroken)."""
+        try:
+            async for part in self._response.aiter_stream():
+                yield part
+        except NETWORK_ERRORS as exc:
+            raise UpstreamBroken(f"the upstream's answer broke off: {exc or type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        try:
+            await self._response.aclose()
+        finally:
+            await self._slot.__aexit__(None, None, None)
 
     async def _send(self, body: dict[str, Any], *, stream: bool = False) -> httpcore.Response:
         content = orjson.dumps(body)
