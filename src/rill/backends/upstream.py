@@ -154,29 +154,6 @@ class Upstream:
         return _Slot(self)
 
 
-class Relayed:
-    """An upstream's answer passed through as bytes (status and content type kept)."""
-
-    def __init__(self, response: httpcore.Response, slot: _Slot):
-        self._response, self._slot = response, slot
-        self.status = response.status
-        self.content_type = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-type"),
-                                 "application/json")
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; a connection lost mid-body ends it (UpstreamBroken)."""
-        try:
-            async for part in self._response.aiter_stream():
-                yield part
-        except NETWORK_ERRORS as exc:
-            raise UpstreamBroken(f"the upstream's answer broke off: {exc or type(exc).__name__}") from exc
-
-    async def aclose(self) -> None:
-        try:
-            await self._response.aclose()
-        finally:
-            await self._slot.__aexit__(None, None, None)
-
     async def _send(self, body: dict[str, Any], *, stream: bool = False) -> httpcore.Response:
         content = orjson.dumps(body)
         headers = [*self._headers, (b"accept", b"text/event-stream" if stream else b"application/json"),
@@ -250,3 +227,27 @@ def _retry_after(response: httpcore.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+class Relayed:
+    """An upstream's answer passed through as bytes (status and content type kept)."""
+
+    def __init__(self, response: httpcore.Response, slot: _Slot):
+        self._response, self._slot = response, slot
+        self.status = response.status
+        self.content_type = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-type"),
+                                 "application/json")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a connection lost mid-body ends it (UpstreamBroken)."""
+        try:
+            async for part in self._response.aiter_stream():
+                yield part
+        except NETWORK_ERRORS as exc:
+            raise UpstreamBroken(f"the upstream's answer broke off: {exc or type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        try:
+            await self._response.aclose()
+        finally:
+            await self._slot.__aexit__(None, None, None)
