@@ -78,7 +78,7 @@ async function renderList(root) {
     const filtered = Object.values(f).some(Boolean);
     if (!page.data.length && !state.cursors.length) {
       results.replaceChildren(el("p", { class: "muted empty" },
-        filtered ? "No traces match these filters." : "No traces yet: every chat completion becomes one."));
+        filtered ? "No traces match these filters." : "No traces yet: every request (chat, responses, messages, completions) becomes one."));
       return;
     }
     const table = el("table", { class: "table", id: "traces" },
