@@ -273,7 +273,7 @@ async def test_unknown_model_is_a_404(client, stream):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/v1/nothing-here"), ("POST", "/v1/completions"), ("GET", "/v1/chat/completions/x/y/z"),
+    ("GET", "/v1/nothing-here"), ("POST", "/v1/edits"), ("GET", "/v1/chat/completions/x/y/z"),
 ])
 async def test_unknown_path_is_a_json_404(client, method, path):
     r = await client.request(method, path)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rill.api.core.events import CallStart, Finish, ReasoningOut, TextOut, Usage
-from rill.api.protocols.completions.logprobs import LegacyLogprobs, mean_logprob
+from rill.api.protocols.completions.logprobs import LegacyLogprobs, mean_logprob, token_string
 from rill.api.protocols.completions.mapping import options
 from rill.api.protocols.completions.objects import TextCompletion, finish_reason
 from rill.engine.types import TokenLogprob
@@ -57,10 +57,20 @@ def test_logprobs_zero_gives_the_sampled_token_alone_and_only_k_alternatives_are
     assert LegacyLogprobs(1, key).add([lp(2, -0.5, (5, -0.2), (2, -0.5))])["top_logprobs"] == [{"!": -0.2, "llo": -0.5}]
 
 
-def test_tokens_inside_a_character_add_no_text_and_the_tokens_join_to_the_text():
-    out = LegacyLogprobs(0, key)
-    got = out.add([lp(6, -0.1, text=""), lp(6, -0.2, text="é"), lp(5, -0.3)])
-    assert "".join(got["tokens"]) == "é!" and got["text_offset"] == [0, 0, 1]
+def test_a_token_inside_a_character_is_named_by_its_bytes_and_offsets_index_the_text():
+    spelled = {10: b"\xc3", 11: b"\xa9", 5: b"!"}
+    out = LegacyLogprobs(1, lambda t: token_string(spelled[t]))
+    got = out.add([TokenLogprob(10, "", -0.1, ((10, -0.1),)), TokenLogprob(11, "é", -0.2, ((5, -0.5),)),
+                   TokenLogprob(5, "!", -0.3, ())])
+    assert got["tokens"] == ["bytes:\\xc3", "bytes:\\xa9", "!"]
+    assert got["top_logprobs"] == [{"bytes:\\xc3": -0.1}, {"!": -0.5, "bytes:\\xa9": -0.2}, {"!": -0.3}]
+    text = "é!"
+    assert got["text_offset"] == [0, 0, 1] and text[got["text_offset"][2]:] == "!"
+
+
+def test_token_strings():
+    assert token_string("é".encode()) == "é" and token_string(b"<|im_end|>") == "<|im_end|>"
+    assert token_string(b"\xe2\x80") == "bytes:\\xe2\\x80"
 
 
 def test_two_tokens_with_the_same_text_keep_the_likelier():

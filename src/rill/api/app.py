@@ -31,6 +31,7 @@ from rill.api.speech_setup import open_speech
 from rill.api.ui import mount_ui
 from rill.api.admin.schemas import CreateSpan, UpdateSpan, UpdateStoredCompletion
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
+from rill.api.protocols.completions.schemas import CompletionRequest
 from rill.api.protocols.messages.schemas import CountMessageTokensRequest, MessagesRequest
 from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
                                     VllmChatTokenizeRequest, VllmTokenizeRequest)
@@ -151,7 +152,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (ChatCompletionRequest, TokenizeRequest, LlamaServerTokenizeRequest, VllmTokenizeRequest,
                       VllmChatTokenizeRequest, DetokenizeRequest, UpdateStoredCompletion, CreateSpan, UpdateSpan,
-                      MessagesRequest, CountMessageTokensRequest):
+                      MessagesRequest, CountMessageTokensRequest, CompletionRequest):
             request = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(request.pop("$defs", {}))
             components[model.__name__] = request

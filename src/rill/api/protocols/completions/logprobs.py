@@ -1,14 +1,17 @@
 """The legacy `logprobs` object of a choice: parallel lists `tokens`, `token_logprobs`,
-`top_logprobs` (one dict per token: token text -> logprob) and `text_offset`.
+`top_logprobs` (one dict per token: token string -> logprob) and `text_offset`.
 
-`tokens[i]` is the text token i adds to the choice's `text`, so the tokens join to the text (a
-token that ends inside a multi-byte character adds "", and the character goes with the token
-that completes it). `text_offset[i]` is where that text starts in the choice's `text`, in
-characters (after the prompt when `echo` prepends it). `top_logprobs[i]` holds the `logprobs`
-likeliest tokens, best first, keyed by their own text (a control token by its name), and always
-the sampled token too, so it has up to `logprobs` + 1 entries, as OpenAI documents; where two
-tokens have the same text the likelier one is kept. The numbers are the model's own distribution
-(before penalties, bias, temperature and top-p), as for chat completions."""
+A token's string is its own text, a control token's its name, and a token that is not whole
+UTF-8 (a piece of a multi-byte character) `bytes:` and its bytes escaped (`bytes:\\xe2\\x80`), as
+OpenAI writes them; so the tokens join to the choice's `text` except where a character is split
+across tokens, and the sampled token's string is its key in `top_logprobs` (clients compare the
+two to tell a greedy token). `text_offset[i]` is where the text token i adds starts in the
+choice's `text`, in characters (after the prompt when `echo` prepends it; a character split
+across tokens starts where its first token does). `top_logprobs[i]` holds the `logprobs`
+likeliest tokens, best first, and always the sampled token too, so it has up to `logprobs` + 1
+entries, as OpenAI documents; where two tokens have the same string the likelier one is kept.
+The numbers are the model's own distribution (before penalties, bias, temperature and top-p),
+as for chat completions."""
 
 from __future__ import annotations
 
@@ -17,6 +20,14 @@ from typing import Any, Callable, Sequence
 from rill.engine.types import TokenLogprob
 
 KEYS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+
+
+def token_string(data: bytes) -> str:
+    """A token's bytes as the legacy API names the token."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in data)
 
 
 def empty() -> dict[str, list[Any]]:
@@ -29,7 +40,7 @@ class LegacyLogprobs:
 
     def __init__(self, top: int, key: Callable[[int], str], offset: int = 0):
         self._top = top
-        self._key = key  # a token id -> its text as a key of top_logprobs
+        self._key = key  # a token id -> its string (token_string of its bytes)
         self.offset = offset  # where the next token's text starts in the choice's text
         self._all = empty()
 
@@ -39,8 +50,9 @@ class LegacyLogprobs:
             top: dict[str, float] = {}
             for token, logprob in entry.top[: self._top]:
                 top.setdefault(self._key(token), logprob)
-            top.setdefault(self._key(entry.token), entry.logprob)
-            out["tokens"].append(entry.text)
+            name = self._key(entry.token)
+            top.setdefault(name, entry.logprob)
+            out["tokens"].append(name)
             out["token_logprobs"].append(entry.logprob)
             out["top_logprobs"].append(top)
             out["text_offset"].append(self.offset)

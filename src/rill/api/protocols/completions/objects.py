@@ -54,6 +54,7 @@ class TextCompletion:
         self._echoes = [text if opts.echo else "" for text in echoes]
         self._choices = [[self._new_choice(echo, key) for _ in range(opts.best_of)] for echo in self._echoes]
         self._usage: dict[int, Usage] = {}  # per prompt: its prompt tokens, completion tokens so far
+        self.queue_seconds: float | None = None  # the longest wait of a prompt for the engine
 
     def _new_choice(self, echo: str, key: Callable[[int], str]) -> _Choice:
         lp = LegacyLogprobs(self.opts.logprobs, key) if self.opts.logprobs is not None else None
@@ -92,7 +93,7 @@ class TextCompletion:
                 out.append(self.chunk([self._choice_chunk(prompt, index, event.text, lp)]))
         elif isinstance(event, Finish):
             choice.finish = event
-            self._count(prompt, event.usage)
+            self._count(prompt, event.usage, event.queue_seconds)
             out.append(self.chunk([{"text": "", "index": self._wire(prompt, index), "logprobs": None,
                                     "finish_reason": finish_reason(event)}]))
         return out
@@ -100,7 +101,8 @@ class TextCompletion:
     def _choice_chunk(self, prompt: int, index: int, text: str, logprobs: dict[str, Any] | None) -> dict[str, Any]:
         return {"text": text, "index": self._wire(prompt, index), "logprobs": logprobs, "finish_reason": None}
 
-    def _count(self, prompt: int, usage: Usage) -> None:
+    def _count(self, prompt: int, usage: Usage, queue_seconds: float = 0.0) -> None:
+        self.queue_seconds = max(self.queue_seconds or 0.0, queue_seconds)
         seen = self._usage.get(prompt)
         self._usage[prompt] = Usage(usage.prompt_tokens, usage.completion_tokens + (seen.completion_tokens if seen else 0),
                                     usage.cached_tokens)
@@ -116,6 +118,11 @@ class TextCompletion:
         return self.chunk([], usage=self.usage())
 
     # ---- the whole completion ---------------------------------------------------------------
+
+    @property
+    def num_choices(self) -> int:
+        """The choices the answer returns: n per prompt."""
+        return len(self._choices) * self.opts.n
 
     def returned(self, prompt: int) -> list[int]:
         """Prompt p's choices in the order they are returned: all of them, or with best_of > n
@@ -139,3 +146,25 @@ class TextCompletion:
 
     def completion(self) -> dict[str, Any]:
         return {**self._base, "choices": self.choice_objects(), "usage": self.usage()}
+
+    def outcome(self) -> tuple[list[dict[str, Any]], dict[str, int] | None, list[str]]:
+        """What the request's span records: the returned choices that finished, as assistant
+        messages (what spans record whichever protocol served them), their finish reasons, and
+        usage (None when no choice finished)."""
+        messages, reasons = [], []
+        for prompt, choices in enumerate(self._choices):
+            if all(choice.finish is not None for choice in choices):
+                order = self.returned(prompt)
+            else:  # cut short: best_of's ranking is unknown
+                order = [i for i, choice in enumerate(choices) if choice.finish is not None][: self.opts.n]
+            for index in order:
+                choice = choices[index]
+                assert choice.finish is not None
+                messages.append({"role": "assistant", "content": self._echoes[prompt] + choice.text})
+                reasons.append(finish_reason(choice.finish))
+        if not self._usage:
+            return messages, None, reasons
+        usage = self.usage()
+        return messages, {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+                          "total_tokens": usage["total_tokens"],
+                          "cached_tokens": usage["prompt_tokens_details"]["cached_tokens"]}, reasons

@@ -16,7 +16,7 @@ Prompt = Union[str, list[str], list[int], list[list[int]]]
 StopString = Annotated[str, StringConstraints(min_length=1)]
 
 
-class StreamOptions(StrictModel):
+class CompletionStreamOptions(StrictModel):
     include_usage: bool | None = None
 
 
@@ -40,7 +40,7 @@ class CompletionRequest(WireModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream: bool | None = None
-    stream_options: StreamOptions | None = None
+    stream_options: CompletionStreamOptions | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     # Rill's (Opper's) span fields, as on chat completions
     tags: Tags | None = None
