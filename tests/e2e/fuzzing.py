@@ -47,6 +47,40 @@ def assert_openai_error_shape(response: Any) -> None:
     assert err["code"] is None or isinstance(err["code"], str)
 
 
+# Anthropic's Messages API: its errors are {"type": "error", "error": {type, message}}, its streams
+# named events ending with message_stop
+ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def is_anthropic(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
+def assert_anthropic_error_shape(response: Any) -> None:
+    assert content_type(response).startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error", body
+    err = body["error"]
+    assert isinstance(err, dict) and set(err) == {"type", "message"}, err
+    assert isinstance(err["message"], str) and err["message"] and isinstance(err["type"], str) and err["type"]
+
+
+def assert_error_shape(path: str, response: Any) -> None:
+    """The error object of the protocol `path` belongs to."""
+    if is_anthropic(path):
+        assert_anthropic_error_shape(response)
+    else:
+        assert_openai_error_shape(response)
+
+
+def assert_complete_anthropic_stream(response: Any) -> None:
+    """Anthropic's events, ending with message_stop, no `error` event (the streaming 5xx)."""
+    names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert "error" not in names, response.text[-500:]
+    if not response.stream_cut_short:
+        assert names and names[0] == "message_start" and names[-1] == "message_stop", response.text[-500:]
+
+
 def assert_complete_stream(response: Any) -> None:
     """A 200 event stream is whole: every event JSON without an `error`, ending with [DONE] (an
     error event after the 200 is the streaming form of a 5xx). schemathesis stops reading a stream
@@ -64,13 +98,16 @@ def assert_complete_stream(response: Any) -> None:
 
 
 def check_answer(case: Any, response: Any) -> None:
-    """No 5xx; a 4xx is OpenAI's error object (a HEAD answer has no body to check)."""
+    """No 5xx; a 4xx is its protocol's error object (a HEAD answer has no body to check)."""
     request = case.as_curl_command()
     assert response.status_code < 500, f"{response.status_code} for\n{request}\n{response.text[:2000]}"
     if 400 <= response.status_code < 500 and case.method.upper() != "HEAD":
-        assert_openai_error_shape(response)
+        assert_error_shape(case.path, response)
     if response.status_code == 200 and content_type(response).startswith("text/event-stream"):
-        assert_complete_stream(response)
+        if is_anthropic(case.path):
+            assert_complete_anthropic_stream(response)
+        else:
+            assert_complete_stream(response)
 
 
 @dataclass(frozen=True)

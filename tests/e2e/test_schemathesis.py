@@ -1,5 +1,5 @@
 """Schemathesis against the server's own OpenAPI document, every operation in it: no answer is
-a 5xx (nor a 200 stream that breaks off with an error event), and every 4xx is OpenAI's error
+a 5xx (nor a 200 stream that breaks off with an error event), and every 4xx is its protocol's error
 object.
 
 Two servers with the smallest context (`--ctx 256`, so every generation is bounded; generated
@@ -34,7 +34,7 @@ from schemathesis.generation.drivers import CoverageGenerator
 from schemathesis.generation.feedback import FeedbackSources
 from schemathesis.generation.overrides import Override
 
-from tests.e2e.fuzzing import (CALL_TIMEOUT_S, MUTATIONS, Seeds, assert_openai_error_shape, cap_generation,
+from tests.e2e.fuzzing import (CALL_TIMEOUT_S, MUTATIONS, Seeds, assert_error_shape, cap_generation,
                                check_answer, fresh_object, hostile, seed, with_known_ids)
 from tests.e2e.support import RillFactory
 
@@ -47,6 +47,8 @@ NO_SHRINK = (Phase.explicit, Phase.generate)
 API_KEY = "sk-fuzz-0123456789"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+GENERATES = {("POST", CHAT), ("POST", MESSAGES)}  # valid requests cost a generation: their caps are lowered
 
 # Every operation of /openapi.json -> examples per generation mode on the open server (the keyed
 # one runs half as many). About 3,500 requests in all with the coverage phase, most of them 400s
@@ -70,6 +72,8 @@ OPERATIONS: dict[tuple[str, str], int] = {
     ("GET", "/metrics"): 3,
     ("POST", "/tokenize"): 40,
     ("POST", "/detokenize"): 40,
+    ("POST", MESSAGES): 40,
+    ("POST", MESSAGES + "/count_tokens"): 30,
 }
 # operations whose only input is a path's free string, or nothing: no negative case exists
 NOTHING_TO_NEGATE = {("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"),
@@ -119,7 +123,7 @@ def _cases(target: Target, key: tuple[str, str], mode: GenerationMode) -> st.Sea
     """Generated cases; a valid one names seeded objects when the drawn flag says so."""
     operation = target.schema[key[1]][key[0]]
     generated = operation.as_strategy(generation_mode=mode)
-    if key == ("POST", CHAT):
+    if key in GENERATES:
         generated = generated.map(cap_generation)
     if mode is GenerationMode.NEGATIVE:
         return st.tuples(generated, st.just(False))
@@ -166,7 +170,8 @@ def test_open_server_never_5xx(open_target: Target, key: tuple[str, str], mode: 
     print(f"{key}: {mode.value}: status counts {seen}")
     assert sum(seen.values()) > 0  # requests reached the server
     if mode is GenerationMode.POSITIVE and key in (("POST", CHAT), ("POST", "/tokenize"), ("POST", "/detokenize"),
-                                                   ("POST", "/v1/spans"), ("GET", "/v1/traces")):
+                                                   ("POST", "/v1/spans"), ("GET", "/v1/traces"),
+                                                   ("POST", MESSAGES + "/count_tokens")):
         assert seen.get(200, 0) > 0, seen  # some valid requests did what they ask
     if mode is GenerationMode.NEGATIVE:
         assert any(400 <= s < 500 for s in seen), seen
@@ -185,7 +190,7 @@ def test_keyed_server_never_5xx(keyed_target: Target, key: tuple[str, str], mode
 @pytest.mark.parametrize("credentials", [None, "Bearer sk-wrong", "Basic " + API_KEY], ids=["none", "wrong", "basic"])
 def test_keyed_server_refuses_every_route_without_its_key(keyed_target: Target, credentials: str | None) -> None:
     """Valid requests to every operation without the key (or with a wrong one) are 401s in
-    OpenAI's shape; only /health answers."""
+    their protocol's shape (Anthropic's under /v1/messages, else OpenAI's); only /health answers."""
     headers = {} if credentials is None else {"Authorization": credentials}
     with requests.Session() as anonymous:
         for key in OPERATIONS:
@@ -202,7 +207,7 @@ def test_keyed_server_refuses_every_route_without_its_key(keyed_target: Target, 
                     assert response.status_code == 200, response.text
                     return
                 assert response.status_code == 401, f"{case.as_curl_command()}\n{response.text[:500]}"
-                assert_openai_error_shape(response)
+                assert_error_shape(key[1], response)
 
             run()
 
@@ -222,7 +227,7 @@ def coverage_cases(target: Target, key: tuple[str, str]) -> list[Any]:
             operation=operation, generation_modes=[mode], auth_storage=None, override=Override(),
             generation_config=target.schema.config.generation_for(operation=operation, phase="coverage"),
             feedback=FeedbackSources()))
-        if key == ("POST", CHAT):
+        if key in GENERATES:
             generated = [cap_generation(case) for case in generated]
             if mode is GenerationMode.POSITIVE:
                 generated = generated[::CHAT_COVERAGE_STRIDE]
@@ -284,7 +289,7 @@ def test_hostile_values_never_5xx(store_target: Target, key: tuple[str, str]) ->
     SQLite and on Postgres: a 4xx naming the problem, or an answer, never a 5xx."""
     operation = store_target.schema[key[1]][key[0]]
     generated = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
-    if key == ("POST", CHAT):
+    if key in GENERATES:
         generated = generated.map(cap_generation)
     seen: dict[int, int] = {}
 

@@ -248,6 +248,12 @@ def test_web_search_with_a_provider_is_run_by_rill() -> None:
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0]"),
     ({"tools": [{"name": "bad name", "input_schema": {}}]}, "tools[0].name"),
+    # found by schemathesis: a tool_result's block without a type was a 500
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                 "content": [{"text": "x"}]}]}]}, "messages[0].content[0].content[0]"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                 "content": [{"type": "tool_use"}]}]}]},
+     "messages[0].content[0].content[0]"),
     ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
 ])
 def test_invalid_wire_values_are_400s(fields: dict, param: str) -> None:

@@ -27,6 +27,18 @@ class AnthropicTextBlock(AnthropicBlock):
     citations: list[Any] | None = None  # accepted, not read
 
 
+# Block types Anthropic documents that a text model cannot read, or that only Anthropic's own
+# server tools produce: they validate, and mapping.py refuses them by name.
+UNREADABLE = ("image", "document", "search_result", "server_tool_use", "web_search_tool_result",
+              "web_fetch_tool_result", "code_execution_tool_result", "bash_code_execution_tool_result",
+              "text_editor_code_execution_tool_result", "mcp_tool_use", "mcp_tool_result", "container_upload",
+              "tool_reference")
+
+
+class AnthropicUnreadableBlock(AnthropicBlock):
+    type: Literal[UNREADABLE]  # type: ignore[valid-type]
+
+
 class AnthropicToolUseBlock(AnthropicBlock):
     """An assistant's earlier call, sent back in the history."""
 
@@ -36,10 +48,13 @@ class AnthropicToolUseBlock(AnthropicBlock):
     input: dict[str, Any]
 
 
+ToolResultContent = Annotated[Union[AnthropicTextBlock, AnthropicUnreadableBlock], Field(discriminator="type")]
+
+
 class AnthropicToolResultBlock(AnthropicBlock):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[AnthropicBlock] | None = None  # text blocks (anything else is refused by type)
+    content: str | list[ToolResultContent] | None = None  # text blocks (anything else is refused by type)
     is_error: bool | None = None
 
 
@@ -54,18 +69,6 @@ class AnthropicThinkingBlock(AnthropicBlock):
 class AnthropicRedactedThinkingBlock(AnthropicBlock):
     type: Literal["redacted_thinking"]
     data: str
-
-
-# Block types Anthropic documents that a text model cannot read, or that only Anthropic's own
-# server tools produce: they validate, and mapping.py refuses them by name.
-UNREADABLE = ("image", "document", "search_result", "server_tool_use", "web_search_tool_result",
-              "web_fetch_tool_result", "code_execution_tool_result", "bash_code_execution_tool_result",
-              "text_editor_code_execution_tool_result", "mcp_tool_use", "mcp_tool_result", "container_upload",
-              "tool_reference")
-
-
-class AnthropicUnreadableBlock(AnthropicBlock):
-    type: Literal[UNREADABLE]  # type: ignore[valid-type]
 
 
 ContentBlock = Annotated[Union[AnthropicTextBlock, AnthropicToolUseBlock, AnthropicToolResultBlock,
