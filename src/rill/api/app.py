@@ -33,6 +33,7 @@ from rill.api.admin.schemas import CreateSpan, UpdateSpan, UpdateStoredCompletio
 from rill.api.protocols.chat.schemas import ChatCompletionRequest
 from rill.api.protocols.completions.schemas import CompletionRequest
 from rill.api.protocols.messages.schemas import CountMessageTokensRequest, MessagesRequest
+from rill.api.protocols.responses.schemas import ResponseRequest
 from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
                                     VllmChatTokenizeRequest, VllmTokenizeRequest)
 from rill.backends.upstream import Pool, Upstream
@@ -40,6 +41,7 @@ from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
 from rill.search.providers import open_provider
 from rill.store.completions import CompletionStore
+from rill.store.responses import ResponseStore
 from rill.store.database import default_database_url, open_database
 from rill.store.keys import KeyStore
 from rill.store.retention import Retention
@@ -89,12 +91,14 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
 
         database = await open_database(config.database_url or default_database_url())
         app.state.completions = CompletionStore(database)
+        app.state.responses = ResponseStore(database)
         app.state.spans = SpanStore(database)
         app.state.span_writer = writer = SpanWriter(app.state.spans)
         writer.start()
         retention = None
         if config.retention_days is not None:
-            retention = Retention(app.state.completions, app.state.spans, config.retention_days)
+            retention = Retention(app.state.completions, app.state.spans, config.retention_days,
+                                  responses=app.state.responses)
             retention.start()
         app.state.keys = KeyStore(database)
         app.state.auth = Authenticator(config.api_keys, app.state.keys)
@@ -152,7 +156,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (ChatCompletionRequest, TokenizeRequest, LlamaServerTokenizeRequest, VllmTokenizeRequest,
                       VllmChatTokenizeRequest, DetokenizeRequest, UpdateStoredCompletion, CreateSpan, UpdateSpan,
-                      MessagesRequest, CountMessageTokensRequest, CompletionRequest):
+                      MessagesRequest, CountMessageTokensRequest, CompletionRequest, ResponseRequest):
             request = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(request.pop("$defs", {}))
             components[model.__name__] = request

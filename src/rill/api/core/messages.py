@@ -49,7 +49,8 @@ def render(messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, nativ
                         "name": c.name, "arguments": _arguments(c)}} for c in msg.calls]
                 out.append(entry)
             else:
-                markup = tool_format.SEPARATOR.join(tool_format.call_text(c.name, _arguments(c)) for c in msg.calls)
+                markup = tool_format.SEPARATOR.join(tool_format.call_text(c.name, _arguments(c), custom=c.custom)
+                                                    for c in msg.calls)
                 out.append({"role": "assistant", "content": "\n".join(t for t in (msg.text, markup) if t), **reasoning})
         elif msg.role == "tool":
             text = ERROR_PREFIX + msg.text if msg.is_error else msg.text

@@ -18,7 +18,8 @@ import time
 from typing import Any, Callable, Sequence
 
 from rill.api.core.events import CallEnd, CallInput, CallStart, Finish, OutEvent, ReasoningOut, TextOut, Usage
-from rill.api.protocols.responses.mapping import Names, WireTool
+from rill.api.protocols.responses import schemas as w
+from rill.api.protocols.responses.mapping import Names
 from rill.engine.types import TokenLogprob
 from rill.errors import RillError
 from rill.search.context import Source, citations
@@ -260,8 +261,12 @@ class ResponseBuilder:
     # ---- the end ----
 
     def finish(self, event: Finish) -> list[WireEvent]:
-        """Close what is open; response.completed, or response.incomplete when the token cap
-        (max_output_tokens, or the context's room) cut the answer short."""
+        """close(event), then the final event."""
+        return self.close(event) + [self.final()]
+
+    def close(self, event: Finish) -> list[WireEvent]:
+        """Close what is open and complete the response object: status completed, or incomplete
+        when the token cap (max_output_tokens, or the context's room) cut the answer short; usage."""
         cut = event.reason == "length"
         out = self._close("incomplete" if cut else "completed")
         response = self.response
@@ -272,8 +277,12 @@ class ResponseBuilder:
         else:
             response["status"] = "completed"
             response["completed_at"] = int(time.time())
-        out.append(self._event("response.incomplete" if cut else "response.completed", response=self._snapshot()))
         return out
+
+    def final(self) -> WireEvent:
+        """response.completed (or response.incomplete) with the whole response."""
+        kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"
+        return self._event(kind, response=self._snapshot())
 
     def fail(self, error: RillError) -> list[WireEvent]:
         """An `error` event, then response.failed (the response's `error` saying the same)."""
@@ -293,5 +302,30 @@ def item_for_search(search_id: str, query: str, sources: Sequence[Source]) -> di
                        "sources": [{"type": "url", "url": s.url} for s in sources]}}
 
 
-def wire_tool(names: Names, model_name: str, custom: bool = False) -> WireTool:
-    return names.wire(model_name, custom)
+def new_response(body: w.ResponseRequest, *, response_id: str, model_id: str, store: bool) -> dict[str, Any]:
+    """The response object before anything is generated (status in_progress): the request's
+    settings as OpenAI echoes them."""
+    text = body.text or w.TextConfig()
+    fmt = text.format.model_dump(mode="json", by_alias=True, exclude_none=True) if text.format else {"type": "text"}
+    reasoning = body.reasoning or w.ReasoningConfig()
+    choice = body.tool_choice
+    return {
+        "id": response_id, "object": "response", "created_at": int(time.time()), "status": "in_progress",
+        "background": False, "completed_at": None, "error": None, "incomplete_details": None,
+        "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
+        "max_tool_calls": body.max_tool_calls, "model": model_id, "output": [],
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "previous_response_id": body.previous_response_id, "prompt_cache_key": body.prompt_cache_key,
+        "prompt_cache_retention": body.prompt_cache_retention,
+        "reasoning": {"effort": reasoning.effort, "summary": reasoning.summary or reasoning.generate_summary},
+        "safety_identifier": body.safety_identifier,
+        "service_tier": body.service_tier if body.service_tier not in (None, "auto") else "default",
+        "store": store, "temperature": 1.0 if body.temperature is None else body.temperature,
+        "text": {"format": fmt, "verbosity": text.verbosity or "medium"},
+        "tool_choice": "auto" if choice is None else choice if isinstance(choice, str) else choice.model_dump(
+            mode="json", exclude_none=True),
+        "tools": [t.model_dump(mode="json", exclude_none=True, by_alias=True) for t in body.tools or []],
+        "top_logprobs": body.top_logprobs or 0, "top_p": 1.0 if body.top_p is None else body.top_p,
+        "truncation": body.truncation or "disabled", "usage": None, "user": body.user,
+        "metadata": body.metadata or {},
+    }
