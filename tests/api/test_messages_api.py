@@ -133,6 +133,47 @@ async def test_a_stream_as_claude_code_reads_it(client):
     assert usage["output_tokens"] == len("hello there")
 
 
+BASH_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+               "properties": {"command": {"type": "string"}, "timeout": {"type": "number"},
+                              "description": {"type": "string"}, "dangerouslyDisableSandbox": {"type": "boolean"}},
+               "required": ["command"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("tools", [[{"name": "Bash", "description": "Run a command", "input_schema": BASH_SCHEMA},
+                                    {"name": "DeferredToolPlaceholder", "description": "d", "defer_loading": True,
+                                     "input_schema": {"type": "object", "properties": {}}}], []])
+async def test_claude_codes_request_as_recorded(client, tools):
+    """Every top-level field Claude Code 2.1.328 sends (shared/AGENT-CLIENTS.md section 2)."""
+    body = {
+        "model": MODEL, "max_tokens": 32000, "stream": True, "tools": tools,
+        "system": [{"type": "text",
+                    "text": "x-anthropic-billing-header: cc_version=2.1.328.593; cc_entrypoint=sdk-cli;"},
+                   {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+                    "cache_control": {"type": "ephemeral"}},
+                   {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>\nAttribution\n</system-reminder>\n"},
+            {"type": "text", "text": "say hi", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "# Environment\nYou have been invoked in: /tmp"}],
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+        "metadata": {"user_id": '{"device_id":"ab12","account_uuid":"","session_id":"5e1c"}'},
+        "temperature": 0}
+    r = await client.post(URL + "?beta=true", json=body, headers={"x-api-key": "any", **CLAUDE_CODE_HEADERS})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    message = assemble(parse_events(r.text))
+    assert message["stop_reason"] == "end_turn" and message["content"][0]["type"] == "text"
+    # the billing block is not prompt; the system-role message is a system turn where it stands
+    counted = (await client.post(COUNT_URL, json={k: body[k] for k in ("model", "system", "messages")})).json()
+    expected = chatml_prompt_tokens([
+        {"role": "system", "content": "You are a Claude agent, built on Anthropic's Claude Agent SDK.\n\nBe brief."},
+        {"role": "user", "content": "<system-reminder>\nAttribution\n</system-reminder>\n\nsay hi"},
+        {"role": "system", "content": "# Environment\nYou have been invoked in: /tmp"}])
+    assert counted == {"input_tokens": expected}
+
+
 async def test_the_non_streamed_message_is_what_the_stream_builds(client):
     whole = (await client.post(URL, json=ask("same answer twice"))).json()
     streamed = assemble(parse_events((await client.post(URL, json=ask("same answer twice", stream=True))).text))
