@@ -29,7 +29,7 @@ class LooseModel(WireModel):
 # ---- input items ----------------------------------------------------------------------------------
 
 
-class ContentPart(LooseModel):
+class InputContentPart(LooseModel):
     """A message's content part: `input_text`, `output_text` (an assistant's, sent back), `refusal`.
     Other types (`input_image`, `input_file`, `input_audio`, ...) validate here and are refused by
     name when mapped: the model reads text only."""
@@ -39,7 +39,7 @@ class ContentPart(LooseModel):
     refusal: str | None = None
 
 
-Content = Union[str, list[ContentPart]]
+Content = Union[str, list[InputContentPart]]
 
 
 class MessageItem(LooseModel):
@@ -313,7 +313,7 @@ class ReasoningConfig(StrictModel):
     mode: str | None = None
 
 
-class StreamOptions(StrictModel):
+class ResponseStreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
 
@@ -333,7 +333,7 @@ class ResponseRequest(WireModel):
     input: Union[str, list[InputItem]] | None = None
     instructions: str | None = None
     stream: bool | None = None
-    stream_options: StreamOptions | None = None
+    stream_options: ResponseStreamOptions | None = None
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
