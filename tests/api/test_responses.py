@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from rill.backends.fake import FakeBackend
+from rill.config import ModelConfig, UpstreamConfig
 from rill.sampling.grammar import Grammars
 from rill.sampling.tool_format import call_text
 from tests.api.conftest import MODEL, assert_error, chatml_prompt_tokens, engine_idle, wait_until
@@ -307,3 +308,42 @@ async def test_every_request_is_a_span_and_counted(client):
     assert span["tags"] == {"team": "a"}
     metrics = (await client.get("/metrics")).text
     assert 'route="/v1/responses"' in metrics
+
+
+async def test_a_stored_response_s_events_again(client):
+    markup = call_text("exec_command", {"cmd": "ls"})
+    original = await stream(client, req([{"role": "user", "content": "hi"}], instructions="x"))
+    rid = original[-1]["response"]["id"]
+    r = await client.get(f"{URL}/{rid}", params={"stream": "true"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    again = parse_events(r.text)
+    assert again[-1] == {**original[-1], "sequence_number": again[-1]["sequence_number"]}
+    assert [e["type"] for e in again] == [e["type"] for e in original if e["type"] != "response.output_text.delta"
+                                          ][:4] + ["response.output_text.delta"] + [
+        e["type"] for e in original if e["type"] != "response.output_text.delta"][4:]
+    assert next(e for e in again if e["type"] == "response.output_text.delta")["delta"] == "hi"
+    tail = parse_events_after(
+        (await client.get(f"{URL}/{rid}", params={"stream": "true", "starting_after": 5})).text)
+    assert [e["sequence_number"] for e in tail] == list(range(6, len(again)))
+    called = await create(client, req(markup, tools=[EXEC], tool_choice="required"))
+    replayed = parse_events((await client.get(f"{URL}/{called['id']}", params={"stream": "true"})).text)
+    assert [e["arguments"] for e in replayed if e["type"] == "response.function_call_arguments.done"] == [
+        '{"cmd":"ls"}']
+
+
+def parse_events_after(text: str) -> list[dict[str, Any]]:
+    """A stream resumed after a sequence number: the same framing, numbers not from 0."""
+    events = []
+    for raw in text[:-2].split("\n\n"):
+        lines = raw.split("\n")
+        events.append(json.loads(lines[1][len("data: "):]))
+    return events
+
+
+@pytest.mark.parametrize("config", [{"models": (UpstreamConfig(name="up", base_url="http://up.test/v1",
+                                                                model="remote"), ModelConfig(name=MODEL))}],
+                         indirect=True)
+async def test_an_upstream_model_is_not_bridged_yet(client):
+    error = assert_error(await client.post(URL, json=req(model="up")), 400, param="model")
+    assert "upstream" in error["message"]
+    assert (await client.post(URL, json=req())).status_code == 200  # the local model still answers

@@ -258,3 +258,19 @@ def test_previous_response_history_comes_before_the_new_input_without_its_instru
         Message("tool", "three", name="f", call_id="call_c"), Message("user", "one"))
     # with history, an empty input continues the conversation
     assert map_request(body(input=[]), history).gen.messages[-1].role == "assistant"
+
+
+def test_truncation_drops_whole_turns_and_keeps_the_instructions_and_the_last_turn():
+    from rill.api.protocols.responses.route import _groups
+    items = [{"role": "developer", "content": "rules"}, {"role": "user", "content": "q1"},
+             {"type": "function_call", "name": "f", "arguments": "{}", "call_id": "c"},
+             {"type": "function_call_output", "call_id": "c", "output": "r"},
+             {"role": "assistant", "content": "a1"}, {"role": "system", "content": "more rules"},
+             {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"},
+             {"role": "user", "content": "q3"}]
+    gen = map_request(validated({"input": items, "instructions": "top"}, ResponseRequest)).gen
+    roles = [m.role for m in gen.messages]
+    assert roles == ["system", "developer", "user", "assistant", "tool", "assistant", "system", "user", "assistant",
+                     "user"]
+    # the turn of q1 (its call, the call's result and the answer), then that of q2; never q3's
+    assert _groups(gen) == [[2, 3, 4, 5], [7, 8]]

@@ -295,6 +295,68 @@ class ResponseBuilder:
         return out
 
 
+def replay(response: dict[str, Any], starting_after: int | None = None) -> list[WireEvent]:
+    """A stored response's stream, rebuilt (`GET /v1/responses/{id}?stream=true`): the events a
+    client would have seen, each item's content as one delta; with `starting_after`, only the
+    events after that sequence number."""
+    seq = 0
+    out: list[WireEvent] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        nonlocal seq
+        out.append({"type": kind, "sequence_number": seq, **fields})
+        seq += 1
+
+    start = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None,
+             "incomplete_details": None, "error": None}
+    event("response.created", response=start)
+    event("response.in_progress", response=start)
+    for index, item in enumerate(response.get("output") or []):
+        kind = item.get("type")
+        added = {**item, "status": "in_progress"} if "status" in item else dict(item)
+        if kind in ("message", "reasoning"):
+            added["content"] = []
+        elif kind == "function_call":
+            added["arguments"] = ""
+        elif kind == "custom_tool_call":
+            added["input"] = ""
+        event("response.output_item.added", output_index=index, item=added)
+        ids = {"item_id": item.get("id"), "output_index": index}
+        if kind == "message":
+            for c, part in enumerate(item.get("content") or []):
+                text = part.get("text", "")
+                event("response.content_part.added", **ids, content_index=c,
+                      part={**part, "text": "", "annotations": [], "logprobs": []})
+                event("response.output_text.delta", **ids, content_index=c, delta=text,
+                      logprobs=part.get("logprobs") or [])
+                for n, annotation in enumerate(part.get("annotations") or []):
+                    event("response.output_text.annotation.added", **ids, content_index=c, annotation_index=n,
+                          annotation=annotation)
+                event("response.output_text.done", **ids, content_index=c, text=text,
+                      logprobs=part.get("logprobs") or [])
+                event("response.content_part.done", **ids, content_index=c, part=part)
+        elif kind == "reasoning":
+            for c, part in enumerate(item.get("content") or []):
+                event("response.content_part.added", **ids, content_index=c, part={**part, "text": ""})
+                event("response.reasoning_text.delta", **ids, content_index=c, delta=part.get("text", ""))
+                event("response.reasoning_text.done", **ids, content_index=c, text=part.get("text", ""))
+                event("response.content_part.done", **ids, content_index=c, part=part)
+        elif kind == "function_call":
+            event("response.function_call_arguments.delta", **ids, delta=item.get("arguments", ""))
+            event("response.function_call_arguments.done", **ids, arguments=item.get("arguments", ""))
+        elif kind == "custom_tool_call":
+            event("response.custom_tool_call_input.delta", **ids, delta=item.get("input", ""))
+            event("response.custom_tool_call_input.done", **ids, input=item.get("input", ""))
+        elif kind == "web_search_call":
+            for phase in ("in_progress", "searching", "completed"):
+                event(f"response.web_search_call.{phase}", **ids)
+        event("response.output_item.done", output_index=index, item=item)
+    status = response.get("status")
+    final = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(status, "response.completed")
+    event(final, response=response)
+    return [e for e in out if starting_after is None or e["sequence_number"] > starting_after]
+
+
 def item_for_search(search_id: str, query: str, sources: Sequence[Source]) -> dict[str, Any]:
     """The web_search_call item of a search Rill made before the model wrote."""
     return {"id": search_id, "type": "web_search_call", "status": "completed",

@@ -11,14 +11,17 @@ client's own, or one made here), a message's string content as its one text part
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
 
 from rill.api.admin.list_params import Limit, id_param
 from rill.api.http.auth import scope_of
 from rill.api.http.errors import JSONResponse
+from rill.api.http.response import sse
 from rill.api.protocols.responses import schemas as w
+from rill.api.protocols.responses.events import replay
 from rill.api.protocols.responses.mapping import history_items
 from rill.errors import InvalidRequest, NotFound
 from rill.store.responses import ChainTooLong, ResponseStore, UnknownCursor
@@ -79,19 +82,23 @@ async def conversation(request: Request, response_id: str) -> list[w.InputItem]:
 # ---- routes -----------------------------------------------------------------------------------
 
 
-@router.get("/v1/responses/{response_id}", summary="Retrieve a stored response")
+@router.get("/v1/responses/{response_id}", summary="Retrieve a stored response",
+            responses={200: {"description": "The `response` object, or with `stream=true` its events again.",
+                             "content": {"application/json": {}, "text/event-stream": {}}}})
 async def retrieve_response(request: Request, response_id: str,
                             include: list[str] | None = Query(default=None, alias="include[]"),
-                            stream: bool = False) -> JSONResponse:
+                            stream: bool = False, starting_after: Annotated[int, Query(ge=0)] | None = None,
+                            include_obfuscation: bool = True) -> Response:
     """The response as it was returned. `include[]` is accepted (what it asks for was kept, or
-    could not be produced); `stream: true` (replaying the events) is not available."""
+    could not be produced). `stream=true` sends its events again (each item's content as one
+    delta), after `starting_after` when given; `include_obfuscation` is accepted."""
     id_param("response_id", response_id)
-    if stream:
-        raise InvalidRequest("`stream`: this server does not replay a stored response's events; retrieve it "
-                             "without `stream`.", param="stream")
     found = await _store(request).get(scope_of(request), response_id)
     if found is None:
         raise missing(response_id)
+    if stream:
+        body = b"".join(sse(event, event["type"]) for event in replay(found, starting_after))
+        return Response(body, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     return JSONResponse(found)
 
 
