@@ -329,6 +329,9 @@ async def test_upstream_models_pass_through_when_they_serve_completions_else_a_4
             assert str(sent[0].url) == "http://native.test/v1/completions"
             # the body as sent, the model renamed, Rill's own fields left out
             assert json.loads(sent[0].content) == {"model": "remote", "prompt": "hi", "temperature": 0, "suffix": "x"}
+            # what Rill refuses itself (echo with logprobs) is the upstream's to answer
+            r = await c.post(URL, json=completion("hi", model="native", echo=True, logprobs=1))
+            assert r.status_code == 200 and json.loads(sent[-1].content)["logprobs"] == 1
             r = await c.post(URL, json=completion("hi", model="native", stream=True))
             assert parse_sse(r.text) == [answer, DONE]
             assert (await c.post(URL, json=completion())).status_code == 200  # the local model still answers
