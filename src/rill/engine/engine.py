@@ -60,6 +60,11 @@ class RequestStream:
             self._done = True
         return event
 
+    @property
+    def done(self) -> bool:
+        """It ended (all its events read) or was closed."""
+        return self._done
+
     def close(self) -> None:
         """Abort the request unless it already ended; safe to call more than once."""
         if not self._done:

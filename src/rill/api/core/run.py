@@ -63,6 +63,15 @@ class Generation:
     def __init__(self, plan: Plan, stream: RequestStream, span: ChatSpan):
         self.plan, self._stream, self._span = plan, stream, span
         self.outputs = outputs_for(plan)
+        self._started = False
+
+    def close(self) -> None:
+        """Abort a request whose events were never read (the client left first) and record its
+        span; once events() has started, its own `finally` does both. Idempotent."""
+        if not self._started:
+            self._started = True
+            self._stream.close()
+            self._span.end(self.outputs, [], CLIENT_LEFT)
 
     @property
     def id(self) -> str:
@@ -79,6 +88,9 @@ class Generation:
     async def events(self) -> AsyncIterator[Event]:
         """Per-choice events in order, ending after the last choice's Finish (or one Failure).
         Closing the iterator early aborts the engine request; either way the span is recorded."""
+        if self._started:
+            raise RuntimeError("a generation's events are read once")
+        self._started = True
         finished: list[Finished] = []
         error: str | None = CLIENT_LEFT
         try:

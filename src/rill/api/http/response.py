@@ -41,12 +41,16 @@ class EngineResponse(Response):
     def __init__(self, *, stream: AsyncIterator[bytes] | None = None,
                  collect: Callable[[], Awaitable[Outcome]] | None = None,
                  start: Callable[[], Awaitable[Outcome | AsyncIterator[bytes]]] | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, on_close: Callable[[], None] | None = None):
         super().__init__(status_code=200)
         self._stream = stream
         self._collect = collect
         self._start = start
         self._headers = headers or {}
+        # run however the response ends: a stream the client left before its first read never
+        # runs its own `finally` (an async generator not yet started), so the engine request
+        # it would have aborted is aborted here
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Two plain asyncio tasks rather than an anyio task group: the group's set-up and
@@ -60,6 +64,8 @@ class EngineResponse(Response):
             if not responding.done():  # the client left (or the server is stopping): stop producing
                 responding.cancel()
             await asyncio.wait((responding, watching))
+            if self._on_close is not None:
+                self._on_close()
         if not responding.cancelled():
             exc = responding.exception()
             if exc is not None and not isinstance(exc, OSError):  # OSError: the socket went away

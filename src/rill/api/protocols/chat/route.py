@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from rill.api.protocols.chat.audio import AudioTrack, with_transcripts
 from rill.api.http.auth import owner_of, scope_of
+from rill.api.core.run import CLIENT_LEFT
 from rill.api.http.body import read_json, validated
 from rill.api.protocols.chat.gateway import Gateway
 from rill.api.http.offload import off_loop
@@ -66,6 +67,15 @@ class ChatRequest:
         self.state = request.app.state
         self.owner = span.record.owner
         self.messages: list[dict[str, Any]] = span.record.input
+        self.engine_streams: list[Any] = []  # the local engine requests it started
+
+    def close(self) -> None:
+        """However the response ended: abort an engine request nobody read (the client left before
+        the first read, so the stream's own `finally` never ran) and record the span."""
+        for stream in self.engine_streams:
+            if not stream.done:
+                stream.close()
+                self.span.record_outcome([], None, None, error=CLIENT_LEFT)
 
     def saver(self) -> Saver | None:
         if not self.body.store:
@@ -92,6 +102,7 @@ class ChatRequest:
         tracks = [AudioTrack(speech, plan.audio, stream=plan.stream, save=keep)
                   for _ in range(plan.request.n)] if plan.audio is not None else None
         stream = model.engine.submit(plan.request)
+        self.engine_streams.append(stream)
         span.record.model, span.record.completion_id = model.id, plan.id
         if plan.stream:
             return sse_events(plan, stream, save, span, tracks)
@@ -122,11 +133,11 @@ async def create_chat_completion(request: Request) -> EngineResponse:
     if len(candidates) == 1 and isinstance(candidates[0], LocalModel):  # no fallback: errors raise here
         started = await chat.local_start(candidates[0])
         if callable(started):
-            return EngineResponse(collect=started, headers=span.headers)
-        return EngineResponse(stream=started, headers=span.headers)
+            return EngineResponse(collect=started, headers=span.headers, on_close=chat.close)
+        return EngineResponse(stream=started, headers=span.headers, on_close=chat.close)
     gateway = Gateway(raw=raw, span=span, completion_id=new_completion_id(), save=chat.saver(),
                       local_start=chat.local_answer, metrics=getattr(state, "metrics", None))
-    return EngineResponse(start=lambda: gateway.run(candidates), headers=span.headers)
+    return EngineResponse(start=lambda: gateway.run(candidates), headers=span.headers, on_close=chat.close)
 
 
 async def _nest(request: Request, body: ChatCompletionRequest, span: ChatSpan) -> None:
