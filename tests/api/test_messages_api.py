@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from rill.backends.fake import FakeBackend
-from rill.config import ModelConfig, UpstreamConfig
 from rill.sampling.template import CHATML
 from rill.sampling.tool_format import call_text
 from tests.api.conftest import CHAT_URL, MODEL, GatedBackend, assert_error, chatml_prompt_tokens, engine_of, wait_until
@@ -391,15 +389,6 @@ async def test_a_prompt_over_the_context_is_anthropics_prompt_too_long(client, s
     assert message.startswith("prompt is too long: ") and message.endswith(" tokens > 2048 maximum"), message
     tokens = int(message.split(": ")[1].split(" ")[0])
     assert tokens > 2048
-
-
-@pytest.mark.parametrize("config", [{"models": (UpstreamConfig(name="up", base_url="http://up.test/v1",
-                                                                model="remote"), ModelConfig(name=MODEL))}],
-                         indirect=True)
-async def test_an_upstream_model_is_not_bridged_yet(client):
-    message = anthropic_error(await client.post(URL, json=ask() | {"model": "up"}), 400, "invalid_request_error")
-    assert "upstream" in message
-    assert (await client.post(URL, json=ask())).status_code == 200  # the local model still answers
 
 
 @pytest.mark.parametrize("stream", [False, True])

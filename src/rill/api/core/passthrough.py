@@ -37,9 +37,10 @@ def native_upstream(protocol: str, candidates: list[Model]) -> UpstreamModel | N
 
 
 async def relay(request: Request, protocol: str, raw: dict[str, Any], model: UpstreamModel, span: ChatSpan,
-                *, last_resort: bool) -> Outcome | AsyncIterator[bytes] | None:
+                *, last_resort: bool, path: str | None = None) -> Outcome | AsyncIterator[bytes] | None:
     """The upstream's answer (a JSON outcome, or its SSE bytes), or None when its tries failed in a
-    way a fallback may mend and `last_resort` is false; otherwise the failure raises (a RillError)."""
+    way a fallback may mend and `last_resort` is false; otherwise the failure raises (a RillError).
+    `path`: under base_url, when not the protocol's own (Messages' count_tokens)."""
     body = {k: v for k, v in raw.items() if k not in RILL_FIELDS}
     body["model"] = model.upstream.config.remote_model
     headers = [(name.encode(), value.encode()) for name in FORWARDED_HEADERS
@@ -49,7 +50,7 @@ async def relay(request: Request, protocol: str, raw: dict[str, Any], model: Ups
         if i:
             await asyncio.sleep(backoff(i - 1, None))
         try:
-            answer = await model.upstream.relay(NATIVE_PROTOCOLS[protocol], body, headers)
+            answer = await model.upstream.relay(path or NATIVE_PROTOCOLS[protocol], body, headers)
             break
         except UpstreamError as exc:
             meta = span.record.meta if span.record.meta is not None else {}
@@ -114,3 +115,8 @@ def _usage(body: Any) -> dict[str, int] | None:
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "cached_tokens": 0}
+
+
+async def ready(outcome: Outcome) -> Outcome:
+    """An answer already in hand, as EngineResponse's `collect`."""
+    return outcome

@@ -162,8 +162,19 @@ class UpstreamGeneration:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.num_prompt_tokens = 0  # known only from the usage at the end
         self.created = int(time.time())
+        self._started = False
+
+    def close(self) -> None:
+        """Close an answer whose events were never read (the client left first); idempotent."""
+        if not self._started:
+            self._started = True
+            self._span.record_outcome([], None, None, error=CLIENT_LEFT)
+            asyncio.ensure_future(self._stream.aclose())
 
     async def events(self) -> AsyncIterator[Event]:
+        if self._started:
+            raise RuntimeError("a generation's events are read once")
+        self._started = True
         assembler = ChunkAssembler()
         calls: dict[tuple[int, int], list[str]] = {}  # (choice, call) -> [id, name, arguments]
         reasons: dict[int, str] = {}

@@ -5,7 +5,8 @@ headers: the query and the headers are accepted and change nothing. The key come
 or a Bearer token (http/auth.py). Every error under /v1/messages leaves in Anthropic's shape
 (errors.py, registered with http/errors.py below), those of the shared plumbing included (401,
 413, bad JSON). A stream is sent as text/event-stream whatever the Accept header says (Claude
-Code asks for JSON while streaming). Upstream (gateway) models are not bridged yet: a 400.
+Code asks for JSON while streaming). An upstream (gateway) model gets the request bridged to its
+/chat/completions, or passed through when it serves the Messages API itself (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from starlette.routing import Route
 from rill.api.core import run
 from rill.api.core.events import Failure, Finish
 from rill.api.core.messages import with_system_text
+from rill.api.core.passthrough import native_upstream, ready, relay
+from rill.api.core.upstream import AnyGeneration, start_any
 from rill.api.http.body import read_json, validated
 from rill.api.http.errors import ERROR_SHAPES, JSONResponse
 from rill.api.http.response import EngineResponse, Outcome
@@ -46,15 +49,15 @@ router = APIRouter()
 MAX_QUERY_CHARS = 400  # a web search's query: the last user message's text, cut
 
 
-def _model(request: Request, name: str) -> LocalModel:
-    """The local model `name` names (404 not_found_error for none); upstream models are not
-    bridged to the Messages API yet."""
-    candidates = request.app.state.router.candidates(name)
-    model = candidates[0]
+def _local(request: Request, name: str) -> LocalModel:
+    """The local model `name` names, for counting tokens (an upstream's tokenizer is not known
+    here: a 400, unless it serves the Messages API itself)."""
+    model = request.app.state.router.candidates(name)[0]
     if not isinstance(model, LocalModel):
         raise UnsupportedParameter(
-            f"`model`: `{model.id}` is an upstream (gateway) model, and this server does not bridge the Messages "
-            "API to upstream models yet; use a local model, or Chat Completions for this one.", param="model")
+            f"`model`: `{model.id}` is an upstream (gateway) model whose tokenizer this server does not have; "
+            "count_tokens is answered for local models, and for upstreams that serve the Messages API "
+            "themselves (supports = [\"messages\"] in rill.toml).", param="model")
     return model
 
 
@@ -77,22 +80,30 @@ async def create_message(request: Request) -> EngineResponse:
     body = validated(raw, MessagesRequest)
     state = request.app.state
     mapped = map_request(body, search_configured=state.search is not None)
-    model = _model(request, body.model)
-    span = run.open_span(request, protocol=PROTOCOL, model_id=model.id, input=_span_input(raw),
+    candidates = state.router.candidates(body.model)
+    span = run.open_span(request, protocol=PROTOCOL, model_id=candidates[0].id, input=_span_input(raw),
                          params={k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None},
                          user=mapped.user)
+    native = native_upstream(PROTOCOL, candidates)
+    if native is not None:  # it serves the Messages API itself: passed through
+        answer = await relay(request, PROTOCOL, raw, native, span, last_resort=len(candidates) == 1)
+        if answer is not None:
+            if isinstance(answer, tuple):
+                return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
+            return EngineResponse(stream=answer, headers=span.headers)
+        candidates = candidates[1:]  # its tries failed: the fallbacks, bridged
     gen = mapped.request
     if mapped.web_search is not None:
         text, record = await _search(state.search, mapped.web_search, gen.messages)
         gen = dataclasses.replace(gen, messages=with_system_text(gen.messages, text))
         span.record.meta["web_search"] = record
-    generation = await run.start(request, gen, model, span)
-    builder = MessageEvents(_message_id(generation.id), model.id, generation.num_prompt_tokens,
+    generation = await start_any(request, gen, candidates, span)
+    builder = MessageEvents(_message_id(generation.id), generation.model.id, generation.num_prompt_tokens,
                             show_thinking=mapped.show_thinking)
     headers = {**span.headers, "request-id": "req_" + span.record.id.replace("-", "")}
     if gen.stream:
-        return EngineResponse(stream=_stream(generation, builder), headers=headers)
-    return EngineResponse(collect=lambda: _collect(generation, builder), headers=headers)
+        return EngineResponse(stream=_stream(generation, builder), headers=headers, on_close=generation.close)
+    return EngineResponse(collect=lambda: _collect(generation, builder), headers=headers, on_close=generation.close)
 
 
 async def count_message_tokens(request: Request) -> JSONResponse:
@@ -101,7 +112,14 @@ async def count_message_tokens(request: Request) -> JSONResponse:
     raw = await read_json(request)
     body = validated(raw, CountMessageTokensRequest)
     mapped = map_request(body, search_configured=True)  # the search's results are not counted
-    model = _model(request, body.model)
+    candidates = request.app.state.router.candidates(body.model)
+    native = native_upstream(PROTOCOL, candidates)
+    if native is not None:
+        span = run.open_span(request, protocol=PROTOCOL, model_id=native.id, input=_span_input(raw), params={})
+        answer = await relay(request, PROTOCOL, raw, native, span, last_resort=True, path="messages/count_tokens")
+        assert isinstance(answer, tuple)  # a JSON answer
+        return JSONResponse(answer[1], status_code=answer[0])
+    model = _local(request, body.model)
     return JSONResponse({"input_tokens": await run.count_tokens(request, mapped.request, model)})
 
 
@@ -109,7 +127,7 @@ def _message_id(generation_id: str) -> str:
     return "msg_" + generation_id.rsplit("-", 1)[-1]
 
 
-async def _stream(generation: run.Generation, builder: MessageEvents) -> AsyncIterator[bytes]:
+async def _stream(generation: AnyGeneration, builder: MessageEvents) -> AsyncIterator[bytes]:
     events = generation.events()
     try:
         for event in builder.start():
@@ -129,7 +147,7 @@ async def _stream(generation: run.Generation, builder: MessageEvents) -> AsyncIt
         await events.aclose()  # leaving early (the client went) aborts the engine request
 
 
-async def _collect(generation: run.Generation, builder: MessageEvents) -> Outcome:
+async def _collect(generation: AnyGeneration, builder: MessageEvents) -> Outcome:
     events = generation.events()
     try:
         async for out in events:
