@@ -7,6 +7,7 @@ serves legacy completions itself (`supports = ["completions"]`) gets the body as
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from rill.api.core import run
 from rill.api.core.events import Failure
-from rill.api.core.passthrough import native_upstream, relay
+from rill.api.core.passthrough import native_upstream, ready, relay
 from rill.api.core.tracing import nest
 from rill.api.http.body import read_json, validated
 from rill.api.http.offload import off_loop
@@ -77,31 +78,31 @@ async def create_completion(request: Request) -> EngineResponse:
         answer = await relay(request, PROTOCOL, raw, upstream, span, last_resort=True)
         assert answer is not None  # the last resort raises rather than give up
         if isinstance(answer, tuple):
-            return EngineResponse(collect=lambda: _ready(answer), headers=span.headers)
+            return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
         return EngineResponse(stream=answer, headers=span.headers)
     opts = options(body)  # what Rill refuses itself; an upstream above decides for itself
     model = _local(candidates[0])
     check_choices(opts, model, state.config.max_n)
     raws = split_prompts(body.prompt)
     # tokenizing a long prompt (or 2,048 of them) takes a while: off the event loop
-    ready = await off_loop(request, lambda cancelled: [
+    prepared = await off_loop(request, lambda cancelled: [
         prepare(model, p, max_tokens=opts.max_tokens, suffix=body.suffix, cancelled=cancelled) for p in raws])
     completion_id = f"cmpl-{uuid.uuid4().hex[:24]}"
     completion = TextCompletion(id=completion_id, created=int(time.time()), model=model.id,
-                                fingerprint=model.info.fingerprint, opts=opts, echoes=[p.echo for p in ready],
+                                fingerprint=model.info.fingerprint, opts=opts, echoes=[p.echo for p in prepared],
                                 key=_key(model))
     shared = PromptSpan(span)
-    batch = Batch(request, model, [generation_request(body, opts, p) for p in ready], [shared] * len(ready),
+    batch = Batch(request, model, [generation_request(body, opts, p) for p in prepared], [shared] * len(prepared),
                   window(opts, model, state.config.max_n))
     await batch.begin()
     span.record.completion_id = completion_id
+    # however the response ends (a client gone before the first read included): the batch stops
+    def stop() -> None:
+        asyncio.ensure_future(batch.close())
+
     if opts.stream:
-        return EngineResponse(stream=_stream(batch, completion, span), headers=span.headers)
-    return EngineResponse(collect=lambda: _collect(batch, completion, span), headers=span.headers)
-
-
-async def _ready(outcome: Outcome) -> Outcome:
-    return outcome
+        return EngineResponse(stream=_stream(batch, completion, span), headers=span.headers, on_close=stop)
+    return EngineResponse(collect=lambda: _collect(batch, completion, span), headers=span.headers, on_close=stop)
 
 
 async def _stream(batch: Batch, completion: TextCompletion, span: Any) -> AsyncIterator[bytes]:
