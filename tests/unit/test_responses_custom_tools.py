@@ -213,3 +213,18 @@ def test_a_custom_call_cut_short_passes_on_what_there_is():
     streamer.feed("<tool_call>\nnote\nabc\n</tool")
     assert [d for d, _ in streamer.finish()] == [{"tool_calls": [{"index": 0, "function": {"arguments": "\n</tool"}}]}]
     assert streamer.in_call and streamer.calls[0]["function"]["arguments"] == "abc\n</tool"
+
+
+def test_a_template_with_its_own_tools_section_is_told_how_to_call_a_custom_tool():
+    from rill.api.core.messages import render
+    from rill.api.core.request import Message, ToolCall
+    from rill.sampling.tool_format import CUSTOM_NOTE
+    messages = [Message("user", "patch it"),
+                Message("assistant", "", calls=(ToolCall("c1", "apply_patch", PATCH, custom=True),))]
+    native = render(messages, [F, PATCHER], native_tools=True)
+    assert native[0] == {"role": "system", "content": CUSTOM_NOTE}
+    assert render(messages[:1], [F], native_tools=True) == [{"role": "user", "content": "patch it"}]
+    # the fallback format replays the call in its own markup
+    fallback = render(messages, [F, PATCHER])
+    assert fallback[-1]["content"] == custom("apply_patch", PATCH)
+    assert CUSTOM_NOTE in fallback[0]["content"]

@@ -274,3 +274,16 @@ def test_truncation_drops_whole_turns_and_keeps_the_instructions_and_the_last_tu
                      "user"]
     # the turn of q1 (its call, the call's result and the answer), then that of q2; never q3's
     assert _groups(gen) == [[2, 3, 4, 5], [7, 8]]
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"input": [{"type": [None], "role": "user", "content": "x"}]}, "input[0].type"),
+    ({"input": [{"type": {}, "call_id": "c", "output": "x"}]}, "input[0].type"),
+    ({"tools": [{"type": ["function"], "name": "f"}]}, "tools[0].type"),
+    ({"tool_choice": {"type": {}, "name": "f"}}, "tool_choice.type"),
+])
+def test_a_type_that_is_not_a_string_is_a_400(fields, param):
+    """(schemathesis found these as 500s: an unhashable `type` in the discriminators)"""
+    with pytest.raises(InvalidRequest) as caught:
+        validated({"input": "hi", **fields}, ResponseRequest)
+    assert caught.value.param == param, caught.value.message

@@ -73,13 +73,14 @@ def render(messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, nativ
                 entry["name"] = msg.name
             out.append(entry)
     if tools and not native_tools:
-        _offer(out, tools)
+        _offer(out, tool_format.system_prompt(list(tools)))
+    elif any(t.custom for t in tools):  # the template's own tools section knows JSON calls only
+        _offer(out, tool_format.CUSTOM_NOTE)
     return out
 
 
-def _offer(messages: Rendered, tools: Sequence[ToolSpec]) -> None:
+def _offer(messages: Rendered, section: str) -> None:
     """The fallback format tells the model about tools at the end of the system prompt."""
-    section = tool_format.system_prompt(list(tools))
     if messages and messages[0]["role"] in ("system", "developer"):
         messages[0] = {**messages[0], "content": messages[0]["content"] + "\n\n" + section}
     else:

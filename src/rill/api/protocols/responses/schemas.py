@@ -39,7 +39,7 @@ class InputContentPart(LooseModel):
     refusal: str | None = None
 
 
-Content = Union[str, list[InputContentPart]]
+Content = Union[list[InputContentPart], str]  # the list first: its errors name the part
 
 
 class MessageItem(LooseModel):
@@ -144,7 +144,7 @@ _ITEM_TYPES = {"message", "function_call", "function_call_output", "custom_tool_
 def _item_kind(value: Any) -> str:
     if isinstance(value, dict):
         kind = value.get("type", "message")  # an easy input message has no type
-        return kind if kind in _ITEM_TYPES else "other"
+        return kind if isinstance(kind, str) and kind in _ITEM_TYPES else "other"
     return "message"  # validates as one, and fails naming what is wrong
 
 
@@ -230,8 +230,8 @@ _TOOL_TYPES = {"function", "custom", "namespace", "tool_search", "web_search", "
 def _tool_kind(value: Any) -> str:
     if isinstance(value, dict):
         kind = value.get("type")
-        if kind in _TOOL_TYPES:
-            return "web_search" if str(kind).startswith("web_search") else str(kind)
+        if isinstance(kind, str) and kind in _TOOL_TYPES:
+            return "web_search" if kind.startswith("web_search") else kind
         return "hosted"
     return "function"
 
@@ -269,6 +269,8 @@ def _choice_kind(value: Any) -> str:
         return "mode"
     if isinstance(value, dict):
         kind = value.get("type")
+        if not isinstance(kind, str):
+            return "hosted"  # fails there, naming `type`
         if kind in ("function", "custom"):
             return "named"
         if kind == "allowed_tools":
@@ -330,7 +332,7 @@ class ResponseRequest(WireModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     model: str | None = None
-    input: Union[str, list[InputItem]] | None = None
+    input: Union[list[InputItem], str] | None = None  # the list first: its errors name the item
     instructions: str | None = None
     stream: bool | None = None
     stream_options: ResponseStreamOptions | None = None
