@@ -19,9 +19,14 @@ CALL_TIMEOUT_S = 60
 def cap_generation(case: Any) -> Any:
     """A chat request that would run to the context's end gets `max_tokens` 8, and a larger
     `max_completion_tokens` comes down to 8 too (only a missing or larger cap is lowered; an
-    invalid one is left alone), so valid requests stay cheap."""
+    invalid one is left alone), so valid requests stay cheap. A Responses request's cap is
+    `max_output_tokens`."""
     body = case.body
-    if isinstance(body, dict):
+    if isinstance(body, dict) and case.operation.path == RESPONSES_PREFIX:
+        cap = body.get("max_output_tokens")
+        if cap is None or (isinstance(cap, int) and not isinstance(cap, bool) and cap > MAX_TOKENS_CAP):
+            body["max_output_tokens"] = MAX_TOKENS_CAP
+    elif isinstance(body, dict):
         for name in ("max_tokens", "max_completion_tokens"):
             cap = body.get(name)
             if (cap is None and name == "max_tokens") or (
@@ -81,6 +86,20 @@ def assert_complete_anthropic_stream(response: Any) -> None:
         assert names and names[0] == "message_start" and names[-1] == "message_stop", response.text[-500:]
 
 
+# OpenAI's Responses API: named events with sequence numbers, ending with response.completed (or
+# response.incomplete at the token cap); an `error` event or response.failed is the streaming 5xx
+RESPONSES_PREFIX = "/v1/responses"
+
+
+def assert_complete_responses_stream(response: Any, replay: bool = False) -> None:
+    """Also a stored response's events sent again (`replay`: GET ...?stream=true, after a
+    `starting_after` that may be past the last event: then there are none)."""
+    names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert "error" not in names and "response.failed" not in names, response.text[-500:]
+    if not response.stream_cut_short and (names or not replay):
+        assert names and names[-1] in ("response.completed", "response.incomplete"), response.text[-500:]
+
+
 def assert_complete_stream(response: Any) -> None:
     """A 200 event stream is whole: every event JSON without an `error`, ending with [DONE] (an
     error event after the 200 is the streaming form of a 5xx). schemathesis stops reading a stream
@@ -106,6 +125,8 @@ def check_answer(case: Any, response: Any) -> None:
     if response.status_code == 200 and content_type(response).startswith("text/event-stream"):
         if is_anthropic(case.path):
             assert_complete_anthropic_stream(response)
+        elif case.path.startswith(RESPONSES_PREFIX):
+            assert_complete_responses_stream(response, replay=case.path != RESPONSES_PREFIX)
         else:
             assert_complete_stream(response)
 
@@ -118,10 +139,12 @@ class Seeds:
     trace_id: str
     completion_id: str
     message_id: str
+    response_id: str = ""  # a stored response (Responses API) and its input item
+    input_item_id: str = ""
 
     def path_value(self, name: str) -> str:
         return {"span_id": self.span_id, "trace_id": self.trace_id, "completion_id": self.completion_id,
-                "model_id": MODEL}[name]
+                "model_id": MODEL, "response_id": self.response_id}[name]
 
 
 def create_span(session: requests.Session, base_url: str, name: str = "fuzz-seed") -> dict[str, Any]:
@@ -141,24 +164,38 @@ def create_stored_completion(session: requests.Session, base_url: str, parent_sp
     return r.json()["id"]
 
 
+def create_stored_response(session: requests.Session, base_url: str) -> str:
+    body = {"model": MODEL, "input": "Say hi.", "max_output_tokens": 2, "metadata": {"fuzz": "seed"}}
+    r = session.post(base_url + RESPONSES_PREFIX, json=body, timeout=CALL_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
 def seed(session: requests.Session, base_url: str) -> Seeds:
     span = create_span(session, base_url)
     completion_id = create_stored_completion(session, base_url, parent_span_id=span["id"])
     r = session.get(f"{base_url}/v1/chat/completions/{completion_id}/messages", timeout=CALL_TIMEOUT_S)
     assert r.status_code == 200, r.text
-    return Seeds(span["id"], span["trace_id"], completion_id, r.json()["data"][0]["id"])
+    response_id = create_stored_response(session, base_url)
+    items = session.get(f"{base_url}{RESPONSES_PREFIX}/{response_id}/input_items", timeout=CALL_TIMEOUT_S)
+    assert items.status_code == 200, items.text
+    return Seeds(span["id"], span["trace_id"], completion_id, r.json()["data"][0]["id"], response_id,
+                 items.json()["data"][0]["id"])
 
 
 def fresh_object(session: requests.Session, base_url: str, param: str) -> str:
     """A new object for a DELETE to remove (the shared seeds stay for the other operations)."""
     if param == "span_id":
         return create_span(session, base_url, "fuzz-doomed")["id"]
+    if param == "response_id":
+        return create_stored_response(session, base_url)
     assert param == "completion_id", param
     return create_stored_completion(session, base_url)
 
 
 # body and query fields that name an object: a generated value rarely exists, a seeded one does
-_BODY_IDS = {"parent_span_id": "span_id", "parent_id": "span_id", "trace_id": "trace_id", "model": "model_id"}
+_BODY_IDS = {"parent_span_id": "span_id", "parent_id": "span_id", "trace_id": "trace_id", "model": "model_id",
+             "previous_response_id": "response_id"}
 _QUERY_IDS = {"/v1/traces": {"after": "trace_id"}, "/v1/chat/completions": {"after": "completion_id"}}
 
 
@@ -174,9 +211,12 @@ def with_known_ids(case: Any, seeds: Seeds) -> Any:
     query_ids = _QUERY_IDS.get(case.operation.path, {})
     if case.operation.path.endswith("/messages"):
         query_ids = {"after": "message_id"}
+    if case.operation.path.endswith("/input_items"):
+        query_ids = {"after": "input_item_id"}
     for name, kind in query_ids.items():
         if case.query and name in case.query:
-            case.query[name] = seeds.message_id if kind == "message_id" else seeds.path_value(kind)
+            case.query[name] = (seeds.message_id if kind == "message_id" else seeds.input_item_id
+                                if kind == "input_item_id" else seeds.path_value(kind))
     return case
 
 

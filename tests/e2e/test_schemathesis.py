@@ -48,7 +48,8 @@ API_KEY = "sk-fuzz-0123456789"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
-GENERATES = {("POST", CHAT), ("POST", MESSAGES)}  # valid requests cost a generation: their caps are lowered
+RESPONSES = "/v1/responses"
+GENERATES = {("POST", CHAT), ("POST", MESSAGES), ("POST", RESPONSES)}  # valid requests cost a generation: their caps are lowered
 
 # Every operation of /openapi.json -> examples per generation mode on the open server (the keyed
 # one runs half as many). About 3,500 requests in all with the coverage phase, most of them 400s
@@ -74,17 +75,23 @@ OPERATIONS: dict[tuple[str, str], int] = {
     ("POST", "/detokenize"): 40,
     ("POST", MESSAGES): 40,
     ("POST", MESSAGES + "/count_tokens"): 30,
+    ("POST", RESPONSES): 40,
+    ("GET", RESPONSES + "/{response_id}"): 20,
+    ("GET", RESPONSES + "/{response_id}/input_items"): 25,
+    ("DELETE", RESPONSES + "/{response_id}"): 12,
 }
 # operations whose only input is a path's free string, or nothing: no negative case exists
 NOTHING_TO_NEGATE = {("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"),
                      ("GET", CHAT + "/{completion_id}"), ("DELETE", CHAT + "/{completion_id}"),
                      ("GET", "/v1/spans/{span_id}"), ("DELETE", "/v1/spans/{span_id}"),
-                     ("GET", "/v1/traces/{trace_id}"), ("GET", "/v1/models/{model_id}")}
+                     ("GET", "/v1/traces/{trace_id}"), ("GET", "/v1/models/{model_id}"),
+                     ("DELETE", RESPONSES + "/{response_id}")}
 PUBLIC = {("GET", "/health")}
-DELETES = {("DELETE", CHAT + "/{completion_id}"): "completion_id", ("DELETE", "/v1/spans/{span_id}"): "span_id"}
+DELETES = {("DELETE", CHAT + "/{completion_id}"): "completion_id", ("DELETE", "/v1/spans/{span_id}"): "span_id",
+           ("DELETE", RESPONSES + "/{response_id}"): "response_id"}
 # a seeded object looked up by a valid request: found
 LOOKUPS = {("GET", CHAT + "/{completion_id}"), ("GET", "/v1/spans/{span_id}"), ("GET", "/v1/traces/{trace_id}"),
-           ("GET", "/v1/models/{model_id}")}
+           ("GET", "/v1/models/{model_id}"), ("GET", RESPONSES + "/{response_id}")}
 
 
 class Target:
