@@ -71,7 +71,8 @@ async def test_a_text_answer(client):
     assert response["status"] == "completed" and response["model"] == MODEL
     assert output_text(response) == "Hello there"
     assert response["instructions"] == "Be brief." and response["store"] is True
-    prompt = chatml_prompt_tokens([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}])
+    prompt = chatml_prompt_tokens([{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "Hello there"}])
     assert response["usage"] == {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
                                  "output_tokens": len("Hello there"),
                                  "output_tokens_details": {"reasoning_tokens": 0},
@@ -110,7 +111,8 @@ async def test_a_forced_function_call_streams_its_arguments_in_pieces(client):
 async def test_a_tool_round_trip_as_codex_sends_it(client):
     """Codex: developer messages with client ids, store false, the call echoed back with its
     output, the whole history in every request."""
-    history = [{"type": "message", "id": "msg_a", "role": "developer", "content": [{"type": "input_text", "text": "x"}]},
+    history = [{"type": "message", "id": "msg_a", "role": "developer",
+                "content": [{"type": "input_text", "text": "x"}]},
                {"type": "message", "id": "msg_b", "role": "user",
                 "content": [{"type": "input_text", "text": call_text("exec_command", {"cmd": "ls"})}]}]
     first = await stream(client, {"model": MODEL, "input": history, "tools": [EXEC], "tool_choice": "auto",

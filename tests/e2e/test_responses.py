@@ -164,8 +164,9 @@ async def test_openai_agents_with_its_default_responses_model_and_a_function_too
         result = await Runner.run(agent, "What is the weather in Paris?")
         assert calls and result.final_output == f"Sunny in {calls[0]}."
         assert type(result.raw_responses[0]).__name__ == "ModelResponse"
+        # room to finish: an incomplete answer is an error to the Agents SDK
         chat = Agent(name="Chat", instructions="Answer briefly.", model=MODEL,
-                     model_settings=ModelSettings(max_tokens=200, temperature=0))  # an incomplete answer is an error to it
+                     model_settings=ModelSettings(max_tokens=200, temperature=0))
         answered = await Runner.run(chat, "Say hello.")
         assert isinstance(answered.final_output, str) and answered.final_output.strip()
     finally:

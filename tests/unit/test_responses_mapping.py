@@ -287,3 +287,26 @@ def test_a_type_that_is_not_a_string_is_a_400(fields, param):
     with pytest.raises(InvalidRequest) as caught:
         validated({"input": "hi", **fields}, ResponseRequest)
     assert caught.value.param == param, caught.value.message
+
+
+def test_input_items_are_kept_as_sent_with_ids():
+    from rill.api.protocols.responses.stored import input_items
+    [one] = input_items("hi", [])
+    assert one["id"].startswith("msg_") and one["content"] == [{"type": "input_text", "text": "hi"}]
+    body = validated({"input": [
+        {"role": "user", "content": "q"}, {"type": "message", "id": "msg_mine", "role": "assistant", "content": "a",
+                                           "phase": "final_answer"},
+        {"type": "function_call_output", "call_id": "c", "output": "r"}]}, ResponseRequest)
+    kept = input_items(None, body.input)
+    assert kept[0]["content"] == [{"type": "input_text", "text": "q"}] and kept[0]["type"] == "message"
+    assert kept[1] == {"id": "msg_mine", "type": "message", "role": "assistant", "phase": "final_answer",
+                       "content": [{"type": "output_text", "text": "a", "annotations": []}]}
+    assert kept[2]["id"].startswith("fco_") and kept[2]["output"] == "r"
+    # what is kept reads back as the same conversation
+    continued = body.model_copy(update={"input": None, "previous_response_id": "resp_x"})
+    assert map_request(body).gen.messages == map_request(continued, mapping.history_items(kept)).gen.messages
+
+
+def test_web_search_with_no_calls_allowed_is_left_out_without_a_provider():
+    result = mapped(tools=[EXEC, {"type": "web_search"}], max_tool_calls=0)
+    assert [t.name for t in result.gen.tools] == ["exec_command"] and result.search is None

@@ -343,16 +343,15 @@ def _tools(body: w.ResponseRequest, builder: _Messages, own: Sequence[w.InputIte
                                  tool.parameters or TOOL_SEARCH_PARAMETERS, where=where),
                 WireTool("tool_search", TOOL_SEARCH))
         elif isinstance(tool, w.WebSearchTool):
-            if tool.external_web_access is False or not _usable(body, tool.type):
+            if tool.external_web_access is False or body.max_tool_calls == 0 or not _usable(body, tool.type):
                 continue  # no live search asked for, or none allowed: leaving it out changes nothing
             if not search_configured:
                 raise UnsupportedParameter(
-                    f"`{where}`: the hosted tool `{tool.type}` needs web search, which is not configured on this server: add a [search] table to "
-                    'rill.toml (provider = "searxng", "brave" or "tavily"; see docs/web-search.md), or send '
-                    "`external_web_access: false`.", param=f"{where}.type")
-            if body.max_tool_calls != 0:
-                search = Search(tool.search_context_size or "medium", tool.user_location,
-                                tool.model_dump(mode="json", exclude_none=True))
+                    f"`{where}`: the hosted tool `{tool.type}` needs web search, which is not configured on this "
+                    'server: add a [search] table to rill.toml (provider = "searxng", "brave" or "tavily"; see '
+                    "docs/web-search.md), or send `external_web_access: false`.", param=f"{where}.type")
+            search = Search(tool.search_context_size or "medium", tool.user_location,
+                            tool.model_dump(mode="json", exclude_none=True))
         else:
             kind = tool.type if not isinstance(tool, w.ToolSearchTool) else "tool_search (execution: server)"
             if _usable(body, tool.type):
@@ -364,8 +363,8 @@ def _tools(body: w.ResponseRequest, builder: _Messages, own: Sequence[w.InputIte
 
 
 def _function(tool: w.FunctionTool, name: str, where: str) -> CoreFunctionTool:
-    return CoreFunctionTool(name, tool.description, tool.parameters if tool.parameters is not None else EMPTY_PARAMETERS,
-                            where=where)
+    parameters = tool.parameters if tool.parameters is not None else EMPTY_PARAMETERS
+    return CoreFunctionTool(name, tool.description, parameters, where=where)
 
 
 def _custom(tool: w.CustomTool, name: str, where: str) -> CoreCustomTool:
