@@ -49,7 +49,8 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 RESPONSES = "/v1/responses"
-GENERATES = {("POST", CHAT), ("POST", MESSAGES), ("POST", RESPONSES)}  # valid requests cost a generation: their caps are lowered
+COMPLETIONS = "/v1/completions"
+GENERATES = {("POST", CHAT), ("POST", MESSAGES), ("POST", RESPONSES), ("POST", COMPLETIONS)}  # valid requests cost a generation: their caps are lowered
 
 # Every operation of /openapi.json -> examples per generation mode on the open server (the keyed
 # one runs half as many). About 3,500 requests in all with the coverage phase, most of them 400s
@@ -79,6 +80,7 @@ OPERATIONS: dict[tuple[str, str], int] = {
     ("GET", RESPONSES + "/{response_id}"): 20,
     ("GET", RESPONSES + "/{response_id}/input_items"): 25,
     ("DELETE", RESPONSES + "/{response_id}"): 12,
+    ("POST", COMPLETIONS): 40,
 }
 # operations whose only input is a path's free string, or nothing: no negative case exists
 NOTHING_TO_NEGATE = {("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"),
