@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="while streams decode, prefilling a new prompt may stretch a step to "
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "
                             "higher: faster first token for new prompts [env RILL_MAX_STALL; 2.0]")
+    serve.add_argument("--temperature", type=float,
+                       help="the temperature of requests that send none, whatever their protocol "
+                            "[env RILL_TEMPERATURE; 1.0, as OpenAI]")
+    serve.add_argument("--max-tokens", type=int,
+                       help="the most tokens an answer may have when its request sets no cap (Codex CLI "
+                            "sends none) [env RILL_MAX_TOKENS; default: the room the context leaves]")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 [256]")
     serve.add_argument("--step-timeout", type=float, default=float(_env("STEP_TIMEOUT", "120")), metavar="SECONDS",
                        help="an engine step running longer marks the engine stalled: its requests fail, "
@@ -170,6 +176,8 @@ MODEL_FLAGS = {
     "--backend": ("backend", "RILL_BACKEND", "backend"),
     "--device": ("device", "RILL_DEVICE", "device"),
     "--dtype": ("dtype", "RILL_DTYPE", "dtype"),
+    "--temperature": ("temperature", "RILL_TEMPERATURE", "temperature"),
+    "--max-tokens": ("max_tokens", "RILL_MAX_TOKENS", "max_tokens"),
 }
 
 
@@ -253,7 +261,8 @@ def serve(config: ServerConfig) -> None:
                             step_timeout=config.step_timeout)
             engine.start()
             router.add(LocalModel(id=cfg.id, engine=engine, template=template, aliases=aliases,
-                                  fallbacks=cfg.fallbacks))
+                                  fallbacks=cfg.fallbacks, default_temperature=cfg.temperature,
+                                  default_max_tokens=cfg.max_tokens))
             log.info("ready: serving %s on http://%s:%d/v1", cfg.id, config.host, config.port)
 
     app = create_app(config, load, expected_models=tuple(cfg.id for cfg, _, _ in local))

@@ -38,6 +38,10 @@ class ModelConfig:
     backend: str = "llamacpp"  # llamacpp | torch (Rill's PyTorch engine: docs/torch-backend.md)
     device: str = "cpu"  # torch: cpu | cuda | cuda:N
     dtype: str = "auto"  # torch: auto | bf16 | fp16 | fp32
+    # what a request that leaves them out gets, whatever its protocol (None: 1.0, and the room the
+    # context leaves): a small model sampled at 1.0 without a cap may ramble to the end of its context
+    temperature: float | None = None
+    max_tokens: int | None = None
 
     @property
     def id(self) -> str:
@@ -65,6 +69,10 @@ class ModelConfig:
             raise ConfigError("--parallel must be between 1 and 256")
         if self.n_batch < self.parallel:
             raise ConfigError("--batch-tokens must be at least --parallel (one token per running sequence)")
+        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError("--temperature must be between 0 and 2")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError("--max-tokens must be at least 1")
 
         if not 1.0 <= self.max_stall <= 100.0:
             raise ConfigError("--max-stall must be between 1 and 100")

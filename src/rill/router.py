@@ -23,6 +23,8 @@ class LocalModel:
     template: ChatTemplate
     aliases: frozenset[str] = frozenset()
     fallbacks: tuple[str, ...] = ()
+    default_temperature: float | None = None  # for requests that send none (--temperature)
+    default_max_tokens: int | None = None  # the cap of requests that set none (--max-tokens)
     created: int = field(default_factory=lambda: int(time.time()))
     prompts: PromptTokenizer = field(init=False, repr=False)
 

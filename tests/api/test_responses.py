@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from rill.backends.fake import FakeBackend
-from rill.config import ModelConfig, UpstreamConfig
 from rill.sampling.grammar import Grammars
 from rill.sampling.tool_format import call_text
 from tests.api.conftest import MODEL, assert_error, chatml_prompt_tokens, engine_idle, wait_until
@@ -342,10 +341,3 @@ def parse_events_after(text: str) -> list[dict[str, Any]]:
     return events
 
 
-@pytest.mark.parametrize("config", [{"models": (UpstreamConfig(name="up", base_url="http://up.test/v1",
-                                                                model="remote"), ModelConfig(name=MODEL))}],
-                         indirect=True)
-async def test_an_upstream_model_is_not_bridged_yet(client):
-    error = assert_error(await client.post(URL, json=req(model="up")), 400, param="model")
-    assert "upstream" in error["message"]
-    assert (await client.post(URL, json=req())).status_code == 200  # the local model still answers

@@ -23,7 +23,7 @@ def test_defaults_follow_openai():
     assert opts.max_tokens == DEFAULT_MAX_TOKENS == 16
     gen = generation_request(body(), opts, PROMPT)
     assert gen.prompt_tokens == (1, 2, 3) and gen.messages == () and gen.prompt_text is None
-    assert (gen.temperature, gen.top_p, gen.n, gen.max_tokens, gen.top_logprobs, gen.stop) == (1.0, 1.0, 1, 16, None, ())
+    assert (gen.temperature, gen.top_p, gen.n, gen.max_tokens, gen.top_logprobs, gen.stop) == (None, 1.0, 1, 16, None, ())  # None: the model default
     assert gen.messages_where == "prompt[1]" and gen.max_tokens_where == "max_tokens"
 
 

@@ -45,7 +45,7 @@ def test_plain_request_maps_sampling_and_limits() -> None:
 
 def test_defaults_are_anthropics() -> None:
     gen = map_request(body()).request
-    assert (gen.temperature, gen.top_p, gen.top_k, gen.stop, gen.stream) == (1.0, 1.0, 0, (), False)
+    assert (gen.temperature, gen.top_p, gen.top_k, gen.stop, gen.stream) == (None, 1.0, 0, (), False)  # None: the model's default
     assert gen.tools == () and gen.tool_choice == ToolChoice("auto")
 
 

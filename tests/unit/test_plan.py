@@ -101,3 +101,36 @@ def test_verbosity_asks_for_shorter_or_longer_answers_in_the_system_prompt(verbo
     own = ChatCompletionRequest.model_validate({"verbosity": verbosity, "messages": [
         {"role": "system", "content": "You are kind."}, {"role": "user", "content": "hi"}]})
     assert prompt_text(plan_chat(own, model, max_n=1)).startswith(f"system\nYou are kind.\n\n{words}")
+
+
+# ---- the model's defaults for what a request leaves out (--temperature, --max-tokens) ----------
+
+
+def test_a_model_s_defaults_fill_what_the_request_leaves_out_whatever_its_protocol():
+    from rill.api.core.plan import plan_generation
+    from rill.api.core.request import GenerationRequest, Message
+
+    model = model_with()
+    model.default_temperature, model.default_max_tokens = 0.0, 5
+    ask = GenerationRequest(model=None, messages=(Message("user", "hi"),))
+    plan = plan_generation(ask, model)
+    assert (plan.request.sampling.temperature, plan.request.max_tokens) == (0.0, 5)
+    plan = plan_generation(GenerationRequest(model=None, messages=ask.messages, temperature=0.7, max_tokens=9), model)
+    assert (plan.request.sampling.temperature, plan.request.max_tokens) == (0.7, 9)
+    # a chat request without them gets them too; without defaults, 1.0 and the room left
+    plan = plan_chat(body(), model, max_n=4)
+    assert (plan.request.sampling.temperature, plan.request.max_tokens) == (0.0, 5)
+    plain = plan_chat(body(), model_with(), max_n=4)
+    assert plain.request.sampling.temperature == 1.0
+    assert plain.request.max_tokens == model.info.n_ctx - len(plain.request.prompt_tokens)
+
+
+def test_a_default_cap_never_reaches_past_the_context():
+    from rill.api.core.plan import plan_generation
+    from rill.api.core.request import GenerationRequest, Message
+
+    model = model_with()
+    n_ctx = model.info.n_ctx
+    model.default_max_tokens = n_ctx * 2
+    plan = plan_generation(GenerationRequest(model=None, messages=(Message("user", "hi"),)), model)
+    assert plan.request.max_tokens == n_ctx - len(plan.request.prompt_tokens)

@@ -66,7 +66,7 @@ def test_the_config_file_may_come_from_rill_config(config_file, monkeypatch):
 
 @pytest.mark.parametrize("flag, value", [("--model", "x.gguf"), ("--name", "x"), ("--ctx", "2048"),
                                          ("--parallel", "4"), ("--threads", "2"), ("--batch-tokens", "64"),
-                                         ("--max-stall", "3")])
+                                         ("--max-stall", "3"), ("--temperature", "0.2"), ("--max-tokens", "9")])
 def test_a_model_flag_with_a_config_file_is_refused(config_file, flag, value):
     with pytest.raises(ConfigError) as info:
         config("--config", str(config_file), flag, value)
@@ -76,7 +76,22 @@ def test_a_model_flag_with_a_config_file_is_refused(config_file, flag, value):
 
 def test_every_model_flag_is_checked():
     assert set(MODEL_FLAGS) == {"--model", "--name", "--ctx", "--parallel", "--threads", "--batch-tokens",
-                                "--max-stall", "--backend", "--device", "--dtype"}
+                                "--max-stall", "--backend", "--device", "--dtype", "--temperature", "--max-tokens"}
+
+
+def test_default_sampling_comes_from_flags_or_the_environment(monkeypatch):
+    monkeypatch.setenv("RILL_MAX_TOKENS", "300")
+    [model] = config("--temperature", "0.2").models
+    assert (model.temperature, model.max_tokens) == (0.2, 300)
+    assert (ModelConfig().temperature, ModelConfig().max_tokens) == (None, None)
+
+
+@pytest.mark.parametrize("fields, message", [({"temperature": 2.5}, "--temperature must be between 0 and 2"),
+                                             ({"max_tokens": 0}, "--max-tokens must be at least 1")])
+def test_default_sampling_is_checked(fields, message):
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(**fields)
+    assert info.value.message == message
 
 
 def test_the_backend_flags_make_a_torch_model(gguf, monkeypatch):

@@ -121,3 +121,75 @@ async def test_count_tokens_goes_to_an_upstream_that_serves_messages(client, fak
 async def test_count_tokens_on_a_bridged_upstream_is_a_400_naming_the_model(client):
     r = await client.post(MESSAGES + "/count_tokens", json={"model": "up", "messages": [{"role": "user", "content": "hi"}]})
     assert "tokenizer" in anthropic_error(r, 400, "invalid_request_error")
+
+
+# ---- the Responses API ---------------------------------------------------------------------------
+
+RESPONSES = "/v1/responses"
+
+
+def parse_response_events(text: str) -> list[dict]:
+    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def test_a_responses_stream_is_bridged_with_its_whole_event_sequence(client, fake):
+    fake.script("up.test", streamed(chunk("Hel", role="assistant"), chunk("lo"), chunk(finish="stop"),
+                                    chunk(choices=False, usage=USAGE)))
+    r = await client.post(RESPONSES, json={"model": "up", "input": "hi", "instructions": "Be brief.", "stream": True,
+                                           "store": False})
+    assert r.status_code == 200, r.text
+    events = parse_response_events(r.text)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_item.done" in kinds
+    assert [e["sequence_number"] for e in events] == sorted({e["sequence_number"] for e in events})
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello"
+    done = events[-1]["response"]
+    assert done["model"] == "up" and done["output"][0]["content"][0]["text"] == "Hello"
+    assert (done["usage"]["input_tokens"], done["usage"]["output_tokens"]) == (7, 3)
+    [sent] = fake.bodies("up.test")
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+
+
+async def test_a_bridged_function_call_is_a_function_call_item(client, fake):
+    fake.script("up.test", streamed(
+        chunk(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
+                           "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]),
+        chunk(finish="tool_calls"), chunk(choices=False, usage=USAGE)))
+    r = await client.post(RESPONSES, json={"model": "up", "input": "weather?", "store": False, "tools": [
+        {"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}]})
+    assert r.status_code == 200, r.text
+    [item] = [o for o in r.json()["output"] if o["type"] == "function_call"]
+    assert item["name"] == "get_weather" and json.loads(item["arguments"]) == {"city": "Paris"}
+
+
+async def test_what_a_bridge_cannot_carry_is_a_400_naming_it(client, fake):
+    r = await client.post(RESPONSES, json={"model": "up", "input": "hi", "truncation": "auto"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "truncation"
+    r = await client.post(RESPONSES, json={"model": "up", "input": "hi", "tools": [
+        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "regex", "definition": "x+"}}]})
+    assert r.status_code == 400 and "apply_patch" in r.json()["error"]["message"]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("models", [(upstream("up", supports=("responses",)),)], indirect=True)
+async def test_an_upstream_that_serves_responses_gets_them_passed_through(client, fake):
+    answer = {"id": "resp_up", "object": "response", "status": "completed", "output": [],
+              "usage": {"input_tokens": 4, "output_tokens": 1, "total_tokens": 5}}
+    fake.script("up.test", lambda request: httpx.Response(200, json=answer))
+    r = await client.post(RESPONSES, json={"model": "up", "input": "hi", "previous_response_id": "resp_old"})
+    assert r.status_code == 200 and r.json() == answer
+    [request] = fake.requests
+    assert request.url.path == "/v1/responses"
+    sent = json.loads(request.content)
+    assert sent["model"] == "remote-name" and sent["previous_response_id"] == "resp_old"  # its own store's
+
+
+@pytest.mark.parametrize("models", [(upstream("up", retries=0, supports=("responses",), fallbacks=(MODEL,)),
+                                     ModelConfig(name=MODEL))], indirect=True)
+async def test_a_failing_pass_through_falls_back_to_the_local_model(client, fake):
+    fake.script("up.test", status(503))
+    r = await client.post(RESPONSES, json={"model": "up", "input": "hi", "temperature": 0, "store": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == MODEL and r.json()["status"] == "completed"
+    assert [q.url.path for q in fake.requests] == ["/v1/responses"]

@@ -117,15 +117,16 @@ def thinking_marks(gen: GenerationRequest, model: LocalModel, parts: Parts) -> T
     return ThinkingMarks(starts_inside=tail.rfind(OPEN) > tail.rfind(CLOSE), budget=gen.reasoning_budget)
 
 
-def completion_cap(gen: GenerationRequest, num_prompt: int, n_ctx: int) -> int:
-    """The most tokens to generate: the request's cap, else what the context allows; a cap beyond
-    the room left is a 400, or lowered to the room (`clamp_max_tokens`)."""
+def completion_cap(gen: GenerationRequest, num_prompt: int, n_ctx: int, default: int | None = None) -> int:
+    """The most tokens to generate: the request's cap, else the model's `default` within the room
+    left, else the room; a cap beyond the room left is a 400, or lowered to the room
+    (`clamp_max_tokens`)."""
     room = n_ctx - num_prompt
     if room < 1:
         raise too_long(n_ctx, str(num_prompt), gen.messages_where)
     cap = gen.max_tokens
     if cap is None:
-        return room
+        return room if default is None else min(default, room)
     if num_prompt + cap > n_ctx:
         if gen.clamp_max_tokens:
             return room
@@ -158,6 +159,12 @@ def output_grammar(gen: GenerationRequest, model: LocalModel, tools: ToolPlan | 
     return None if answer is None else model.engine.grammars.json_schema(answer)
 
 
+def temperature_of(gen: GenerationRequest, model: LocalModel) -> float:
+    if gen.temperature is not None:
+        return gen.temperature
+    return 1.0 if model.default_temperature is None else model.default_temperature
+
+
 MAX_LOGIT_BIAS = 1024  # entries; OpenAI documents no limit, and each costs a little per token
 
 
@@ -187,12 +194,12 @@ def plan_generation(gen: GenerationRequest, model: LocalModel, *, request_id: st
     the protocol's own Plan fields (stream options, audio, sources)."""
     tools = plan_tools(gen)
     tokens, parts = prompt_tokens(gen, model, tools.offered if tools else (), cancelled)
-    max_tokens = completion_cap(gen, len(tokens), model.info.n_ctx)
+    max_tokens = completion_cap(gen, len(tokens), model.info.n_ctx, model.default_max_tokens)
     if cancelled():  # before compiling a grammar, which may take a second
         raise Cancelled
     request_id = request_id or new_request_id()
     sampling = SamplingParams(
-        temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, seed=gen.seed,
+        temperature=temperature_of(gen, model), top_p=gen.top_p, top_k=gen.top_k, seed=gen.seed,
         frequency_penalty=gen.frequency_penalty, presence_penalty=gen.presence_penalty,
         logit_bias=logit_bias(gen.logit_bias, model.info.n_vocab))
     prediction = tuple(model.tokenize_text(gen.prediction)) if gen.prediction else ()

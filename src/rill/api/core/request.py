@@ -78,7 +78,7 @@ class GenerationRequest:
     answer_schema: dict[str, Any] | None = None  # the answer must be JSON following this schema
     answer_schema_where: str = "response_format"
     # sampling
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the model's default (--temperature), else 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: off
     seed: int | None = None
@@ -87,7 +87,7 @@ class GenerationRequest:
     logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias
     stop: tuple[str, ...] = ()
     # limits
-    max_tokens: int | None = None  # None: the room the context leaves
+    max_tokens: int | None = None  # None: the model's default cap (--max-tokens), else the room left
     max_tokens_where: str = "max_tokens"
     clamp_max_tokens: bool = False  # a cap beyond the room left is lowered to it (Messages), not a 400
     messages_where: str = "messages"  # the field a too-long prompt is blamed on

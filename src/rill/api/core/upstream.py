@@ -117,7 +117,7 @@ def chat_body(gen: GenerationRequest, remote_model: str) -> dict[str, Any]:
         body["parallel_tool_calls"] = gen.parallel_tool_calls
     if gen.answer_schema is not None:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": gen.answer_schema}}
-    if gen.temperature != 1.0:
+    if gen.temperature is not None:
         body["temperature"] = gen.temperature
     if gen.top_p != 1.0:
         body["top_p"] = gen.top_p

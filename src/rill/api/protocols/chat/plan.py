@@ -112,7 +112,7 @@ def to_core(body: ChatCompletionRequest, *, verbosity: bool = True) -> Generatio
         model=body.model, messages=core_messages(body), tools=tools, tool_choice=choice,
         parallel_tool_calls=parallel, legacy_functions=legacy,
         answer_schema=schema, answer_schema_where=schema_where,
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed,
         frequency_penalty=body.frequency_penalty or 0.0, presence_penalty=body.presence_penalty or 0.0,
         logit_bias=body.logit_bias,

@@ -85,7 +85,7 @@ def generation_request(body: CompletionRequest, opts: Options, prompt: ReadyProm
     return GenerationRequest(
         model=body.model,
         prompt_tokens=prompt.tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         seed=body.seed,
         frequency_penalty=body.frequency_penalty or 0.0,

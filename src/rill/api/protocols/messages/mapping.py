@@ -92,7 +92,7 @@ def map_request(body: MessagesRequest | CountMessageTokensRequest, *, search_con
                                  param=f"stop_sequences[{i}]")
     request = GenerationRequest(
         **common,
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=body.top_k or 0,
         stop=tuple(body.stop_sequences or ()),

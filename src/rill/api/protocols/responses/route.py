@@ -7,7 +7,8 @@ first when it offers web search and a provider is configured, cut to fit with `t
 then run (core/run.py); the core's events become the Responses events (events.py), streamed or
 assembled into one response. With `store` (the default), the finished response is kept before its
 last event is sent, so a client that saw `response.completed` can retrieve and continue it.
-Upstream (gateway) models are not bridged yet: a 400.
+An upstream (gateway) model gets the request bridged to its /chat/completions (core/upstream.py),
+or passed through when it serves the Responses API itself (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from starlette.routing import Route
 from rill.api.core import run
 from rill.api.core.events import Failure, Finish
 from rill.api.core.request import CustomTool, GenerationRequest
+from rill.api.core.passthrough import native_upstream, ready, relay
 from rill.api.core.tracing import nest
+from rill.api.core.upstream import AnyGeneration, start_any
 from rill.api.http.auth import owner_of
 from rill.api.http.body import read_json, validated
 from rill.api.http.offload import off_loop
@@ -36,7 +39,7 @@ from rill.api.protocols.responses.events import ResponseBuilder, WireEvent, item
 from rill.api.protocols.responses.mapping import Search, check_request, map_request, with_system_text
 from rill.api.protocols.responses.schemas import ResponseRequest
 from rill.errors import InvalidRequest, RillError, StoreFailed, UnsupportedParameter, error_body
-from rill.router import LocalModel
+from rill.router import LocalModel, UpstreamModel
 from rill.sampling import tool_format
 from rill.sampling.grammar import GrammarError
 from rill.search.context import CONTEXT_BUDGETS, Source, context_text, sources_of, within_budget
@@ -54,15 +57,18 @@ router.include_router(stored.router)
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _model(request: Request, name: str | None) -> LocalModel:
-    """The local model `name` names (404 for none); upstream models are not bridged to the
-    Responses API yet."""
-    model = request.app.state.router.candidates(name)[0]
-    if not isinstance(model, LocalModel):
+def _for_bridge(body: ResponseRequest, gen: GenerationRequest, model: UpstreamModel) -> None:
+    """What needs this server's own model, refused by name for an upstream one bridged to its
+    chat completions (its context and tokenizer are not known here)."""
+    if body.truncation == "auto":
         raise UnsupportedParameter(
-            f"`model`: `{model.id}` is an upstream (gateway) model, and this server does not bridge the Responses "
-            "API to upstream models yet; use a local model, or Chat Completions for this one.", param="model")
-    return model
+            f"`truncation`: `auto` cuts the input with the model's tokenizer, and `{model.id}` is an upstream "
+            "model bridged to its chat completions; send `truncation: disabled`, or declare supports = "
+            "[\"responses\"] for it in rill.toml if it serves the Responses API itself.", param="truncation")
+    if gen.top_logprobs is not None:
+        raise UnsupportedParameter(
+            f"`include`: logprobs are not bridged from the upstream model `{model.id}`'s chat completions.",
+            param="include")
 
 
 def _span_input(raw: dict[str, Any]) -> list[Any]:
@@ -85,16 +91,25 @@ async def create_response(request: Request) -> EngineResponse:
     body = validated(raw, ResponseRequest)
     check_request(body)
     state = request.app.state
-    model = _model(request, body.model)
-    history = await stored.conversation(request, body.previous_response_id) if body.previous_response_id else []
-    mapped = map_request(body, history, search_configured=state.search is not None)
-    own_items = [] if isinstance(body.input, str) or body.input is None else body.input
-    keep = body.store is not False
-    span = run.open_span(request, protocol=PROTOCOL, model_id=model.id, input=_span_input(raw),
+    candidates = state.router.candidates(body.model)
+    span = run.open_span(request, protocol=PROTOCOL, model_id=candidates[0].id, input=_span_input(raw),
                          params={k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None},
                          user=body.user or body.safety_identifier, tags=body.tags)
     if body.parent_span_id is not None:
         await nest(request, span.record, body.parent_span_id, "parent_span_id")
+    native = native_upstream(PROTOCOL, candidates)
+    if native is not None:  # it serves the Responses API itself: passed through, its store its own
+        answer = await relay(request, PROTOCOL, raw, native, span, last_resort=len(candidates) == 1)
+        if answer is not None:
+            if isinstance(answer, tuple):
+                return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
+            return EngineResponse(stream=answer, headers=span.headers)
+        candidates = candidates[1:]  # its tries failed: the fallbacks, bridged
+    model = candidates[0]
+    history = await stored.conversation(request, body.previous_response_id) if body.previous_response_id else []
+    mapped = map_request(body, history, search_configured=state.search is not None)
+    own_items = [] if isinstance(body.input, str) or body.input is None else body.input
+    keep = body.store is not False
     response_id = new_id("resp")
     response = new_response(body, response_id=response_id, model_id=model.id, store=keep)
     gen = mapped.gen
@@ -103,12 +118,19 @@ async def create_response(request: Request) -> EngineResponse:
         gen, sources, item, record = await _search(state.search, mapped.search, gen)
         response["output"].append(item)
         span.record.meta["web_search"] = record
-    await _check_custom_grammars(request, gen, model)
-    if body.truncation == "auto":
-        gen = await _truncated(request, gen, model)
-    generation = await run.start(request, gen, model, span)
+    if isinstance(model, LocalModel):
+        await _check_custom_grammars(request, gen, model)
+        if body.truncation == "auto":
+            gen = await _truncated(request, gen, model)
+    else:
+        _for_bridge(body, gen, model)
+    generation = await start_any(request, gen, candidates, span)
+    if isinstance(generation, run.Generation):  # the temperature used (the model's default, if none was sent)
+        response["temperature"] = generation.plan.request.sampling.temperature
+    response["model"] = generation.model.id
     span.record.completion_id = response_id
-    builder = ResponseBuilder(response, mapped.names, logprobs=mapped.logprobs, token_bytes=model.token_bytes,
+    token_bytes = generation.model.token_bytes if isinstance(generation.model, LocalModel) else None
+    builder = ResponseBuilder(response, mapped.names, logprobs=mapped.logprobs, token_bytes=token_bytes,
                               sources=sources, obfuscate=bool(body.stream) and not (
                                   body.stream_options and body.stream_options.include_obfuscation is False))
     save: Saver | None = None
@@ -121,8 +143,10 @@ async def create_response(request: Request) -> EngineResponse:
             await store.save(owner, obj, kept_items, previous_response_id=body.previous_response_id)
 
     if gen.stream:
-        return EngineResponse(stream=_stream(generation, builder, save), headers=span.headers)
-    return EngineResponse(collect=lambda: _collect(generation, builder, save), headers=span.headers)
+        return EngineResponse(stream=_stream(generation, builder, save), headers=span.headers,
+                              on_close=generation.close)
+    return EngineResponse(collect=lambda: _collect(generation, builder, save), headers=span.headers,
+                          on_close=generation.close)
 
 
 def _event(event: WireEvent) -> bytes:
@@ -142,7 +166,7 @@ async def _saved(builder: ResponseBuilder, save: Saver | None) -> StoreFailed | 
     return None
 
 
-async def _stream(generation: run.Generation, builder: ResponseBuilder, save: Saver | None) -> AsyncIterator[bytes]:
+async def _stream(generation: AnyGeneration, builder: ResponseBuilder, save: Saver | None) -> AsyncIterator[bytes]:
     events = generation.events()
     try:
         for event in builder.start():
@@ -168,7 +192,7 @@ async def _stream(generation: run.Generation, builder: ResponseBuilder, save: Sa
         await events.aclose()  # leaving early (the client went) aborts the engine request
 
 
-async def _collect(generation: run.Generation, builder: ResponseBuilder, save: Saver | None) -> Outcome:
+async def _collect(generation: AnyGeneration, builder: ResponseBuilder, save: Saver | None) -> Outcome:
     events = generation.events()
     try:
         async for out in events:
