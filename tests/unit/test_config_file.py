@@ -233,3 +233,20 @@ def test_a_model_may_run_on_the_torch_backend(tmp_path):
 def test_a_backend_setting_that_cannot_work_is_named_as_a_key(tmp_path):
     config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "vllm"\n')
     assert "backend must be one of llamacpp, torch, not 'vllm'" in error(config)
+
+
+def test_an_upstream_may_serve_other_protocols_itself(tmp_path):
+    config = write(tmp_path, '[[models]]\nname = "up"\nbase_url = "http://u/v1"\nsupports = ["responses", "messages"]\n')
+    (model,) = load_config_file(config)
+    assert model.supports == ("responses", "messages")
+    config = write(tmp_path, '[[models]]\nname = "up"\nbase_url = "http://u/v1"\nsupports = ["embeddings"]\n')
+    assert error(config) == (f"{config}: model #1 ('up'): supports 'embeddings' is not a protocol Rill can pass "
+                             "through (the protocols: responses, messages, completions)")
+
+
+def test_a_local_model_s_defaults_for_what_requests_leave_out(tmp_path):
+    config = write(tmp_path, '[[models]]\nname = "a"\ntemperature = 0.3\nmax_tokens = 512\n')
+    (model,) = load_config_file(config)
+    assert (model.temperature, model.max_tokens) == (0.3, 512)
+    config = write(tmp_path, '[[models]]\nname = "a"\ntemperature = 3\n')
+    assert error(config) == f"{config}: model #1 ('a'): temperature must be between 0 and 2"
