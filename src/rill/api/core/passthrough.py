@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from rill.api.core.tracing import ChatSpan
 from rill.api.core.upstream import attempts, backoff, upstream_error
-from rill.api.http.response import Outcome
+from rill.api.http.response import EngineResponse, Outcome
 from rill.backends.upstream import Relayed
 from rill.backends.upstream_errors import UpstreamBroken, UpstreamError
 from rill.config import NATIVE_PROTOCOLS
@@ -120,3 +120,10 @@ def _usage(body: Any) -> dict[str, int] | None:
 async def ready(outcome: Outcome) -> Outcome:
     """An answer already in hand, as EngineResponse's `collect`."""
     return outcome
+
+
+def relayed(answer: Outcome | AsyncIterator[bytes], headers: dict[str, str]) -> EngineResponse:
+    """The response that sends a relayed answer on: its JSON, or its stream of bytes."""
+    if isinstance(answer, tuple):
+        return EngineResponse(collect=lambda: ready(answer), headers=headers)
+    return EngineResponse(stream=answer, headers=headers)

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from rill.api.core import run
 from rill.api.core.events import Failure
-from rill.api.core.passthrough import native_upstream, ready, relay
+from rill.api.core.passthrough import native_upstream, relay, relayed
 from rill.api.core.tracing import nest
 from rill.api.http.body import read_json, validated
 from rill.api.http.offload import off_loop
@@ -77,9 +77,7 @@ async def create_completion(request: Request) -> EngineResponse:
     if upstream is not None:  # it serves legacy completions itself: the body goes through as sent
         answer = await relay(request, PROTOCOL, raw, upstream, span, last_resort=True)
         assert answer is not None  # the last resort raises rather than give up
-        if isinstance(answer, tuple):
-            return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
-        return EngineResponse(stream=answer, headers=span.headers)
+        return relayed(answer, span.headers)
     opts = options(body)  # what Rill refuses itself; an upstream above decides for itself
     model = _local(candidates[0])
     check_choices(opts, model, state.config.max_n)

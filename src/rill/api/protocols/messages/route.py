@@ -12,7 +12,6 @@ Code asks for JSON while streaming). An upstream (gateway) model gets the reques
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
@@ -22,8 +21,9 @@ from starlette.routing import Route
 
 from rill.api.core import run
 from rill.api.core.events import Failure, Finish
+from rill.api.core import web_search
 from rill.api.core.messages import with_system_text
-from rill.api.core.passthrough import native_upstream, ready, relay
+from rill.api.core.passthrough import native_upstream, relay, relayed
 from rill.api.core.upstream import AnyGeneration, start_any
 from rill.api.http.body import read_json, validated
 from rill.api.http.errors import ERROR_SHAPES, JSONResponse
@@ -35,8 +35,7 @@ from rill.api.protocols.messages.schemas import (AnthropicError, AnthropicMessag
                                                  CountMessageTokensRequest, MessagesRequest)
 from rill.errors import InvalidRequest, UnsupportedParameter
 from rill.router import LocalModel
-from rill.search.context import CONTEXT_BUDGETS, context_text, within_budget
-from rill.search.providers import Location, SearchProvider, SearchResult
+from rill.search.providers import SearchProvider, SearchResult
 
 MESSAGES_PATH = PATH_PREFIX
 COUNT_TOKENS_PATH = PATH_PREFIX + "/count_tokens"
@@ -46,7 +45,6 @@ ERROR_SHAPES[PATH_PREFIX] = error_body  # every answer under /v1/messages: Anthr
 
 router = APIRouter()
 
-MAX_QUERY_CHARS = 400  # a web search's query: the last user message's text, cut
 
 
 def _local(request: Request, name: str) -> LocalModel:
@@ -88,9 +86,7 @@ async def create_message(request: Request) -> EngineResponse:
     if native is not None:  # it serves the Messages API itself: passed through
         answer = await relay(request, PROTOCOL, raw, native, span, last_resort=len(candidates) == 1)
         if answer is not None:
-            if isinstance(answer, tuple):
-                return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
-            return EngineResponse(stream=answer, headers=span.headers)
+            return relayed(answer, span.headers)
         candidates = candidates[1:]  # its tries failed: the fallbacks, bridged
     gen = mapped.request
     if mapped.web_search is not None:
@@ -165,16 +161,6 @@ async def _collect(generation: AnyGeneration, builder: MessageEvents) -> Outcome
 # ---- web search -------------------------------------------------------------------------------
 
 
-def _last_user_text(messages: tuple) -> str:
-    for message in reversed(messages):
-        if message.role == "user":
-            text = " ".join(message.text.split())
-            if text:
-                return text[:MAX_QUERY_CHARS]
-    raise InvalidRequest("The web search tool searches the last user message's text, and there is none.",
-                         param="messages")
-
-
 def _allowed(result: SearchResult, search: WebSearch) -> bool:
     host = (urlsplit(result.url).hostname or "").lower()
 
@@ -189,18 +175,9 @@ def _allowed(result: SearchResult, search: WebSearch) -> bool:
 async def _search(provider: SearchProvider, search: WebSearch, messages: tuple) -> tuple[str, dict[str, Any]]:
     """One search of the last user message; the results (within the medium context budget) as
     system text, and what the span records of it."""
-    query = _last_user_text(messages)
-    place = search.user_location or {}
-    location = None
-    if any(isinstance(place.get(k), str) for k in ("city", "region", "country", "timezone")):
-        location = Location(city=place.get("city"), region=place.get("region"), country=place.get("country"),
-                            timezone=place.get("timezone"))
-    count = min(provider.max_results, CONTEXT_BUDGETS["medium"][0])
-    found = [r for r in await provider.search(query, location, count) if _allowed(r, search)]
-    results = within_budget(found, "medium")
-    text = context_text(query, results, datetime.date.today().isoformat())
-    record = {"provider": provider.name, "query": query, "results": [{"title": r.title, "url": r.url} for r in results]}
-    return text, record
+    found = await web_search.search(provider, messages, param="messages", place=search.user_location,
+                                    keep=lambda result: _allowed(result, search))
+    return found.text, found.record
 
 
 # ---- routes -----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -26,7 +25,8 @@ from starlette.routing import Route
 from rill.api.core import run
 from rill.api.core.events import Failure, Finish
 from rill.api.core.request import CustomTool, GenerationRequest
-from rill.api.core.passthrough import native_upstream, ready, relay
+from rill.api.core.passthrough import native_upstream, relay, relayed
+from rill.api.core import web_search
 from rill.api.core.tracing import nest
 from rill.api.core.upstream import AnyGeneration, start_any
 from rill.api.http.auth import owner_of
@@ -42,14 +42,13 @@ from rill.errors import InvalidRequest, RillError, StoreFailed, UnsupportedParam
 from rill.router import LocalModel, UpstreamModel
 from rill.sampling import tool_format
 from rill.sampling.grammar import GrammarError
-from rill.search.context import CONTEXT_BUDGETS, Source, context_text, sources_of, within_budget
-from rill.search.providers import Location, SearchProvider
+from rill.search.context import Source
+from rill.search.providers import SearchProvider
 
 log = logging.getLogger("rill.api")
 
 RESPONSES_PATH = "/v1/responses"
 PROTOCOL = "responses"
-MAX_QUERY_CHARS = 400  # a web search's query: the last user message's text, cut
 
 router = APIRouter()
 router.include_router(stored.router)
@@ -101,9 +100,7 @@ async def create_response(request: Request) -> EngineResponse:
     if native is not None:  # it serves the Responses API itself: passed through, its store its own
         answer = await relay(request, PROTOCOL, raw, native, span, last_resort=len(candidates) == 1)
         if answer is not None:
-            if isinstance(answer, tuple):
-                return EngineResponse(collect=lambda: ready(answer), headers=span.headers)
-            return EngineResponse(stream=answer, headers=span.headers)
+            return relayed(answer, span.headers)
         candidates = candidates[1:]  # its tries failed: the fallbacks, bridged
     model = candidates[0]
     history = await stored.conversation(request, body.previous_response_id) if body.previous_response_id else []
@@ -284,32 +281,13 @@ async def _truncated(request: Request, gen: GenerationRequest, model: LocalModel
     return without(low)
 
 
-def _last_user_text(gen: GenerationRequest) -> str:
-    for message in reversed(gen.messages):
-        if message.role == "user":
-            text = " ".join(message.text.split())
-            if text:
-                return text[:MAX_QUERY_CHARS]
-    raise InvalidRequest("The web search tool searches the last user message's text, and there is none.",
-                         param="input")
-
-
 async def _search(provider: SearchProvider, search: Search, gen: GenerationRequest
                   ) -> tuple[GenerationRequest, tuple[Source, ...], dict[str, Any], dict[str, Any]]:
     """One search of the last user message: the request with the results in its system prompt, the
     sources the answer may cite, the web_search_call item, and what the span records."""
-    query = _last_user_text(gen)
-    place = search.location or {}
-    location = None
-    if any(isinstance(place.get(k), str) for k in ("city", "region", "country", "timezone")):
-        location = Location(city=place.get("city"), region=place.get("region"), country=place.get("country"),
-                            timezone=place.get("timezone"))
-    count = min(provider.max_results, CONTEXT_BUDGETS[search.size][0])
-    results = within_budget(await provider.search(query, location, count), search.size)
-    sources = sources_of(results)
-    text = context_text(query, results, datetime.date.today().isoformat())
-    record = {"provider": provider.name, "query": query, "results": [{"title": r.title, "url": r.url} for r in results]}
-    return with_system_text(gen, text), sources, item_for_search(new_id("ws"), query, sources), record
+    found = await web_search.search(provider, gen.messages, param="input", place=search.location, size=search.size)
+    return (with_system_text(gen, found.text), found.sources, item_for_search(new_id("ws"), found.query, found.sources),
+            found.record)
 
 
 # ---- routes -----------------------------------------------------------------------------------
