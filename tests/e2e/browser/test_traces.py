@@ -154,3 +154,33 @@ def test_an_unknown_trace_shows_the_api_error_inline(page: Page, root: str) -> N
     page.goto(root + f"/#/traces/no-such-trace-{uuid.uuid4().hex}")
     expect(page.locator("#view p.error[role=alert]")).to_be_visible(timeout=UI_TIMEOUT_MS)
     expect(page.locator(".span-row")).to_have_count(0)
+
+
+@pytest.mark.parametrize("protocol", ["responses", "messages"])
+def test_every_protocol_s_request_is_a_trace_in_the_browser(page: Page, root: str, protocol: str) -> None:
+    """A Responses or Messages request is a span like a chat completion's: found by its user,
+    its type the protocol, its input shown."""
+    who = f"ui-{protocol}-{uuid.uuid4().hex[:8]}"
+    if protocol == "responses":
+        r = httpx.post(root + "/v1/responses", json={"model": MODEL, "input": "Name a colour.", "max_output_tokens": 8,
+                                                      "temperature": 0, "user": who, "store": False},
+                       timeout=CLIENT_TIMEOUT_S)
+    else:
+        r = httpx.post(root + "/v1/messages", json={"model": MODEL, "max_tokens": 8, "temperature": 0, "messages": ASK,
+                                                     "metadata": {"user_id": who}}, timeout=CLIENT_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    trace_id, span_id = r.headers["x-rill-trace-id"], r.headers["x-rill-span-id"]
+
+    page.goto(root + "/#/traces")
+    expect(page.locator("#traces, .empty")).not_to_have_count(0, timeout=UI_TIMEOUT_MS)
+    page.fill("#filter-user", who)
+    page.click("#filter-apply")
+    row = page.locator(f'#traces tbody tr[data-trace-id="{trace_id}"]')
+    expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    row.click()
+    span = page.locator(f'.span-row[data-span-id="{span_id}"]')
+    expect(span).to_contain_text(protocol, timeout=UI_TIMEOUT_MS)
+    span.click()
+    detail = page.locator("#span-detail")
+    expect(detail).to_contain_text("Name a colour.", timeout=UI_TIMEOUT_MS)
+    expect(detail).to_contain_text("Usage")
