@@ -206,6 +206,42 @@ async def test_echo_prepends_the_prompt(client):
     assert by_ids["choices"][0]["text"] == "user\nhi\nassistant\nhi"
 
 
+async def test_echo_with_logprobs_scores_the_prompt_as_generating_it_would(client):
+    """The prompt's tokens get the logprobs the model gives them in place: scoring a prompt
+    followed by a generated answer gives the answer's tokens the logprobs generating them had
+    (an off-by-one row would not), the first token null, offsets into the echoed text."""
+    said = (await client.post(URL, json=completion(logprobs=2, max_tokens=4))).json()["choices"][0]
+    r = await client.post(URL, json=completion(turn("hello") + said["text"], echo=True, logprobs=2, max_tokens=0))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    choice = body["choices"][0]
+    assert choice["text"] == turn("hello") + said["text"] and choice["finish_reason"] == "length"
+    lp = choice["logprobs"]
+    prompt_tokens = len(turn_tokens("hello")) + len(said["logprobs"]["tokens"])
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == prompt_tokens
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["tokens"][-4:] == said["logprobs"]["tokens"]
+    assert lp["token_logprobs"][-4:] == said["logprobs"]["token_logprobs"]
+    assert lp["top_logprobs"][-4:] == said["logprobs"]["top_logprobs"]
+    assert all(x <= 0 for x in lp["token_logprobs"][1:])
+    assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][0] == 0
+    assert body["usage"]["completion_tokens"] == 0 and body["usage"]["prompt_tokens"] == prompt_tokens
+    # the whole prompt is computed, though its beginning is in the cache: reused cells have no logits
+    assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+@SLOTS
+async def test_a_scored_echo_streams_first_and_then_the_answer_s_tokens(client):
+    got = chunks(await client.post(URL, json=completion(echo=True, logprobs=1, max_tokens=3, stream=True, n=2)))
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in got if c["choices"] and c["choices"][0]["index"] == index]
+        first = mine[0]
+        assert first["text"] == turn("hello") and first["logprobs"]["token_logprobs"][0] is None
+        assert len(first["logprobs"]["tokens"]) == len(turn_tokens("hello"))
+        later = [t for c in mine[1:] if c["logprobs"] for t in c["logprobs"]["tokens"]]
+        assert "".join(later) == "hel"  # the answer's own tokens follow, once each
+
+
 async def test_logprobs_in_the_legacy_shape(client):
     r = await client.post(URL, json=completion(turn("héllo"), logprobs=2))
     choice = r.json()["choices"][0]
@@ -257,9 +293,8 @@ async def test_suffix_sends_the_fim_prompt(client, app, monkeypatch):
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"echo": True, "logprobs": 1}, "logprobs"),
     ({"best_of": 2, "n": 1, "stream": True}, "best_of"),
-    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": -1}, "max_tokens"),
     ({"prompt": []}, "prompt"),
     ({"prompt": [[1, 2], []]}, "prompt[1]"),
     ({"prompt": [1, 99999]}, "prompt[1]"),
@@ -363,7 +398,7 @@ async def test_the_request_is_one_span_of_protocol_completions(client, app, stre
 async def test_requests_are_counted_by_route(client):
     assert (await client.post(URL, json=completion())).status_code == 200
     assert (await client.post(URL, json=completion(stream=True))).status_code == 200
-    assert_error(await client.post(URL, json=completion(max_tokens=0)), 400)
+    assert_error(await client.post(URL, json=completion(max_tokens=-1)), 400)
     text = await scrape(client)
     assert sample(text, "rill_http_requests_total", route=URL, method="POST", status="200") == 2
     assert sample(text, "rill_http_requests_total", route=URL, method="POST", status="400") == 1

@@ -1,8 +1,8 @@
 """Legacy completions on a real `rill serve` (the embedded SmolLM2) through the official `openai`
 client's `completions.create`: a raw prompt (no chat template) streamed and not, echo, the legacy
 logprobs, best_of, a token-id prompt, a batch of prompts with n, stop strings, the errors the SDK
-raises (suffix on a model without fill-in-the-middle tokens, echo with logprobs, a prompt over the
-context), and the request's span."""
+raises (suffix on a model without fill-in-the-middle tokens, a prompt over the context), a prompt
+scored (echo with logprobs, max_tokens 0), and the request's span."""
 
 from __future__ import annotations
 
@@ -124,10 +124,24 @@ def test_suffix_on_a_model_without_fim_tokens_is_a_bad_request(client):
     assert caught.value.body["param"] == "suffix" and "fill-in-the-middle" in caught.value.body["message"]
 
 
-def test_echo_with_logprobs_is_a_bad_request_saying_why(client):
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model=MODEL, prompt=PROMPT, echo=True, logprobs=1)
-    assert caught.value.body["param"] == "logprobs" and "prompt" in caught.value.body["message"]
+def test_echo_with_logprobs_scores_the_prompt_as_generating_it_did(client, root):
+    """lm-eval's loglikelihood request (echo, logprobs, max_tokens 0) on the real model: a prompt
+    followed by the model's own greedy answer gets, for the answer's tokens, the logprobs they had
+    when generated (llama.cpp without llamafile computes a token's logits the same in a prefill
+    batch as in a decode step), each the likeliest of its top; the first token's is null."""
+    ids = tokens_of(root, PROMPT)
+    said = client.completions.create(prompt=ids, logprobs=1, **GREEDY).choices[0]
+    answer_ids = tokens_of(root, PROMPT + said.text)[len(ids):]
+    scored = client.completions.create(model=MODEL, prompt=ids + answer_ids, echo=True, logprobs=1, max_tokens=0)
+    choice = scored.choices[0]
+    assert choice.text == PROMPT + said.text and choice.finish_reason == "length"
+    lp = choice.logprobs
+    assert len(lp.tokens) == len(ids) + len(answer_ids) and lp.token_logprobs[0] is None
+    assert scored.usage.completion_tokens == 0
+    assert lp.tokens[len(ids):] == said.logprobs.tokens  # the answer's text tokenizes back to its tokens
+    assert lp.token_logprobs[len(ids):] == pytest.approx(said.logprobs.token_logprobs, abs=2e-3)
+    for token, logprob, top in zip(lp.tokens[len(ids):], lp.token_logprobs[len(ids):], lp.top_logprobs[len(ids):]):
+        assert max(top.values()) == pytest.approx(logprob, abs=2e-3)  # greedy: each was the likeliest
 
 
 def test_a_prompt_over_the_context_is_context_length_exceeded(client):

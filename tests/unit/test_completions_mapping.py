@@ -63,8 +63,6 @@ def test_best_of_generates_best_of_choices_with_logprobs_to_rank_them():
     ({"n": 3, "best_of": 2}, "best_of", "at least `n`"),
     ({"best_of": 2, "stream": True}, "best_of", "cannot be streamed"),
     ({"stream_options": {"include_usage": True}}, "stream_options", "stream: true"),
-    ({"echo": True, "logprobs": 0}, "logprobs", "prompt's tokens"),
-    ({"max_tokens": 0}, "max_tokens", "at least 1"),
 ])
 def test_contradictions_and_what_rill_cannot_do_are_400s(fields, param, words):
     with pytest.raises(InvalidRequest) as caught:
@@ -133,3 +131,12 @@ def test_prompts_run_as_many_at_a_time_as_their_choices_fit_the_batch():
     assert window(options(body()), model, max_n=4) == 4  # the server's max n bounds it too
     with pytest.raises(InvalidRequest):
         check_choices(options(body(n=2, best_of=9)), model, max_n=16)
+
+
+def test_echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing():
+    opts = options(body(echo=True, logprobs=2, max_tokens=0))
+    assert opts.scores_prompt and opts.max_tokens == 0
+    gen = generation_request(body(echo=True, logprobs=2, max_tokens=0), opts, PROMPT)
+    assert (gen.prompt_logprobs, gen.top_logprobs, gen.max_tokens) == (2, 2, 0)
+    plain = options(body(logprobs=2))
+    assert not plain.scores_prompt and generation_request(body(logprobs=2), plain, PROMPT).prompt_logprobs is None

@@ -175,7 +175,8 @@ class Engine:
                             rng=new_rng(seed if i == 0 or seed is None else (seed, i)),
                             constraint=request.grammar.constraint() if request.grammar else None,
                             draft=Draft(np.asarray(request.prediction, np.int32)) if request.prediction else None,
-                            thinking=ThinkingSplitter(request.thinking) if request.thinking else None)
+                            thinking=ThinkingSplitter(request.thinking) if request.thinking else None,
+                            prompt_logprobs=[] if request.prompt_logprobs is not None and i == 0 else None)
                    for i in range(request.n)]
         choices[0].forks = choices[1:]
         self._loop.add(choices[0])

@@ -9,6 +9,7 @@ for good (die, called by the thread as it ends).
 
 from __future__ import annotations
 
+import codecs
 import collections
 import logging
 import threading
@@ -25,7 +26,8 @@ from rill.engine.placement import MIN_PREFILL_CHUNK, Placement
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool
 from rill.engine.speculation import DraftCost
-from rill.engine.types import Failed, FinishReason, Finished, Status
+from rill.engine.types import Failed, FinishReason, Finished, PromptLogprobs, Status, TokenLogprob
+from rill.sampling.sampler import token_logprobs
 
 log = logging.getLogger("rill.engine")
 
@@ -282,8 +284,9 @@ class EngineLoop:
                 # blocks the backend maps from another prompt's cache cost nothing: not paced
                 # (asked of what fits in the step only, so a long prompt is not copied every step)
                 ahead = min(seq.num_to_prefill, seq.num_cached + room)
+                every_row = seq.prompt_logprobs is not None  # the prompt's logprobs: a row per token
                 mapped = self.backend.mapped_prefix(seq.seq_id, seq.prefill_tokens(seq.num_cached, ahead),
-                                                    seq.num_cached) if room > 1 else 0
+                                                    seq.num_cached) if room > 1 and not every_row else 0
                 # mapped blocks go with one computed token at least: the one after them
                 take = mapped + max(budget, int(mapped > 0))
                 stop = min(seq.num_to_prefill, seq.num_cached + min(take, room))
@@ -294,8 +297,8 @@ class EngineLoop:
                 # logits are needed at the end of a fresh prompt; a resumed sequence already
                 # has its next input token
                 wants = stop == seq.num_to_prefill and not seq.generated
-                plan.append((seq, BatchItem(seq.seq_id, seq.prefill_tokens(seq.num_cached, stop),
-                                            seq.num_cached, num_logits=int(wants))))
+                plan.append((seq, BatchItem(seq.seq_id, seq.prefill_tokens(seq.num_cached, stop), seq.num_cached,
+                                            num_logits=stop - seq.num_cached if every_row else int(wants))))
                 mapped = min(mapped, stop - seq.num_cached - 1)  # a chunk's last token is computed
                 mapped_by_seq[seq.seq_id] = max(mapped, 0)
                 budget = max(0, budget - (stop - seq.num_cached - max(mapped, 0)))
@@ -345,21 +348,52 @@ class EngineLoop:
                 self._verify(seq, item, logits[row : row + item.num_logits])
                 row += item.num_logits
                 continue
+            if seq.status is Status.PREFILLING and seq.prompt_logprobs is not None:
+                self._score_prompt(seq, item, logits[row : row + item.num_logits])
+                row += item.num_logits - 1  # the last row, at the prompt's end, is the next token's
             seq.num_cached += len(item.tokens)
             if seq.status is Status.PREFILLING:
                 if seq.num_preemptions == 0:  # reported as usage.prompt_tokens_details.cached_tokens
                     seq.num_reused += mapped_by_seq.get(seq.seq_id, 0)
                 if seq.num_cached < seq.num_to_prefill:
+                    if seq.prompt_logprobs is not None:
+                        row += 1
                     continue
                 seq.status = Status.DECODING
                 seq.num_prefilled = seq.num_cached
+                if seq.prompt_logprobs is not None:
+                    seq.outbox.append(PromptLogprobs(tuple(seq.prompt_logprobs)))
+                    seq.prompt_logprobs = None
                 if not item.num_logits:  # resumed after preemption: decode from its last token
                     continue
             for choice in self._fork(seq):
-                self._accept(choice, self.picker.next_token(choice, logits[row]))
+                if choice.request.max_tokens == 0:  # the prompt scored, nothing generated
+                    self._finish(choice, finished_event(choice, FinishReason.LENGTH))
+                else:
+                    self._accept(choice, self.picker.next_token(choice, logits[row]))
                 self._flush(choice)
             row += 1
         self._update_counts()
+
+    def _score_prompt(self, seq: Sequence, item: BatchItem, rows: np.ndarray) -> None:
+        """The logprobs of the prompt tokens this prefill chunk's rows predict: row i (position
+        start + i) gives the token at start + i + 1, while that is still the prompt's. The first
+        token comes first, with no logprob of its own (PromptLogprobs)."""
+        prompt = seq.request.prompt_tokens
+        k = seq.request.prompt_logprobs or 0
+        if seq.utf8 is None:
+            seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if item.start == 0:  # the first token has no logprob: 0.0 and no alternatives stand in
+            seq.prompt_logprobs.append(TokenLogprob(prompt[0], seq.utf8.decode(self.backend.token_bytes(prompt[0])),
+                                                    0.0, ()))
+        for i in range(len(rows)):
+            position = item.start + i + 1
+            if position >= len(prompt):
+                break
+            token = prompt[position]
+            logprob, top = token_logprobs(rows[i], token, k)
+            seq.prompt_logprobs.append(TokenLogprob(token, seq.utf8.decode(self.backend.token_bytes(token)),
+                                                    logprob, top))
 
     def _verify(self, seq: Sequence, item: BatchItem, rows: np.ndarray) -> None:
         """A sequence's last token and draft went through in one item: sample each position as
@@ -416,6 +450,9 @@ class EngineLoop:
         seq.status = Status.WAITING
         seq.num_cached = 0
         seq.num_preemptions += 1
+        if seq.prompt_logprobs is not None:  # not sent yet: the prompt is scored again from its start
+            seq.prompt_logprobs.clear()
+            seq.utf8 = None
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
         self._update_counts()

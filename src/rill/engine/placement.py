@@ -42,7 +42,8 @@ class Placement:
         two tokens are always computed: the last one's logits are needed, and a one-token
         prefill chunk would be computed like a decode step (see Sequence.num_reusable)."""
         tokens = seq.cache_tokens(seq.num_to_prefill)
-        limit = max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
+        # a prompt whose logprobs are asked is computed whole: reused cells have no logits
+        limit = 0 if seq.prompt_logprobs is not None else max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
         target = self.slots.lowest_free()
         reuse = min(self.slots.match(target, tokens), limit)
         source, source_reuse = target, reuse

@@ -35,6 +35,7 @@ class Sequence:
     outbox: list[Event] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens not reported yet
     utf8: codecs.IncrementalDecoder | None = None  # token texts for logprobs
+    prompt_logprobs: list[TokenLogprob] | None = None  # while prompt logprobs are gathered; None once sent
     constraint: Constraint | None = None  # the grammar state, for constrained output
     draft: Draft | None = None  # the request's prediction, as draft tokens
     thinking: ThinkingSplitter | None = None  # a thinking model's reasoning/content split

@@ -47,6 +47,9 @@ class Request:
     stops_until: str | None = None  # stop strings are not looked for from this marker on (tool calls)
     prediction: tuple[int, ...] = ()  # the predicted output's tokens: draft tokens (speculation.py)
     thinking: ThinkingMarks | None = None  # a thinking model: its reasoning is split off (reasoning.py)
+    # k: each prompt token's logprob (from the second on) and its k best, as one PromptLogprobs
+    # event before any text; the whole prompt is computed (no prefix reuse). None: not asked
+    prompt_logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptLogprobs:
+    """The prompt's tokens under the model (Request.prompt_logprobs), one entry per token: each
+    given the tokens before it, but the first, which has no logprob (0.0 and no alternatives
+    stand in). Sent once, before any text."""
+
+    entries: tuple[TokenLogprob, ...]
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: FinishReason
     num_prompt_tokens: int
@@ -93,4 +106,4 @@ class Failed:
     unavailable: bool = False  # the engine stalled or died (docs/faults.md): 503, retry elsewhere/later
 
 
-Event = TextDelta | Finished | Failed
+Event = TextDelta | PromptLogprobs | Finished | Failed

@@ -35,6 +35,14 @@ class ReasoningOut:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptOut:
+    """The prompt's tokens with their logprobs (GenerationRequest.prompt_logprobs), once, before
+    any text: entries[0] is the first token, which has no logprob (0.0 stands in)."""
+
+    entries: tuple[TokenLogprob, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CallStart:
     index: int
     call: int  # the call's position in the choice's turn, from 0
@@ -80,7 +88,7 @@ class Failure:
     error: RillError
 
 
-OutEvent = TextOut | ReasoningOut | CallStart | CallInput | CallEnd
+OutEvent = TextOut | ReasoningOut | CallStart | CallInput | CallEnd | PromptOut
 
 
 def total_usage(finishes: list[Finish]) -> Usage:

@@ -209,6 +209,7 @@ def plan_generation(gen: GenerationRequest, model: LocalModel, *, request_id: st
         model=model,
         request=Request(request_id, tuple(tokens), max_tokens, sampling, gen.stop,
                         TIER_PRIORITY.get(gen.priority_tier, 1), n=gen.n, top_logprobs=gen.top_logprobs,
+                        prompt_logprobs=gen.prompt_logprobs,
                         grammar=output_grammar(gen, model, tools),
                         stops_until=tool_format.OPEN if tools else None,
                         prediction=prediction,

@@ -93,6 +93,7 @@ class GenerationRequest:
     messages_where: str = "messages"  # the field a too-long prompt is blamed on
     n: int = 1
     top_logprobs: int | None = None  # None: no logprobs; k >= 0: each token's and its k best
+    prompt_logprobs: int | None = None  # the prompt's tokens' logprobs too (legacy echo), k best each
     reasoning_budget: int | None = None  # thinking tokens before Rill closes the section; 0 = off
     verbosity: Literal["low", "medium", "high"] | None = None
     prediction: str | None = None  # predicted output (speculative drafts)

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 from starlette.requests import Request
 
 from rill.api.core import plan as planning
-from rill.api.core.events import Failure, Finish, OutEvent, Usage
+from rill.api.core.events import Failure, Finish, OutEvent, PromptOut, Usage
 from rill.api.core.output import ChoiceOutput, ToolCallOutput
 from rill.api.core.plan import Plan, plan_generation
 from rill.api.core.request import GenerationRequest
@@ -20,7 +20,7 @@ from rill.api.http.auth import owner_of
 from rill.api.http.offload import off_loop
 from rill.api.http.response import KEEPALIVE_SECONDS
 from rill.engine.engine import RequestStream
-from rill.engine.types import Failed, Finished, TextDelta
+from rill.engine.types import Failed, Finished, PromptLogprobs, TextDelta
 from rill.errors import EngineError, EngineUnavailable, RillError, ShuttingDown
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
@@ -107,6 +107,8 @@ class Generation:
                     if event.text:
                         for out in output.feed(event.text, event.logprobs):
                             yield out
+                elif isinstance(event, PromptLogprobs):
+                    yield PromptOut(event.entries)
                 elif isinstance(event, Finished):
                     output = self.outputs[event.index]
                     for out in output.finish():

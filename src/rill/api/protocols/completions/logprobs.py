@@ -61,6 +61,20 @@ class LegacyLogprobs:
             self._all[key].extend(out[key])
         return out
 
+    def add_prompt(self, entries: Sequence[TokenLogprob]) -> dict[str, list[Any]]:
+        """The echoed prompt's tokens (`echo` with `logprobs`): the first has no logprob, so its
+        `token_logprobs` and `top_logprobs` entries are null, as OpenAI gives them."""
+        if not entries:
+            return empty()
+        first = entries[0]
+        out: dict[str, list[Any]] = {"tokens": [self._key(first.token)], "token_logprobs": [None],
+                                     "top_logprobs": [None], "text_offset": [self.offset]}
+        self.offset += len(first.text)
+        for key in KEYS:
+            self._all[key].extend(out[key])
+        rest = self.add(entries[1:])
+        return {key: out[key] + rest[key] for key in KEYS}
+
     def skip(self, text: str) -> None:
         """Text without logprobs (the echoed prompt) moves the offsets on."""
         self.offset += len(text)

@@ -17,13 +17,6 @@ log = logging.getLogger("rill.api")
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for legacy completions
 
-# Why echo and logprobs cannot go together (the 400's message; docs/features.md says the same).
-NO_PROMPT_LOGPROBS = (
-    "`echo` with `logprobs` asks for the log probabilities of the prompt's tokens too, and Rill's "
-    "engine computes them only for generated tokens. Send `echo` without `logprobs` (the prompt "
-    "is prepended to the text), or `logprobs` without `echo`.")
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
     """What the adapter does around the engine for every prompt of the request."""
@@ -40,6 +33,11 @@ class Options:
     def ranks(self) -> bool:
         """Whether choices are generated to be ranked (best_of > n)."""
         return self.best_of > self.n
+
+    @property
+    def scores_prompt(self) -> bool:
+        """`echo` with `logprobs`: the echoed prompt's tokens carry logprobs too (the first null)."""
+        return self.echo and self.logprobs is not None
 
 
 @functools.lru_cache(maxsize=256)
@@ -61,12 +59,6 @@ def options(body: CompletionRequest) -> Options:
                              "only once all have finished.", param="best_of")
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest("`stream_options` is only allowed with `stream: true`.", param="stream_options")
-    if body.echo and body.logprobs is not None:
-        raise InvalidRequest(NO_PROMPT_LOGPROBS, param="logprobs")
-    if body.max_tokens == 0:
-        raise InvalidRequest("`max_tokens: 0` asks for no completion, which is only useful to score the prompt "
-                             "(`echo` with `logprobs`); Rill's engine does not compute the prompt's log "
-                             "probabilities. Ask for at least 1 token.", param="max_tokens")
     return Options(n=n, best_of=best_of, logprobs=body.logprobs, echo=bool(body.echo), stream=bool(body.stream),
                    include_usage=bool(body.stream_options and body.stream_options.include_usage),
                    max_tokens=DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens)
@@ -97,5 +89,6 @@ def generation_request(body: CompletionRequest, opts: Options, prompt: ReadyProm
         messages_where=prompt.where,
         n=opts.best_of,
         top_logprobs=engine_logprobs(opts),
+        prompt_logprobs=opts.logprobs if opts.scores_prompt else None,
         stream=opts.stream,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from rill.api.core.events import Finish, OutEvent, ReasoningOut, TextOut, Usage
+from rill.api.core.events import Finish, OutEvent, PromptOut, ReasoningOut, TextOut, Usage
 from rill.api.protocols.completions.logprobs import LegacyLogprobs, mean_logprob
 from rill.api.protocols.completions.mapping import Options
 from rill.engine.types import TokenLogprob
@@ -58,7 +58,7 @@ class TextCompletion:
 
     def _new_choice(self, echo: str, key: Callable[[int], str]) -> _Choice:
         lp = LegacyLogprobs(self.opts.logprobs, key) if self.opts.logprobs is not None else None
-        if lp is not None:
+        if lp is not None and not self.opts.scores_prompt:  # else the prompt's tokens come with theirs
             lp.skip(echo)
         return _Choice(lp)
 
@@ -76,6 +76,8 @@ class TextCompletion:
     def event(self, prompt: int, event: OutEvent | Finish) -> list[dict[str, Any]]:
         """Record prompt p's event; the chunks a stream sends for it (none for events the legacy
         API has no place for: tool calls never happen without tools)."""
+        if isinstance(event, PromptOut):  # before anything else: every choice's echo, with its logprobs
+            return self._echo_scored(prompt, event)
         index = event.index
         choice = self._choices[prompt][index]
         out = []
@@ -96,6 +98,16 @@ class TextCompletion:
             self._count(prompt, event.usage, event.queue_seconds)
             out.append(self.chunk([{"text": "", "index": self._wire(prompt, index), "logprobs": None,
                                     "finish_reason": finish_reason(event)}]))
+        return out
+
+    def _echo_scored(self, prompt: int, event: PromptOut) -> list[dict[str, Any]]:
+        out = []
+        for index, choice in enumerate(self._choices[prompt]):
+            lp = choice.logprobs.add_prompt(event.entries) if choice.logprobs is not None else None
+            if not choice.started:
+                choice.started = True
+                if self._echoes[prompt]:
+                    out.append(self.chunk([self._choice_chunk(prompt, index, self._echoes[prompt], lp)]))
         return out
 
     def _choice_chunk(self, prompt: int, index: int, text: str, logprobs: dict[str, Any] | None) -> dict[str, Any]:
