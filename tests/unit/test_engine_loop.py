@@ -12,7 +12,8 @@ from rill.backends.fake import FakeBackend
 from rill.engine.detokenize import Detokenizer
 from rill.engine.loop import MAX_WAIT_S, EngineLoop
 from rill.engine.sequence import Sequence
-from rill.engine.types import Event, Failed, Finished, FinishReason, Request, SamplingParams, Status, TextDelta
+from rill.engine.types import (Event, Failed, Finished, FinishReason, PromptLogprobs, Request, SamplingParams, Status,
+                               TextDelta)
 from rill.sampling.template import CHATML, ChatTemplate
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -204,3 +205,41 @@ def test_a_flex_request_is_not_starved_by_a_steady_flow_of_priority_requests():
     assert "flex" in finished_at, "the flex request never ran"
     assert MAX_WAIT_S < finished_at["flex"] < MAX_WAIT_S + 30  # admitted once it had waited MAX_WAIT_S
     assert sum(rid.startswith("priority") for rid in finished_at) >= 2  # priority went first until then
+
+
+# ---- prompt logprobs (legacy completions' echo with logprobs) --------------------------------
+
+
+def score(loop: EngineLoop, rid: str, message: str, *, max_tokens: int = 0) -> list[Event]:
+    prompt = ChatTemplate(CHATML).render([{"role": "user", "content": message}])
+    tokens = tuple(loop.backend.tokenize(prompt, add_bos=False))
+    events: list[Event] = []
+    loop.add(Sequence(request=Request(rid, tokens, max_tokens, GREEDY, prompt_logprobs=1), publish=events.extend,
+                      rng=np.random.default_rng(0), detok=Detokenizer(), prompt_logprobs=[]))
+    return events
+
+
+def test_a_prompt_is_scored_once_whole_however_its_prefill_is_cut_or_preempted():
+    message = "the quick brown fox jumps over the lazy dog " * 3
+    whole = EngineLoop(FakeBackend(max_sequences=1), max_running=1)
+    events = score(whole, "w", message)
+    run_until_idle(whole)
+    [prompt] = [e for e in events if isinstance(e, PromptLogprobs)]
+    assert not [e for e in events if isinstance(e, TextDelta)]  # max_tokens 0: nothing generated
+    assert events[-1].reason is FinishReason.LENGTH and events[-1].num_completion_tokens == 0
+    assert events.index(prompt) < len(events) - 1  # before the Finished
+    assert prompt.entries[0].logprob == 0.0 and prompt.entries[0].top == ()
+    assert all(e.logprob <= 0 and len(e.top) == 1 for e in prompt.entries[1:])
+
+    small = FakeBackend(max_sequences=1)
+    small.max_batch_tokens = 16  # the prompt is read in chunks of 16
+    chunked = EngineLoop(small, max_running=1)
+    events = score(chunked, "c", message)
+    chunked._drain()
+    chunked._tick()  # one chunk read, then the sequence is preempted and starts again
+    [seq] = chunked.running
+    assert seq.status is Status.PREFILLING and seq.prompt_logprobs
+    chunked._preempt(seq)
+    run_until_idle(chunked)
+    [again] = [e for e in events if isinstance(e, PromptLogprobs)]
+    assert again.entries == prompt.entries  # every token once, the same numbers
