@@ -67,3 +67,30 @@ def test_with_free_slots_each_recent_prompt_stays_cached(rill_factory: RillFacto
         again, usage = ask(root, chat(q))
         assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 2
         assert again == answer
+
+
+def test_cached_prompts_arriving_together_all_reuse_their_prefix(rill_factory: RillFactory) -> None:
+    """16 distinct ~800-token prompts, each served once (each cache kept in an idle slot), then
+    all at once: every one maps its cached prefix (before, admitting one overwrote the cache of
+    another still waiting: 5 of 16 were prefilled from scratch)."""
+    import concurrent.futures
+
+    root = rill_factory("--parallel", "16", "--ctx", "2048", cached=False).url
+    topics = ["rivers", "mountains", "deserts", "oceans", "forests", "volcanoes", "glaciers", "islands",
+              "lakes", "canyons", "caves", "plains", "reefs", "deltas", "valleys", "tundra"]
+    prompts = [chat(f"{i}. Tell me about {topic}. " + f"Facts about {topic}, please, in detail. " * 90)
+               for i, topic in enumerate(topics)]
+
+    def once(messages: list[dict]) -> dict:
+        r = httpx.post(root + "/v1/chat/completions", timeout=300, json={
+            "model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
+
+    for messages in prompts:
+        once(messages)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        usages = list(pool.map(once, prompts))
+    assert min(u["prompt_tokens"] for u in usages) > 700
+    reused = [u["prompt_tokens_details"]["cached_tokens"] >= u["prompt_tokens"] - 2 for u in usages]
+    assert all(reused), [(u["prompt_tokens_details"]["cached_tokens"], u["prompt_tokens"]) for u in usages]

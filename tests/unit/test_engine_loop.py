@@ -164,8 +164,8 @@ def test_service_tier_priority_orders_admission_fifo_within_a_tier():
 
 
 def test_a_gap_in_the_running_seq_ids_is_closed_by_moving_the_highest_sequence_down():
-    backend = RecordingBackend(max_sequences=4)
-    loop = EngineLoop(backend, max_running=4)
+    backend = RecordingBackend(max_sequences=5)  # a fifth, empty slot keeps the cache the move displaces
+    loop = EngineLoop(backend, max_running=5)
     messages = ["a long reply that keeps going for a while", "ab", "a long reply that keeps going, too",
                 "another long reply that keeps going on"]
     outs = [submit(loop, f"r{i}", m) for i, m in enumerate(messages)]
@@ -176,6 +176,27 @@ def test_a_gap_in_the_running_seq_ids_is_closed_by_moving_the_highest_sequence_d
     # once "ab" (slot 1) ended, slot 3's sequence moved to 1: from then on no decode step has a gap
     ended = next(n for n, ids in enumerate(decode_steps) if len(ids) == 3)
     assert all(ids == list(range(len(ids))) for ids in decode_steps[ended + 1:])
+    assert_only_idle_caches(loop)
+    prompt_ab = submit(loop, "ab-again", "ab")
+    run_until_idle(loop)
+    assert prompt_ab[-1].num_cached_prompt_tokens > 0  # "ab"'s cache was kept in the empty slot
+
+
+def test_a_gap_stays_rather_than_lose_a_cached_prompt():
+    backend = RecordingBackend(max_sequences=4)  # no empty slot: closing the gap would drop "ab"'s cache
+    loop = EngineLoop(backend, max_running=4)
+    messages = ["a long reply that keeps going for a while", "ab", "a long reply that keeps going, too",
+                "another long reply that keeps going on"]
+    outs = [submit(loop, f"r{i}", m) for i, m in enumerate(messages)]
+    run_until_idle(loop)
+    assert [text_of(o) for o in outs] == messages
+    decode_steps = [sorted(i.seq_id for i in b) for b in backend.batches if all(len(i.tokens) == 1 for i in b)]
+    assert [0, 2, 3] in decode_steps  # the gap where "ab" ran stays while the others decode
+    again = submit(loop, "ab-again", "ab")
+    run_until_idle(loop)
+    prompt = len(loop.backend.tokenize(ChatTemplate(CHATML).render([{"role": "user", "content": "ab"}]),
+                                       add_bos=False))
+    assert again[-1].num_cached_prompt_tokens >= prompt - 2
     assert_only_idle_caches(loop)
 
 

@@ -235,3 +235,40 @@ def test_one_client_at_a_time_keeps_a_cache_per_prompt_in_the_idle_slots():
         assert text_of(events) == q
         assert finished(events).num_cached_prompt_tokens == finished(events).num_prompt_tokens - 2
     assert_only_idle_caches(loop)
+
+
+@pytest.mark.parametrize("order", ["same", "reversed", "one per step", "reversed, one per step"])
+def test_cached_prompts_that_arrive_together_all_reuse_their_prefix(order):
+    """16 distinct prompts, each served once (each cache kept in an idle slot), then all at once:
+    admitting one must not overwrite the cache another waiting prompt is about to reuse."""
+    backend = FakeBackend(max_sequences=16, kv_capacity=16 * 2048)
+    loop = EngineLoop(backend, max_running=16)
+    prompts = [user(f"{i}: " + f"tell me about the number {i} " * 6) for i in range(16)]
+    for i, messages in enumerate(prompts):
+        submit(loop, f"warm{i}", messages)
+        run_until_idle(loop)
+    assert backend.max_sequences == loop.slots.num_free == 16
+    again = list(enumerate(prompts))
+    if order.startswith("reversed"):
+        again.reverse()
+    events = {}
+    for i, messages in again:
+        events[i] = submit(loop, f"again{i}", messages)
+        if order.endswith("one per step"):  # as they come over HTTP: each admitted before the next arrives
+            loop._drain()
+            loop._tick()
+    run_until_idle(loop)
+    for i, messages in enumerate(prompts):
+        prompt = len(tokens_of(backend, messages))
+        assert finished(events[i]).num_cached_prompt_tokens >= prompt - 2, (i, finished(events[i]))
+
+
+def test_the_pool_spares_the_caches_it_is_told_to_keep():
+    pool = SlotPool(3)
+    for seq_id in range(3):
+        pool.take(seq_id)
+        pool.give_back(seq_id, np.array([seq_id, 9], np.int32))
+    assert pool.lowest_free(avoid=frozenset({0, 1})) == 2
+    assert pool.lowest_free(avoid=frozenset({0, 1, 2})) == 0  # all wanted: the lowest all the same
+    assert pool.evict_lru(keep=frozenset({0})) == 1  # the least recently used of the others
+    assert pool.evict_lru(keep=frozenset({0, 2})) == 0  # only kept ones hold anything: the oldest goes

@@ -167,7 +167,7 @@ class EngineLoop:
     def _tick(self) -> None:
         """One round of work after draining the inbox: admit, compact, step."""
         self._admit()
-        self.placement.compact(self.running)
+        self.placement.compact(self.running, self.waiting)
         if self.running:
             try:
                 self._step()
@@ -233,16 +233,18 @@ class EngineLoop:
             if self.running and self._kv_committed() + seq.num_to_prefill + 1 > self.backend.kv_capacity:
                 break
             self.waiting.remove(seq)
-            self.placement.place(seq, self.running)
+            self.placement.place(seq, self.running, self.waiting)
             if not seq.admitted_at:  # a preempted sequence's wait was counted the first time
                 seq.admitted_at = time.monotonic()
                 for fork in seq.forks:
                     fork.admitted_at = seq.admitted_at
             seq.status = Status.PREFILLING
             self.running.append(seq)
-            while self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
-                if not self.placement.evict_idle():
-                    break
+            if self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
+                keep = self.placement.wanted(self.waiting)
+                while self._kv_committed() + self.slots.num_cached_tokens > self.backend.kv_capacity:
+                    if not self.placement.evict_idle(keep):
+                        break
             self._update_counts()
 
     def _next_waiting(self) -> Sequence:
@@ -322,7 +324,7 @@ class EngineLoop:
         try:
             logits = self.backend.forward([item for _, item in plan])
         except KVCacheFull:
-            if self.placement.evict_idle():  # memory pressure: idle caches go first, then sequences
+            if self.placement.evict_idle(self.placement.wanted(self.waiting)):  # idle caches go first, then sequences
                 return
             if len(self.running) > 1:
                 self._preempt(self.running[-1])

@@ -8,7 +8,9 @@ between slots by copying (bit for bit, ~7 ms for 4,096 cells of SmolLM2), so bot
 
 from __future__ import annotations
 
+import itertools
 import logging
+from typing import Iterable
 
 from rill.backends.base import Backend
 from rill.engine.sequence import Sequence
@@ -34,17 +36,29 @@ class Placement:
         self.num_prefix_hits = 0  # admissions that reused a cached prefix
         self.num_prefix_tokens_reused = 0
 
-    def place(self, seq: Sequence, running: list[Sequence]) -> None:
-        """Give seq the lowest free slot, so that running sequences sit on consecutive seq_ids
-        (llama.cpp decodes split caches in one pass only for consecutive ones), and reuse the
-        longest cached prefix of what it must prefill: the slot's own cache, or a copy of another
-        idle slot's or a running sequence's when that saves MIN_COPY_GAIN more tokens. The last
+    def place(self, seq: Sequence, running: list[Sequence], waiting: Iterable[Sequence] = ()) -> None:
+        """Give seq the idle slot that holds its prompt's longest cached prefix (at least
+        MIN_COPY_GAIN tokens), else the lowest free slot, so that running sequences sit on
+        consecutive seq_ids where they can (llama.cpp decodes split caches in one pass only for
+        consecutive ones; compact() closes gaps later), and reuse the longest cached prefix of
+        what it must prefill: the slot's own cache, or a copy of a running sequence's when that
+        saves MIN_COPY_GAIN more tokens. The last
         two tokens are always computed: the last one's logits are needed, and a one-token
-        prefill chunk would be computed like a decode step (see Sequence.num_reusable)."""
+        prefill chunk would be computed like a decode step (see Sequence.num_reusable). The idle
+        caches that `waiting` prompts will reuse are kept: the slot taken is the lowest free one
+        no other waiting prompt wants (its own cached prompt's, if need be), and a displaced
+        cache never overwrites a wanted one."""
         tokens = seq.cache_tokens(seq.num_to_prefill)
         # a prompt whose logprobs are asked is computed whole: reused cells have no logits
         limit = 0 if seq.prompt_logprobs is not None else max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
-        target = self.slots.lowest_free()
+        wanted = self.wanted(waiting, but=seq)
+        own, own_reuse = self.slots.best_match(tokens)
+        if own >= 0 and min(own_reuse, limit) >= MIN_COPY_GAIN:
+            # its own cached prompt is taken where it lies: copying it to a lower slot would push
+            # that slot's cache onto a third, whose prompt may be arriving right behind this one
+            target = own
+        else:
+            target = self.slots.lowest_free(avoid=wanted)
         reuse = min(self.slots.match(target, tokens), limit)
         source, source_reuse = target, reuse
         idle_id, n = self.slots.best_match(tokens)
@@ -58,7 +72,9 @@ class Placement:
                     source, source_reuse = other.seq_id, n
         copy = source != target and source_reuse >= reuse + MIN_COPY_GAIN
         if copy or self.slots.holds(target) > reuse:  # what the target holds beyond the reuse
-            self._keep_elsewhere(target, avoid=source)
+            # its own prompt's cache, mostly reused: the rest (an earlier answer's last tokens) is
+            # kept only where nothing else is lost
+            self._keep_elsewhere(target, avoid=(source, *wanted), only_empty=target == own and not copy)
         if copy:
             self.backend.copy(source, target)
             reuse = source_reuse
@@ -74,32 +90,59 @@ class Placement:
             self.num_prefix_tokens_reused += reuse
             log.debug("%s reuses %d cached tokens of %d", seq.request.id, reuse, tokens.size)
         for fork in seq.forks:  # reserved now, used when the prompt is in the cache
-            fork.seq_id = self.slots.lowest_free()
-            self._keep_elsewhere(fork.seq_id)
+            fork.seq_id = self.slots.lowest_free(avoid=wanted)
+            self._keep_elsewhere(fork.seq_id, avoid=tuple(wanted))
             self._take_empty(fork.seq_id)
 
-    def compact(self, running: list[Sequence]) -> None:
+    def wanted(self, waiting: Iterable[Sequence], but: Sequence | None = None) -> frozenset[int]:
+        """The idle slots whose caches the next waiting prompts (as many as there are slots;
+        not `but`) would reuse, at least MIN_COPY_GAIN tokens of."""
+        out = set()
+        for other in itertools.islice(waiting, self.backend.max_sequences):
+            if other is but or other.prompt_logprobs is not None:
+                continue
+            seq_id, n = self.slots.best_match(other.cache_tokens(other.num_to_prefill))
+            if n >= MIN_COPY_GAIN:
+                out.add(seq_id)
+        return frozenset(out)
+
+    def compact(self, running: list[Sequence], waiting: Iterable[Sequence] = ()) -> None:
         """Close a gap in the running seq_ids, one sequence per step: the highest decoding one
-        moves into the lowest free slot below it. llama.cpp decodes each run of consecutive
-        seq_ids in a pass of its own (16 streams with one gap: 20% slower); a move copies one
-        cache buffer, bit for bit, which costs about one decode step."""
+        moves into the lowest free slot between the running ones. llama.cpp decodes each run of
+        consecutive seq_ids in a pass of its own (16 streams with one gap: 20% slower); a move
+        copies one cache buffer, bit for bit, which costs about one decode step. Running
+        sequences that already form one run stay where they are, wherever that is, and a slot
+        whose cached prompt would be lost (no empty slot to keep it in) is not taken: a gap costs
+        some decode speed while it lasts, a lost prompt a whole prefill when it comes back (a
+        burst of cached prompts arriving together each find theirs, as with llama-server)."""
         if not running or not self.slots.num_free:
             return
-        low = self.slots.lowest_free()
-        top = max(running, key=lambda seq: seq.seq_id)
-        if top.seq_id < low or top.status is not Status.DECODING:
+        ids = sorted(seq.seq_id for seq in running)
+        if ids[-1] - ids[0] + 1 == len(ids):
             return
-        self._keep_elsewhere(low)
+        low = self.slots.lowest_free(above=ids[0])
+        top = max(running, key=lambda seq: seq.seq_id)
+        if not 0 <= low < top.seq_id or top.status is not Status.DECODING:
+            return
+        if self.slots.holds(low):  # its cached prompt must find an empty slot, or the gap stays
+            spare = self.slots.victim(exclude=(low,))
+            if spare is None or self.slots.holds(spare):
+                return
+        self._keep_elsewhere(low, avoid=tuple(self.wanted(waiting)))
         self.slots.take(low)
         self.backend.copy(top.seq_id, low)
         self.backend.release(top.seq_id)
         self.slots.give_back(top.seq_id)
         top.seq_id = low
 
-    def _keep_elsewhere(self, seq_id: int, avoid: int = -1) -> None:
+    def _keep_elsewhere(self, seq_id: int, avoid: tuple[int, ...] = (), only_empty: bool = False) -> None:
         """Idle slot seq_id is about to be overwritten: move its cache to the free slot whose
-        cache is worth least, if that one's is worth less (so eviction stays least recently used)."""
-        spare = self.slots.victim(exclude=(seq_id, avoid))
+        cache is worth least, if that one's is worth less (so eviction stays least recently used),
+        never onto the `avoid` slots (a cache being copied from, or wanted by a waiting prompt);
+        with `only_empty`, only to an empty slot."""
+        spare = self.slots.victim(exclude=(seq_id, *avoid))
+        if only_empty and spare is not None and self.slots.holds(spare):
+            return
         if spare is not None and self.slots.holds(seq_id) and self.slots.worth_less(spare, seq_id):
             self.backend.copy(seq_id, spare)
             self.slots.copied(seq_id, spare)
@@ -108,9 +151,10 @@ class Placement:
         self.slots.take(seq_id)
         self.backend.release(seq_id)
 
-    def evict_idle(self) -> bool:
-        """Drop the least recently used idle cache; False when there is none."""
-        seq_id = self.slots.evict_lru()
+    def evict_idle(self, keep: frozenset[int] = frozenset()) -> bool:
+        """Drop the least recently used idle cache, one not in `keep` (wanted by a waiting
+        prompt) if there is such; False when there is none."""
+        seq_id = self.slots.evict_lru(keep)
         if seq_id is None:
             return False
         self.backend.release(seq_id)

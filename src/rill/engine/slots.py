@@ -53,8 +53,11 @@ class SlotPool:
         """What each idle slot's cache holds, for slots holding anything (inspection, tests)."""
         return {s.seq_id: s.tokens.tolist() for s in self._idle.values() if s.tokens.size}
 
-    def lowest_free(self) -> int:
-        return min(self._idle)
+    def lowest_free(self, avoid: frozenset[int] = frozenset(), above: int = -1) -> int:
+        """The lowest free slot above `above` not in `avoid`; the lowest above `above` when all
+        are avoided (-1: none free there)."""
+        free = [i for i in self._idle if i > above]
+        return min((i for i in free if i not in avoid), default=min(free, default=-1))
 
     def holds(self, seq_id: int) -> int:
         """How many tokens idle slot seq_id's cache holds."""
@@ -101,12 +104,12 @@ class SlotPool:
         self._clock += 1
         self._idle[seq_id] = IdleSlot(seq_id, tokens, self._clock)
 
-    def evict_lru(self) -> int | None:
-        """Forget the least recently used idle cache; returns its seq_id for the backend to
-        release, or None when no idle slot holds anything."""
+    def evict_lru(self, keep: frozenset[int] = frozenset()) -> int | None:
+        """Forget the least recently used idle cache, one not in `keep` while there is such;
+        returns its seq_id for the backend to release, or None when no idle slot holds anything."""
         cached = [s for s in self._idle.values() if s.tokens.size]
         if not cached:
             return None
-        slot = min(cached, key=lambda s: s.last_used)
+        slot = min(cached, key=lambda s: (s.seq_id in keep, s.last_used))
         slot.tokens = _EMPTY
         return slot.seq_id
