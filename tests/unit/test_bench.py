@@ -486,3 +486,12 @@ async def test_tool_call_fragments_count_as_tokens():
 def test_compare_model_without_compare_is_a_usage_error(capsys):
     assert run_bench(_parser().parse_args(["bench", "--compare-model", "x"])) == 2
     assert "--compare" in capsys.readouterr().err
+
+
+def test_long_answer_prompts_are_short_and_ask_for_long_answers():
+    prompts = make_prompts("long-answer", 25)
+    for messages in prompts:
+        content = messages[-1]["content"]
+        assert 330 <= len(content) <= 450, len(content)  # ~105 tokens with the template (SmolLM2: 106-109)
+        assert "at least 600 words" in content
+    assert len({m[-1]["content"] for m in prompts}) == 25  # past the 20 topics, drafts differ

@@ -84,7 +84,8 @@ def add_bench_parser(subparsers) -> None:
                    help=f"requests per level (1..{MAX_REQUESTS}) [32]")
     p.add_argument("--prompts", choices=PROMPT_SETS, default="short",
                    help="prompt set: short questions, ~500-token prompts, a long shared system prompt, "
-                        "or renaming a name in ~300 tokens of code [short]")
+                        "renaming a name in ~300 tokens of code, or ~105-token prompts asking for long "
+                        "answers (long-answer) [short]")
     p.add_argument("--max-tokens", type=_bounded_int(1, MAX_TOKENS), default=128,
                    help="max_tokens per request [128]")
     p.add_argument("--timeout", type=timeout_seconds, default=300.0,

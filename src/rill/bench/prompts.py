@@ -6,6 +6,8 @@
   for exercising prefix caches.
 - edit: rename one identifier in a ~250-token Python module; `predictions()` gives each prompt's
   original code, for `prediction` (the answer is that code with the one name changed).
+- long-answer: ~105-token prompts asking for an essay: answers that run to the cap (128 tokens by
+  default), so that a run measures admitting new prompts while long answers decode.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 
 from rill.bench.edit_code import MODULES
 
-PROMPT_SETS = ("short", "long", "shared-prefix", "edit")
+PROMPT_SETS = ("short", "long", "shared-prefix", "edit", "long-answer")
 
 Messages = list[dict[str, str]]
 
@@ -97,6 +99,15 @@ def make_prompts(kind: str, n: int) -> list[Messages]:
             body = _text(random.Random(10_000 + i), LONG_CHARS)
             out.append([{"role": "user",
                          "content": f"Read the following notes.\n\n{body}\n\n{_question(i)}"}])
+        elif kind == "long-answer":
+            topic = _TOPICS[i % len(_TOPICS)]
+            variant = "" if i < len(_TOPICS) else f" (draft {i // len(_TOPICS) + 1})"
+            out.append([{"role": "user", "content": (
+                f"You are writing a chapter for a textbook{variant}. Write a detailed essay of at least 600 "
+                f"words about {topic}. Start with an introduction, then write three long sections with "
+                "headings (history, how it works, why it matters), each with several paragraphs and "
+                "examples, and end with a conclusion. Do not stop early and do not summarise: write every "
+                "section in full.")}])
         elif kind == "edit":
             old, new, code = _edit_case(i)
             out.append([{"role": "system", "content": EDIT_SYSTEM_PROMPT},
