@@ -100,11 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sequences decoded together in one step [env RILL_PARALLEL; 16]")
     serve.add_argument("--batch-tokens", type=int,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
-    serve.add_argument("--backend", choices=["llamacpp", "torch"],
+    serve.add_argument("--backend", choices=["auto", "llamacpp", "torch"],
                        help="the engine: llamacpp (GGUF's own quantized kernels; fastest for one "
-                            "stream) or torch (Rill's PyTorch engine, bf16/fp32, paged KV cache; "
-                            "fastest with many streams and long prompts; needs rill[torch]) "
-                            "[env RILL_BACKEND; llamacpp]")
+                            "stream; answers batch-invariant) or torch (Rill's PyTorch engine, bf16/fp32, "
+                            "paged KV cache; fastest with many streams and long prompts; needs rill[torch]); "
+                            "auto: torch on a CUDA GPU or for a Hugging Face folder, else llamacpp (logged "
+                            "with the reason) [env RILL_BACKEND; auto]")
     serve.add_argument("--device", help="--backend torch: cpu, cuda or cuda:N [env RILL_DEVICE; cpu]")
     serve.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
                        help="--backend torch: the weights' and activations' type; auto: bf16 on GPUs and "
@@ -253,7 +254,7 @@ def serve(config: ServerConfig) -> None:
 
     def load(router: Router) -> None:
         for cfg, path, aliases in local:
-            log.info("loading %s from %s", cfg.id, path)
+            log.info("loading %s from %s on the %s backend (%s)", cfg.id, path, cfg.backend, cfg.backend_reason)
             backend = open_backend(cfg, path)
             info = backend.info
             template = ChatTemplate(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)

@@ -232,7 +232,7 @@ def test_a_model_may_run_on_the_torch_backend(tmp_path):
 
 def test_a_backend_setting_that_cannot_work_is_named_as_a_key(tmp_path):
     config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "vllm"\n')
-    assert "backend must be one of llamacpp, torch, not 'vllm'" in error(config)
+    assert "backend must be one of auto, llamacpp, torch, not 'vllm'" in error(config)
 
 
 def test_an_upstream_may_serve_other_protocols_itself(tmp_path):

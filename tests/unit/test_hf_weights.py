@@ -127,6 +127,8 @@ def test_a_folder_is_for_the_torch_backend_and_must_hold_a_config(tmp_path):
     folder = write_folder(tmp_path / "Qwen2.5-0.5B-Instruct", hf_names(WEIGHTS))
     assert ModelConfig(path=folder, backend="torch").id == "Qwen2.5-0.5B-Instruct"
     with pytest.raises(ConfigError, match="--backend torch"):
-        ModelConfig(path=folder)
+        ModelConfig(path=folder, backend="llamacpp")
+    auto = ModelConfig(path=folder)  # --backend auto: the torch backend reads folders
+    assert auto.backend == "torch" and "folder" in auto.backend_reason
     with pytest.raises(ConfigError, match="without config.json"):
         ModelConfig(path=tmp_path, backend="torch")

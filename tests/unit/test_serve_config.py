@@ -162,3 +162,34 @@ def test_the_embedded_model_is_found_in_its_package():
     [(cfg, path, aliases)] = local_models(ServerConfig())
     assert cfg.id == "SmolLM2-135M-Instruct" and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert aliases == {"SmolLM2-135M-Instruct.Q4_1"} and path.is_file()
+
+
+def test_backend_auto_picks_llama_cpp_on_the_cpu_and_torch_for_a_gpu(monkeypatch):
+    import rill.config as config_module
+
+    monkeypatch.setattr(config_module, "cuda_present", lambda: False)
+    cpu = ModelConfig()
+    assert (cpu.backend, cpu.device) == ("llamacpp", "cpu") and "batch-invariant" in cpu.backend_reason
+    assert ModelConfig(backend="auto", dtype="bf16").backend == "torch"  # torch's settings ask for torch
+    assert ModelConfig(backend="llamacpp") == cpu  # the reason is not part of the configuration
+    monkeypatch.setattr(config_module, "cuda_present", lambda: True)
+    gpu = ModelConfig()
+    assert (gpu.backend, gpu.device) == ("torch", "cuda") and "GPU" in gpu.backend_reason
+    assert ModelConfig(backend="llamacpp").backend == "llamacpp"  # an explicit choice is kept
+
+
+def test_cuda_is_probed_without_importing_torch_where_no_nvidia_driver_is_loaded(monkeypatch):
+    import builtins
+    from pathlib import Path
+
+    import rill.config as config_module
+
+    monkeypatch.setattr(Path, "exists", lambda self: False if str(self).startswith("/proc/driver/nvidia") else True)
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        assert name != "torch", "torch imported on a machine without NVIDIA's driver"
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+    assert config_module.cuda_present() is False
