@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from rill.config import SearchConfig, ServerConfig
-from tests.api.conftest import MODEL, assert_error
+from tests.api.conftest import assert_error
 from tests.api.test_reasoning import THINKS, THOUGHT
 from tests.api.test_responses import URL, create, output_text, req, stream
 from tests.search_server import RESULTS, SearchServer, search_server

@@ -32,7 +32,7 @@ async def test_prune_deletes_only_what_is_older(engine):
 
 
 async def test_prune_works_in_batches(engine):
-    completions, spans = CompletionStore(engine), SpanStore(engine)
+    completions = CompletionStore(engine)
     for i in range(7):
         await completions.save("", completion(f"c{i}", NOW - 30 * DAY_S), [], {})
     assert await completions.delete_before(NOW, batch=3) == 7

@@ -12,7 +12,7 @@ import pytest
 
 from rill.api.core.events import CallEnd, CallInput, CallStart, Finish, ReasoningOut, TextOut, Usage
 from rill.api.protocols.responses.events import ResponseBuilder, item_for_search, usage_json
-from rill.api.protocols.responses.mapping import Names, WireTool
+from rill.api.protocols.responses.tools import Names, WireTool
 from rill.engine.types import TokenLogprob
 from rill.errors import EngineError
 from rill.search.context import Source

@@ -12,7 +12,8 @@ import pytest
 from rill.api.core.request import CustomTool, FunctionTool, Message, ToolCall, ToolChoice
 from rill.api.http.body import validated
 from rill.api.protocols.responses import mapping
-from rill.api.protocols.responses.mapping import Search, WireTool, map_request
+from rill.api.protocols.responses.mapping import map_request
+from rill.api.protocols.responses.tools import EMPTY_PARAMETERS, TOOL_SEARCH_PARAMETERS, Search, WireTool
 from rill.api.protocols.responses.schemas import ResponseRequest
 from rill.errors import InvalidRequest, RillError
 
@@ -99,7 +100,7 @@ def test_namespaces_are_flattened_and_their_calls_named_back():
                                     "tool_choice": {"type": "custom", "name": "note"}}, ResponseRequest))
     gen = result.gen
     assert [t.name for t in gen.tools] == ["multi_agent_v1.spawn", "multi_agent_v1.note", "spawn"]
-    assert gen.tools[0] == FunctionTool("multi_agent_v1.spawn", "Agents. Start one.", mapping.EMPTY_PARAMETERS,
+    assert gen.tools[0] == FunctionTool("multi_agent_v1.spawn", "Agents. Start one.", EMPTY_PARAMETERS,
                                         where="tools[0].tools[0]")
     assert isinstance(gen.tools[1], CustomTool) and gen.tools[1].syntax is None
     assert result.names.wire("multi_agent_v1.spawn", False) == WireTool("function", "spawn", "multi_agent_v1")
@@ -147,7 +148,7 @@ def test_a_client_tool_search_is_a_tool_and_its_results_are_offered():
                                                                 "description": "Find tools."}]}, ResponseRequest))
     gen = result.gen
     assert [t.name for t in gen.tools] == ["tool_search", "weather"]
-    assert gen.tools[0].parameters == mapping.TOOL_SEARCH_PARAMETERS
+    assert gen.tools[0].parameters == TOOL_SEARCH_PARAMETERS
     assert result.names.wire("tool_search", False).kind == "tool_search"
     assert gen.messages[1].calls == (ToolCall("c1", "tool_search", '{"query": "weather"}'),)
     assert gen.messages[2] == Message("tool", '[{"type": "function", "name": "weather", "description": "Weather."}]',

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rill.api.core.events import CallEnd, CallInput, CallStart, TextOut
-from rill.api.core.output import ToolCallOutput
+from rill.api.core.output import ToolCallOutput, chat_message
 from rill.api.core.tool_calls import ToolCallStreamer
 from rill.api.protocols.chat import deltas
 from rill.engine.types import Finished, FinishReason, TokenLogprob
@@ -138,7 +138,7 @@ class ChatOutput:
                                            self.legacy)
 
     def message(self):
-        return deltas.message(self.output, self.legacy)
+        return chat_message(self.output, self.legacy)
 
 
 @settings(max_examples=200, deadline=None)

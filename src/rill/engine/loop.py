@@ -9,7 +9,6 @@ for good (die, called by the thread as it ends).
 
 from __future__ import annotations
 
-import codecs
 import collections
 import logging
 import threading
@@ -23,11 +22,11 @@ from rill.engine.events import emit_text, finished_event
 from rill.engine.pacing import PrefillPacer
 from rill.engine.picker import TokenPicker
 from rill.engine.placement import MIN_PREFILL_CHUNK, Placement
+from rill.engine.prompt_scoring import restart_scoring, score_prompt
 from rill.engine.sequence import Sequence
 from rill.engine.slots import SlotPool
 from rill.engine.speculation import DraftCost
-from rill.engine.types import Failed, FinishReason, Finished, PromptLogprobs, Status, TokenLogprob
-from rill.sampling.sampler import token_logprobs
+from rill.engine.types import Failed, FinishReason, Finished, PromptLogprobs, Status
 
 log = logging.getLogger("rill.engine")
 
@@ -351,7 +350,7 @@ class EngineLoop:
                 row += item.num_logits
                 continue
             if seq.status is Status.PREFILLING and seq.prompt_logprobs is not None:
-                self._score_prompt(seq, item, logits[row : row + item.num_logits])
+                score_prompt(seq, item, logits[row : row + item.num_logits], self.backend.token_bytes)
                 row += item.num_logits - 1  # the last row, at the prompt's end, is the next token's
             seq.num_cached += len(item.tokens)
             if seq.status is Status.PREFILLING:
@@ -376,26 +375,6 @@ class EngineLoop:
                 self._flush(choice)
             row += 1
         self._update_counts()
-
-    def _score_prompt(self, seq: Sequence, item: BatchItem, rows: np.ndarray) -> None:
-        """The logprobs of the prompt tokens this prefill chunk's rows predict: row i (position
-        start + i) gives the token at start + i + 1, while that is still the prompt's. The first
-        token comes first, with no logprob of its own (PromptLogprobs)."""
-        prompt = seq.request.prompt_tokens
-        k = seq.request.prompt_logprobs or 0
-        if seq.utf8 is None:
-            seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        if item.start == 0:  # the first token has no logprob: 0.0 and no alternatives stand in
-            seq.prompt_logprobs.append(TokenLogprob(prompt[0], seq.utf8.decode(self.backend.token_bytes(prompt[0])),
-                                                    0.0, ()))
-        for i in range(len(rows)):
-            position = item.start + i + 1
-            if position >= len(prompt):
-                break
-            token = prompt[position]
-            logprob, top = token_logprobs(rows[i], token, k)
-            seq.prompt_logprobs.append(TokenLogprob(token, seq.utf8.decode(self.backend.token_bytes(token)),
-                                                    logprob, top))
 
     def _verify(self, seq: Sequence, item: BatchItem, rows: np.ndarray) -> None:
         """A sequence's last token and draft went through in one item: sample each position as
@@ -453,8 +432,7 @@ class EngineLoop:
         seq.num_cached = 0
         seq.num_preemptions += 1
         if seq.prompt_logprobs is not None:  # not sent yet: the prompt is scored again from its start
-            seq.prompt_logprobs.clear()
-            seq.utf8 = None
+            restart_scoring(seq)
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
         self._update_counts()

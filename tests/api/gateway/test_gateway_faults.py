@@ -72,12 +72,6 @@ async def app(upstream: FaultyUpstream, tmp_path, monkeypatch):
         yield app
 
 
-@pytest.fixture
-async def client(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rill.test") as c:
-        yield c
-
-
 async def ask(client: httpx.AsyncClient, model: str, *, stream: bool) -> httpx.Response:
     # the bound is a guard against a hang (each try is bounded by the upstream's timeout), not a timing check
     return await asyncio.wait_for(client.post(CHAT_URL, json={"model": model, "messages": ASK, "stream": stream}), 20)

@@ -40,6 +40,11 @@ class Plan:
     audio: Any = None  # Chat Completions' audio output (protocols/chat/audio.py's AudioPlan)
     sources: tuple[Any, ...] = ()  # web search results the answer may cite (search/context.py's Source)
 
+    @property
+    def legacy_functions(self) -> bool:
+        """Chat Completions' deprecated `functions`: one call, streamed as delta.function_call."""
+        return self.tools is not None and self.tools.legacy
+
 
 # the service tier -> admission priority (lower first)
 TIER_PRIORITY = {"priority": 0, "scale": 0, "default": 1, "flex": 2}

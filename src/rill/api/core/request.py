@@ -55,6 +55,12 @@ class CustomTool:
 
 Tool = FunctionTool | CustomTool
 
+# A reasoning effort, as every protocol names one (Chat's `reasoning_effort`, Responses'
+# `reasoning.effort`, Messages' `output_config.effort`) -> the thinking tokens before Rill closes
+# the section itself (docs/features.md); none and minimal turn thinking off, max leaves it unbounded.
+EFFORT_BUDGETS: dict[str, int | None] = {"none": 0, "minimal": 0, "low": 512, "medium": 2048, "high": 8192,
+                                         "xhigh": 16384, "max": None}
+
 
 @dataclass(frozen=True, slots=True)
 class ToolChoice:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from rill.api.core import run
 from rill.api.core.assemble import ChunkAssembler
+from rill.api.core.messages import ERROR_PREFIX
 from rill.api.core.events import CallEnd, CallInput, CallStart, Failure, Finish, FinishReason, ReasoningOut, TextOut, Usage
 from rill.api.core.request import CustomTool, GenerationRequest, Message
 from rill.api.core.run import CLIENT_LEFT, Event, Generation
@@ -78,7 +79,7 @@ def event_message(event: dict[str, Any]) -> str:
 
 def _chat_message(msg: Message) -> dict[str, Any]:
     if msg.role == "tool":
-        out: dict[str, Any] = {"role": "tool", "content": ("Error: " + msg.text) if msg.is_error else msg.text,
+        out: dict[str, Any] = {"role": "tool", "content": (ERROR_PREFIX + msg.text) if msg.is_error else msg.text,
                                "tool_call_id": msg.call_id or ""}
         return out
     out = {"role": msg.role, "content": msg.text}

@@ -7,7 +7,7 @@ import random
 import string
 from typing import Any, Sequence
 
-from rill.api.core.output import ChoiceOutput
+from rill.api.core.output import ChoiceOutput, chat_message
 from rill.api.protocols.chat import deltas
 from rill.api.core.plan import Plan
 from rill.engine.types import Finished, TokenLogprob
@@ -110,7 +110,6 @@ def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOut
                audio: Sequence[dict[str, Any] | None] | None = None, audio_tokens: int = 0) -> dict[str, Any]:
     """The non-streamed `chat.completion` object; outputs[i] holds choice i's message, logprobs[i]
     the logprobs of its content's tokens, audio[i] (audio output) its `audio`."""
-    legacy = plan.tools is not None and plan.tools.legacy
     return {
         "id": plan.id,
         "object": "chat.completion",
@@ -122,7 +121,7 @@ def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOut
             "index": event.index,
             "message": message(plan, outputs[event.index], audio[event.index] if audio is not None else None),
             "logprobs": logprobs_object(plan, logprobs[event.index] if logprobs else ()),
-            "finish_reason": deltas.choice_finish_reason(outputs[event.index], event, legacy),
+            "finish_reason": deltas.choice_finish_reason(outputs[event.index], event, plan.legacy_functions),
         } for event in sorted(finished, key=lambda e: e.index)],
         "usage": total_usage(finished, audio_tokens),
     }
@@ -130,7 +129,7 @@ def completion(plan: Plan, finished: list[Finished], outputs: Sequence[ChoiceOut
 
 def message(plan: Plan, output: ChoiceOutput, audio: dict[str, Any] | None) -> dict[str, Any]:
     """A choice's message: its text (and calls), the sources it cites, its audio if spoken."""
-    text = deltas.message(output, plan.tools is not None and plan.tools.legacy)
+    text = chat_message(output, plan.legacy_functions)
     out = {"role": "assistant", **text, "refusal": None, "annotations": annotations(plan, text.get("content"))}
     if plan.audio is not None:
         out["audio"] = audio

@@ -1,4 +1,5 @@
-"""The core's events -> Chat Completions' deltas, finish reasons and messages. With the
+"""The core's events -> Chat Completions' deltas and finish reasons (its messages: core/output.py's
+chat_message, what spans record for every protocol). With the
 deprecated `functions` (legacy), one call streams as `delta.function_call`."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rill.api.core.events import CallInput, CallStart, OutEvent, ReasoningOut, TextOut
-from rill.api.core.output import ChoiceOutput, chat_finish_reason, chat_message
+from rill.api.core.output import ChoiceOutput, chat_finish_reason
 from rill.engine.types import Finished, TokenLogprob
 
 Delta = dict[str, Any]
@@ -37,7 +38,3 @@ def pieces(events: list[OutEvent], legacy: bool = False) -> list[Piece]:
 
 def choice_finish_reason(output: ChoiceOutput, event: Finished, legacy: bool = False) -> str:
     return chat_finish_reason(output.finish_reason(event), legacy)
-
-
-def message(output: ChoiceOutput, legacy: bool = False) -> dict[str, Any]:
-    return chat_message(output, legacy)

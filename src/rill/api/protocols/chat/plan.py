@@ -11,7 +11,7 @@ import uuid
 from typing import Callable
 
 from rill.api.core.plan import Plan, plan_generation
-from rill.api.core.request import FunctionTool, GenerationRequest, ToolChoice
+from rill.api.core.request import EFFORT_BUDGETS, FunctionTool, GenerationRequest, ToolChoice
 from rill.api.protocols.chat.audio import plan_audio
 from rill.api.protocols.chat.messages import core_messages
 from rill.api.protocols.chat.prediction import check_prediction, predicted_text
@@ -25,10 +25,6 @@ from rill.speech.service import SpeechService
 from rill.speech.speaker import EXTRA
 
 log = logging.getLogger("rill.api")
-
-# `reasoning_effort` -> reasoning tokens before Rill closes the thinking section itself
-# (docs/features.md); none and minimal turn thinking off.
-REASONING_BUDGETS = {"none": 0, "minimal": 0, "low": 512, "medium": 2048, "high": 8192}
 
 # Why a server without speech cannot speak (a request for audio gets it in its 400).
 NO_SPEECH = f"text-to-speech is not installed: {EXTRA}"
@@ -119,7 +115,7 @@ def to_core(body: ChatCompletionRequest, *, verbosity: bool = True) -> Generatio
         stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
         max_tokens=cap, max_tokens_where=cap_where, n=body.n or 1,
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        reasoning_budget=REASONING_BUDGETS.get(body.reasoning_effort or ""),
+        reasoning_budget=EFFORT_BUDGETS.get(body.reasoning_effort or ""),
         verbosity=body.verbosity if verbosity else None,
         prediction=predicted_text(body), priority_tier=tier, stream=bool(body.stream))
 

@@ -27,11 +27,6 @@ DONE = b"data: [DONE]\n\n"
 
 
 
-def legacy(plan: Plan) -> bool:
-    """`functions` rather than `tools`: one call, streamed as delta.function_call."""
-    return plan.tools is not None and plan.tools.legacy
-
-
 # Keeps a finished chat.completion (store: true); raises if it could not.
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -51,7 +46,7 @@ def pieces(plan: Plan, output: ChoiceOutput, event: TextDelta, track: AudioTrack
     """A delta's chunks: its reasoning (a thinking model's), then its text."""
     out = deltas.pieces(output.reason(event.reasoning)) if event.reasoning else []
     if event.text:
-        out += spoken(deltas.pieces(output.feed(event.text, event.logprobs), legacy(plan)), track)
+        out += spoken(deltas.pieces(output.feed(event.text, event.logprobs), plan.legacy_functions), track)
     return out
 
 
@@ -114,7 +109,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
             elif isinstance(event, Finished):
                 output = outputs[event.index]
                 track = tracks[event.index] if tracks else None
-                for delta, entries in spoken(deltas.pieces(output.finish(), legacy(plan)), track):
+                for delta, entries in spoken(deltas.pieces(output.finish(), plan.legacy_functions), track):
                     if logprobs is not None:
                         logprobs[event.index].extend(entries)
                     yield sse(chunks.delta(delta, event.index, entries))
@@ -124,7 +119,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
                 cited = annotations(plan, output.message().get("content"))
                 if cited:
                     yield sse(chunks.delta({"annotations": cited}, event.index))
-                yield sse(chunks.finish(event, deltas.choice_finish_reason(output, event, legacy(plan))))
+                yield sse(chunks.finish(event, deltas.choice_finish_reason(output, event, plan.legacy_functions)))
                 finished.append(event)
                 if len(finished) < len(outputs):
                     continue
@@ -157,7 +152,7 @@ async def sse_events(plan: Plan, stream: RequestStream, save: Saver | None = Non
             track.close()
         stream.close()
         if span is not None:
-            span.end(outputs, finished, error, audio_summaries(tracks), legacy=legacy(plan))
+            span.end(outputs, finished, error, audio_summaries(tracks), legacy=plan.legacy_functions)
 
 
 async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
@@ -178,7 +173,7 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
                 for _, entries in pieces(plan, outputs[event.index], event, track):
                     logprobs[event.index].extend(entries)
             elif isinstance(event, Finished):
-                for _, entries in spoken(deltas.pieces(outputs[event.index].finish(), legacy(plan)), track):
+                for _, entries in spoken(deltas.pieces(outputs[event.index].finish(), plan.legacy_functions), track):
                     logprobs[event.index].extend(entries)
                 if track is not None:
                     async for _ in track.finish():
@@ -210,5 +205,5 @@ async def collect(plan: Plan, stream: RequestStream, save: Saver | None = None,
             track.close()
         stream.close()
         if span is not None:
-            span.end(outputs, finished, error, audio_summaries(tracks), legacy=legacy(plan))
+            span.end(outputs, finished, error, audio_summaries(tracks), legacy=plan.legacy_functions)
     raise RillError("the engine ended a request without finishing it")  # pragma: no cover

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from rill.api.core.request import FunctionTool, GenerationRequest, Message, ToolCall, ToolChoice
+from rill.api.core.request import EFFORT_BUDGETS, FunctionTool, GenerationRequest, Message, ToolCall, ToolChoice
 from rill.api.protocols.messages.schemas import (AnthropicInputMessage, AnthropicPromptFields,
                                                  AnthropicRedactedThinkingBlock, AnthropicTextBlock,
                                                  AnthropicThinkingBlock, AnthropicTool, AnthropicToolResultBlock,
@@ -36,9 +36,6 @@ log = logging.getLogger("rill.api")
 
 BILLING_HEADER = "x-anthropic-billing-header:"
 
-# `output_config.effort` (with `thinking` adaptive or absent) -> thinking tokens before Rill closes
-# the section; the same budgets as Chat Completions' `reasoning_effort` (docs/features.md)
-EFFORT_BUDGETS: dict[str, int | None] = {"low": 512, "medium": 2048, "high": 8192, "max": None}
 
 
 @dataclass(frozen=True, slots=True)

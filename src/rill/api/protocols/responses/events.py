@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from rill.api.core.events import CallEnd, CallInput, CallStart, Finish, OutEvent, ReasoningOut, TextOut, Usage
 from rill.api.protocols.responses import schemas as w
-from rill.api.protocols.responses.mapping import Names
+from rill.api.protocols.responses.tools import Names
 from rill.engine.types import TokenLogprob
 from rill.errors import RillError
 from rill.search.context import Source, citations

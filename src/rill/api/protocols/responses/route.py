@@ -36,7 +36,8 @@ from rill.api.http.response import KEEPALIVE, EngineResponse, Outcome, sse
 from rill.api.http.wire import ErrorResponse
 from rill.api.protocols.responses import stored
 from rill.api.protocols.responses.events import ResponseBuilder, WireEvent, item_for_search, new_id, new_response
-from rill.api.protocols.responses.mapping import Search, check_request, map_request, with_system_text
+from rill.api.protocols.responses.mapping import check_request, map_request, with_system_text
+from rill.api.protocols.responses.tools import Search
 from rill.api.protocols.responses.schemas import ResponseRequest
 from rill.errors import InvalidRequest, RillError, StoreFailed, UnsupportedParameter, error_body
 from rill.router import LocalModel, UpstreamModel
