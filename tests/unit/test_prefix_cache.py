@@ -8,6 +8,7 @@ import pytest
 
 from rill.backends.fake import FakeBackend
 from rill.engine.detokenize import Detokenizer
+from rill.backends.base import BatchItem
 from rill.engine.loop import EngineLoop
 from rill.engine.placement import MIN_COPY_GAIN
 from rill.engine.sequence import Sequence
@@ -272,3 +273,45 @@ def test_the_pool_spares_the_caches_it_is_told_to_keep():
     assert pool.lowest_free(avoid=frozenset({0, 1, 2})) == 0  # all wanted: the lowest all the same
     assert pool.evict_lru(keep=frozenset({0})) == 1  # the least recently used of the others
     assert pool.evict_lru(keep=frozenset({0, 2})) == 0  # only kept ones hold anything: the oldest goes
+
+
+class Running:
+    """What compaction reads of a running sequence: its slot and status."""
+
+    def __init__(self, seq_id: int):
+        from rill.engine.types import Status
+
+        self.seq_id, self.status = seq_id, Status.DECODING
+
+
+def placement_with(cached: dict[int, list[int]], running: list[int]):
+    from rill.engine.placement import Placement
+
+    backend = FakeBackend(max_sequences=4)
+    slots = SlotPool(4)
+    for seq_id in range(4):
+        slots.take(seq_id)
+    for seq_id, tokens in cached.items():
+        backend.forward([BatchItem(seq_id, tokens, 0, num_logits=0)])
+        slots.give_back(seq_id, np.array(tokens, np.int32))
+    for seq_id in range(4):
+        if seq_id not in cached and seq_id not in running:
+            slots.give_back(seq_id)
+    for seq_id in running:
+        backend.forward([BatchItem(seq_id, [1, 2], 0, num_logits=0)])
+    return Placement(backend, slots), slots
+
+
+def test_compaction_leaves_one_run_of_sequences_where_it_is():
+    placement, slots = placement_with({0: [5, 6, 7]}, running=[2])
+    alone = Running(2)
+    placement.compact([alone])
+    assert alone.seq_id == 2 and slots.holds(0) == 3  # one sequence is one run: slot 0's cache stays
+
+
+def test_compaction_closes_a_gap_when_an_empty_slot_keeps_the_displaced_cache():
+    placement, slots = placement_with({1: [5, 6, 7]}, running=[0, 2])
+    low, top = Running(0), Running(2)
+    placement.compact([low, top])
+    assert top.seq_id == 1  # the gap at 1 is closed ...
+    assert [s for s in (2, 3) if slots.holds(s) == 3]  # ... and its cache kept in an empty slot
