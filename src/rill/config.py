@@ -16,6 +16,7 @@ from rill.store.database import database_url
 EMBEDDED_ID = "SmolLM2-135M-Instruct"  # the served id of the embedded model
 BACKENDS = ("auto", "llamacpp", "torch")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+WEIGHTS = ("auto", "float", "int8", "int4")
 
 
 def name_of(path: Path) -> str:
@@ -39,6 +40,7 @@ class ModelConfig:
     backend: str = "auto"
     device: str = "cpu"  # torch: cpu | cuda | cuda:N
     dtype: str = "auto"  # torch: auto | bf16 | fp16 | fp32
+    weights: str = "auto"  # torch: the linears' weights: auto | float (in dtype) | int8 | int4 (CPU)
     # what a request that leaves them out gets, whatever its protocol (None: 1.0, and the room the
     # context leaves): a small model sampled at 1.0 without a cap may ramble to the end of its context
     temperature: float | None = None
@@ -87,11 +89,15 @@ class ModelConfig:
             raise ConfigError("--threads must be >= 0")
         if self.backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        if self.backend == "llamacpp" and (self.device != "cpu" or self.dtype != "auto"):
-            raise ConfigError("--device and --dtype are settings of --backend torch (llama.cpp runs "
+        if self.backend == "llamacpp" and (self.device != "cpu" or self.dtype != "auto" or self.weights != "auto"):
+            raise ConfigError("--device, --dtype and --weights are settings of --backend torch (llama.cpp runs "
                               "the GGUF file's own types on the CPU)")
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS)}, not {self.weights!r}")
+        if self.weights in ("int8", "int4") and self.device != "cpu":
+            raise ConfigError(f"--weights {self.weights} runs Rill's CPU kernels: on a GPU use --weights float")
         if self.device not in ("cpu", "cuda") and not (self.device.startswith("cuda:")
                                                        and self.device[5:].isdigit()):
             raise ConfigError(f"--device must be cpu, cuda or cuda:N, not {self.device!r}")
@@ -163,8 +169,8 @@ def auto_backend(cfg: ModelConfig) -> tuple[str, str, str]:
     """--backend auto: (backend, device, why), what is fastest here among what keeps the promises."""
     if cfg.path is not None and cfg.path.is_dir():
         return "torch", cfg.device, "a Hugging Face model folder: the torch backend reads it (llama.cpp reads GGUF)"
-    if cfg.device != "cpu" or cfg.dtype != "auto":
-        return "torch", cfg.device, "--device/--dtype are the torch backend's settings"
+    if cfg.device != "cpu" or cfg.dtype != "auto" or cfg.weights != "auto":
+        return "torch", cfg.device, "--device/--dtype/--weights are the torch backend's settings"
     if cuda_present():
         return "torch", "cuda", "a CUDA GPU: Rill's llama.cpp build runs on the CPU"
     return "llamacpp", "cpu", ("the CPU: llama.cpp leads for one stream and keeps answers batch-invariant (the "

@@ -51,6 +51,7 @@ LOCAL_KEYS: dict[str, tuple[str, Converter]] = {
     "ctx": ("n_ctx", _integer), "parallel": ("parallel", _integer), "threads": ("n_threads", _integer),
     "batch_tokens": ("n_batch", _integer), "max_stall": ("max_stall", _number),
     "backend": ("backend", _string), "device": ("device", _string), "dtype": ("dtype", _string),
+    "weights": ("weights", _string),
     "temperature": ("temperature", _number), "max_tokens": ("max_tokens", _integer),
 }
 UPSTREAM_KEYS: dict[str, tuple[str, Converter]] = {
@@ -62,7 +63,7 @@ UPSTREAM_KEYS: dict[str, tuple[str, Converter]] = {
 # ModelConfig's messages speak of flags; in a file they are keys
 FLAG_TO_KEY = {"--batch-tokens": "batch_tokens", "--ctx": "ctx", "--parallel": "parallel",
                "--max-stall": "max_stall", "--threads": "threads", "--backend": "backend",
-               "--device": "device", "--dtype": "dtype", "--temperature": "temperature",
+               "--device": "device", "--dtype": "dtype", "--weights": "weights", "--temperature": "temperature",
                "--max-tokens": "max_tokens"}
 
 

@@ -225,9 +225,11 @@ def test_name_clashes_and_unknown_fallbacks_say_which_model_of_which_file(tmp_pa
 
 
 def test_a_model_may_run_on_the_torch_backend(tmp_path):
-    config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "torch"\ndevice = "cuda:0"\ndtype = "bf16"\n')
-    (model,) = load_config_file(config)
+    config = write(tmp_path, '[[models]]\nname = "t"\nbackend = "torch"\ndevice = "cuda:0"\ndtype = "bf16"\n'
+                             '[[models]]\nname = "q"\nbackend = "torch"\nweights = "int4"\n')
+    model, quantized = load_config_file(config)
     assert (model.backend, model.device, model.dtype) == ("torch", "cuda:0", "bf16")
+    assert (quantized.backend, quantized.weights) == ("torch", "int4")
 
 
 def test_a_backend_setting_that_cannot_work_is_named_as_a_key(tmp_path):

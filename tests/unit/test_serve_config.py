@@ -76,7 +76,8 @@ def test_a_model_flag_with_a_config_file_is_refused(config_file, flag, value):
 
 def test_every_model_flag_is_checked():
     assert set(MODEL_FLAGS) == {"--model", "--name", "--ctx", "--parallel", "--threads", "--batch-tokens",
-                                "--max-stall", "--backend", "--device", "--dtype", "--temperature", "--max-tokens"}
+                                "--max-stall", "--backend", "--device", "--dtype", "--weights", "--temperature",
+                                "--max-tokens"}
 
 
 def test_default_sampling_comes_from_flags_or_the_environment(monkeypatch):
@@ -98,10 +99,15 @@ def test_the_backend_flags_make_a_torch_model(gguf, monkeypatch):
     monkeypatch.setenv("RILL_DTYPE", "fp32")
     got = config("--model", str(gguf), "--backend", "torch", "--device", "cuda:1")
     assert got.models == (ModelConfig(path=gguf, backend="torch", device="cuda:1", dtype="fp32"),)
+    monkeypatch.setenv("RILL_WEIGHTS", "int4")
+    got = config("--model", str(gguf), "--backend", "torch")
+    assert got.models == (ModelConfig(path=gguf, backend="torch", dtype="fp32", weights="int4"),)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--backend", "llamacpp", "--dtype", "bf16"), "--device and --dtype are settings of --backend torch"),
+    (("--backend", "llamacpp", "--dtype", "bf16"), "--device, --dtype and --weights are settings of --backend torch"),
+    (("--backend", "llamacpp", "--weights", "int8"), "--device, --dtype and --weights are settings of --backend torch"),
+    (("--backend", "torch", "--device", "cuda", "--weights", "int8"), "--weights int8 runs Rill's CPU kernels"),
     (("--backend", "torch", "--device", "tpu"), "--device must be cpu, cuda or cuda:N, not 'tpu'"),
 ])
 def test_backend_settings_that_cannot_work_are_refused(gguf, flags, message):
@@ -171,6 +177,7 @@ def test_backend_auto_picks_llama_cpp_on_the_cpu_and_torch_for_a_gpu(monkeypatch
     cpu = ModelConfig()
     assert (cpu.backend, cpu.device) == ("llamacpp", "cpu") and "batch-invariant" in cpu.backend_reason
     assert ModelConfig(backend="auto", dtype="bf16").backend == "torch"  # torch's settings ask for torch
+    assert ModelConfig(backend="auto", weights="int8").backend == "torch"
     assert ModelConfig(backend="llamacpp") == cpu  # the reason is not part of the configuration
     monkeypatch.setattr(config_module, "cuda_present", lambda: True)
     gpu = ModelConfig()

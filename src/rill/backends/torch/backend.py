@@ -56,6 +56,10 @@ class TorchBackend(VocabMethods):
         self.n_vocab = vocab.n_vocab
         if graphs is None and self.device.type == "cuda" and os.environ.get(GRAPHS_SWITCH, "1") != "0":
             graphs = "cuda"
+        # quantized weights run Rill's own matmuls, every output one chain in k order whatever the
+        # rows (quant_matmul.cpp); with every row's attention run alone over the cache (the decode
+        # kernel, prompt rows too), a token's logits never depend on the rest of the step
+        self.invariant = model.weights != "float" and model.ops.native
         self.graphs = DecodeGraphs(self._run, CudaReplay if graphs == "cuda" else EagerReplay) if graphs else None
         self.info = ModelInfo(
             name=name, n_ctx=n_ctx, n_vocab=self.n_vocab, chat_template=vocab.chat_template,
@@ -64,7 +68,7 @@ class TorchBackend(VocabMethods):
 
     @classmethod
     def load(cls, path: Path, config: ModelConfig, *, name: str, device: str = "cpu", dtype: str = "auto",
-             on_progress: Callable[[float], None] | None = None) -> TorchBackend:
+             weights: str = "auto", on_progress: Callable[[float], None] | None = None) -> TorchBackend:
         """A GGUF model file (weights dequantized to dtype on device; tokenizer and chat template
         from its metadata, read by llama.cpp so that both backends tokenize alike) or a Hugging
         Face model folder (safetensors weights, tokenizer.json, the template from
@@ -75,8 +79,8 @@ class TorchBackend(VocabMethods):
         if where.type == "cpu":
             torch.set_num_threads(threads)
         folder = is_hf_folder(path)
-        weights = HFWeights(path) if folder else GGUFWeights(path)
-        spec = weights.spec
+        source = HFWeights(path) if folder else GGUFWeights(path)
+        spec = source.spec
         total = 2 + spec.num_layers * 7  # about how many tensors the loader yields
         progress = on_progress or (lambda _fraction: None)
 
@@ -87,14 +91,15 @@ class TorchBackend(VocabMethods):
             progress(1.0)
 
         with torch.inference_mode():
-            model = LlamaModel(spec, reporting(weights.tensors()), dtype=kind, device=where,
-                               max_positions=min(config.n_ctx, spec.context_length))
+            model = LlamaModel(spec, reporting(source.tensors()), dtype=kind, device=where,
+                               max_positions=min(config.n_ctx, spec.context_length),
+                               weights="float" if weights == "auto" else weights)
         vocab = HFVocab(path) if folder else LlamaVocab.load(path)
         size = sum(f.stat().st_size for f in path.glob("*.safetensors")) if folder else path.stat().st_size
-        ident = f"{path.name}:{size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{where.type}"
+        ident = f"{path.name}:{size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{model.weights}:{where.type}"
         backend = cls(model, vocab, config, name=name, fingerprint="fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10])
-        log.info("loaded %s: %s %s on %s, %d tokens per sequence, %d-token paged KV cache (%d MiB) for "
-                 "%d sequences, %d threads", path.name, spec.arch, str(kind).removeprefix("torch."), where,
+        log.info("loaded %s: %s %s (%s weights) on %s, %d tokens per sequence, %d-token paged KV cache (%d MiB) for "
+                 "%d sequences, %d threads", path.name, spec.arch, str(kind).removeprefix("torch."), model.weights, where,
                  backend.info.n_ctx, backend.kv_capacity,
                  backend.kv_capacity * backend.cache.bytes_per_token >> 20, config.parallel, threads)
         return backend
@@ -177,6 +182,8 @@ class TorchBackend(VocabMethods):
         first_row: dict[int, int] = {}
         num_rows: dict[int, int] = {}
         spans = []
+        tables: list[list[int]] = []  # the block table and number of keys of each decode-attention row
+        lengths: list[int] = []
         row = 0
         for i in singles + multis:
             item = batch[i]
@@ -187,9 +194,13 @@ class TorchBackend(VocabMethods):
             positions.append(np.arange(start + placed.num_reused, start + len(ids), dtype=np.int64))
             slots.append(placed.slots)
             first_row[i], num_rows[i] = row, n
-            if len(ids) > 1:
+            table = blocks.block_table(item.seq_id)
+            if len(ids) == 1 or self.invariant:  # each row over the cache, up to its own position
+                tables += [table] * n
+                lengths += (positions[-1] + 1).tolist()
+            else:
                 num_keys = blocks.length(item.seq_id)
-                rows = cache.block_rows(np.asarray(blocks.block_table(item.seq_id), np.int64))
+                rows = cache.block_rows(np.asarray(table, np.int64))
                 spans.append(Span(row, row + n, self._tensor(rows), num_keys,
                                   None if n == num_keys else self._offset_causal(n, num_keys)))
             row += n
@@ -197,17 +208,15 @@ class TorchBackend(VocabMethods):
         for i, item in enumerate(batch):
             k = min(item.num_logits, num_rows[i])
             logit_rows.extend(range(first_row[i] + num_rows[i] - k, first_row[i] + num_rows[i]))
-        tables = [blocks.block_table(batch[i].seq_id) for i in singles]
-        lengths = [blocks.length(batch[i].seq_id) for i in singles]
-        rows_wanted, width = pad or (len(singles), max((len(t) for t in tables), default=0))
-        extra = rows_wanted - len(singles)
+        rows_wanted, width = pad or (len(tables), max((len(t) for t in tables), default=0))
+        extra = rows_wanted - len(tables)
         if extra:  # padding rows: token 0 at position 0, written to and read from the scratch block
             tokens.append(np.zeros(extra, np.int32))
             positions.append(np.zeros(extra, np.int64))
             slots.append(np.full(extra, cache.scratch_block * cache.block_size, np.int64))
             tables += [[cache.scratch_block]] * extra
             lengths += [1] * extra
-            logit_rows.extend(range(len(singles), rows_wanted))
+            logit_rows.extend(range(len(tables) - extra, rows_wanted))
         return self._step(np.concatenate(tokens).astype(np.int64), np.concatenate(positions), np.concatenate(slots),
                           tables, np.asarray(lengths, np.int64), width, tuple(spans), np.asarray(logit_rows, np.int64))
 
@@ -262,9 +271,9 @@ class TorchBackend(VocabMethods):
 
     @property
     def batch_invariant(self) -> bool:
-        # matmul kernels pick their blocking by the number of rows, so a token's logits differ
-        # in the last bits with what else is in the step (docs/torch-backend.md)
-        return False
+        # with float weights, oneDNN picks its matmul blocking by the number of rows, so a token's
+        # logits differ in the last bits with what else is in the step (docs/torch-backend.md)
+        return self.invariant
 
     def close(self) -> None:
         self.vocab.close()

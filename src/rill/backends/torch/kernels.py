@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 log = logging.getLogger("rill.torch")
 
-SOURCE = Path(__file__).with_name("kernels.cpp")
+# the operations between the matmuls, and the int8/int4 weight matmuls (quant.py)
+SOURCES = (Path(__file__).with_name("kernels.cpp"), Path(__file__).with_name("quant_matmul.cpp"))
 # RILL_TORCH_KERNELS=0 keeps the PyTorch implementations (to compare, or where building fails)
 ENV_SWITCH = "RILL_TORCH_KERNELS"
 
@@ -119,20 +120,21 @@ def load_ops(device: torch.device) -> TorchOps | NativeOps:
 
 
 def _build() -> None:
-    """Compile kernels.cpp (once per source, flags and CPU: the build directory is named by
+    """Compile kernels.cpp and quant_matmul.cpp (once per source, flags and CPU: the build directory is named by
     their hash, so a home directory shared by machines of other CPUs never loads a foreign
     build) and register its operations."""
     from torch.utils import cpp_extension
 
     # -fopenmp: ATen's parallel_for is inline code over OpenMP, serial without it
     flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp"]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + _cpu_model().encode()).hexdigest()[:12]
+    code = b"".join(source.read_bytes() for source in SOURCES)
+    key = hashlib.sha256(code + " ".join(flags).encode() + _cpu_model().encode()).hexdigest()[:12]
     name = f"rill_kernels_{key}"
     cached = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
     if not cached.exists():
         log.info("building Rill's CPU kernels (once per machine, about 30 s)")
     with _ninja_on_path():
-        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        cpp_extension.load(name=name, sources=[str(source) for source in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"],
                            is_python_module=False, verbose=False)
 
 

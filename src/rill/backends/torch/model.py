@@ -10,18 +10,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rill.backends.base import BackendError
 from rill.backends.torch.kernels import NativeOps, TorchOps, load_ops
 from rill.backends.torch.kv_cache import KVCache
 from rill.backends.torch.layers import AttentionBatch, Linear, Rotary, attention
+from rill.backends.torch.quant import QuantLinear
 from rill.backends.torch.weights import ModelSpec
 
 
 class LlamaModel:
     def __init__(self, spec: ModelSpec, tensors: Iterable[tuple[str, np.ndarray]], *,
                  dtype: torch.dtype, device: torch.device, max_positions: int,
-                 ops: TorchOps | NativeOps | None = None):
+                 ops: TorchOps | NativeOps | None = None, weights: str = "float"):
+        """weights: "float" keeps the linears' weights in dtype; "int8"/"int4" quantizes them
+        (quant.py; the native CPU kernels must have built). Embeddings and norms stay in dtype."""
         self.spec, self.dtype, self.device, self.max_positions = spec, dtype, device, max_positions
         self.ops = ops or load_ops(device)
+        self.weights = weights
+        if weights != "float" and not self.ops.native:
+            raise BackendError(f"--weights {weights} needs Rill's CPU kernels, which are not available here "
+                               "(the log says why; RILL_TORCH_KERNELS=0 turns them off)")
+        bits = {"float": 0, "int8": 8, "int4": 4}[weights]
+
+        def linear(weight: torch.Tensor, bias: torch.Tensor | None = None):
+            return QuantLinear(weight, bias, bits) if bits else Linear(weight, bias)
+
         weights: dict[str, torch.Tensor] = {}
         for name, array in tensors:  # converted one by one: never the whole model in float32
             writable = array if array.flags.writeable else array.copy()  # GGUF F32 tensors are memory-mapped
@@ -33,10 +46,12 @@ class LlamaModel:
         self.layers = [{key.split(".", 2)[2]: weights.pop(key) for key in list(weights)
                         if key.startswith(f"layers.{i}.")} for i in range(spec.num_layers)]
         for w in self.layers:
-            w["qkv"] = Linear(w.pop("wqkv"), w.pop("bqkv", None))
+            w["qkv"] = linear(w.pop("wqkv"), w.pop("bqkv", None))
             for name in ("wo", "w_gate_up", "w_down"):
-                w[name] = Linear(w[name])
-        self.output = Linear(lm_head)
+                w[name] = linear(w[name])
+        # the output head stays int8 under int4 layers, as llama.cpp's 4-bit files keep it at 8 bits:
+        # at 4 bits its rounding moved SmolLM2's argmax on a fifth of the positions (docs/torch-backend.md)
+        self.output = QuantLinear(lm_head, None, 8) if bits == 4 else linear(lm_head)
         if weights:
             raise ValueError(f"unused weights: {sorted(weights)[:5]}")
         self.rotary = Rotary(spec.head_dim, spec.rope_theta, max_positions, device, factors)

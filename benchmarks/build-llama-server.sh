@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# llama.cpp's own `llama-server`, for benchmarks/engines.sh: built from the llama.cpp sources
+# vendored in the llama-cpp-python sdist Rill pins (the same llama.cpp as Rill's backend), with
+# llama.cpp's default flags (llamafile's kernels on, as the stock server ships), once, into
+# ~/.cache/rill/llama-server-VERSION. Prints the binary's path.
+#
+#   bash benchmarks/build-llama-server.sh [VERSION]   # default: the Makefile's LLAMA_CPP_VERSION
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=${1:-$(sed -n 's/^LLAMA_CPP_VERSION := //p' Makefile)}
+dest="${XDG_CACHE_HOME:-$HOME/.cache}/rill/llama-server-$version"
+if [ ! -x "$dest/bin/llama-server" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  echo "building llama-server $version (once, a few minutes)" >&2
+  python3 -m pip download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$version" >&2
+  tar -xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
+  src="$work/llama_cpp_python-$version/vendor/llama.cpp"
+  cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >&2
+  cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
+  mkdir -p "$dest/bin"
+  cp "$work/build/bin/llama-server" "$dest/bin/"
+fi
+echo "$dest/bin/llama-server"
