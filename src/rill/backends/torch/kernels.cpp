@@ -32,6 +32,12 @@ constexpr int kLanes = 16;  // one AVX-512 register of floats: the compiler vect
 // kLanes floats as one value (GCC/Clang vector extension; lowered to whatever the CPU has), any
 // alignment: the buffers are std::vectors
 typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float)), aligned(alignof(float))));
+#ifndef __AVX512F__
+// Without AVX-512 GCC lowers vfloat to pairs of 256-bit registers but keeps the accumulators of the
+// attention loops on the stack (prefill attention ran 30x under the FMA units' rate on an AVX2
+// Zen 3): those loops work on halves of a block instead.
+typedef float vhalf __attribute__((vector_size(kLanes / 2 * sizeof(float)), aligned(alignof(float))));
+#endif
 
 // Storage -> float32. bf16 is the top half of a float32: a shift, which vectorises.
 inline void load_float(const float* src, float* dst, int64_t n) { std::copy(src, src + n, dst); }
@@ -57,6 +63,15 @@ inline void store_float(const float* src, at::BFloat16* dst, int64_t n) {
 }
 inline void store_float(const float* src, at::Half* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<at::Half>(src[i]);
+}
+
+// n values as float32: float storage in place (no copy: a prompt's rows read every block of
+// their sequence, and copying them took most of a prefill's attention), others converted into buf.
+inline const float* as_float(const float* src, float* buf, int64_t n) { return src; }
+template <typename T>
+inline const float* as_float(const T* src, float* buf, int64_t n) {
+  load_float(src, buf, n);
+  return buf;
 }
 
 inline float dot(const float* a, const float* b, int64_t n) {
@@ -124,6 +139,20 @@ void check_cache(const at::Tensor& cache, const at::Tensor& like, const char* na
 // loaded once for all the heads.
 template <int NG>
 inline void block_scores(const float* q, int64_t D, const float* keys_t, float* out, int64_t out_stride) {
+#ifndef __AVX512F__
+  const vhalf* kh = reinterpret_cast<const vhalf*>(keys_t);  // [D][2] halves of the block's keys
+  vhalf h[NG][2] = {};  // a chain per head and half: 2 NG chains hide a multiply-add's latency
+  for (int64_t d = 0; d < D; ++d)
+    for (int j = 0; j < NG; ++j) {
+      h[j][0] += q[j * D + d] * kh[2 * d];
+      h[j][1] += q[j * D + d] * kh[2 * d + 1];
+    }
+  for (int j = 0; j < NG; ++j) {
+    std::memcpy(out + j * out_stride, &h[j][0], sizeof(vhalf));
+    std::memcpy(out + j * out_stride + kLanes / 2, &h[j][1], sizeof(vhalf));
+  }
+  return;
+#endif
   const vfloat* k = reinterpret_cast<const vfloat*>(keys_t);
   vfloat s[NG][2] = {};  // two chains a head: a multiply-add's latency would otherwise serialise them
   int64_t d = 0;
@@ -144,6 +173,18 @@ inline void block_scores(const float* q, int64_t D, const float* keys_t, float* 
 // (D = NV * kLanes) stay in registers over the block's rows.
 template <int NV>
 inline void weighted_rows(float* acc, const float* rows, const float* p, int64_t p_stride, int64_t num_rows, int64_t G) {
+#ifndef __AVX512F__
+  const vhalf* vh = reinterpret_cast<const vhalf*>(rows);
+  for (int64_t g = 0; g < G; ++g) {
+    vhalf a[2 * NV];
+    std::memcpy(a, acc + g * NV * kLanes, sizeof a);
+    const float* pg = p + g * p_stride;
+    for (int64_t r = 0; r < num_rows; ++r)
+      for (int j = 0; j < 2 * NV; ++j) a[j] += pg[r] * vh[r * 2 * NV + j];
+    std::memcpy(acc + g * NV * kLanes, a, sizeof a);
+  }
+  return;
+#endif
   const vfloat* v = reinterpret_cast<const vfloat*>(rows);
   for (int64_t g = 0; g < G; ++g) {
     vfloat a[NV];
@@ -192,16 +233,16 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
         scores.resize(G * L);
         for (int64_t first = 0; first < L; first += BS) {  // a block of keys at a time, as float
           const int64_t rows = std::min(BS, L - first);
-          load_float(kp + (table[b * W + first / BS] * KVH + kh) * D * BS, block.data(), D * BS);
+          const float* keys = as_float(kp + (table[b * W + first / BS] * KVH + kh) * D * BS, block.data(), D * BS);
           for (int64_t g = 0; g < G; g += 4) {
             const int64_t n = std::min<int64_t>(4, G - g);
             if (lanes) {
               const float* qg = &qf[g * D];
               switch (n) {
-                case 1: block_scores<1>(qg, D, block.data(), tile.data(), kLanes); break;
-                case 2: block_scores<2>(qg, D, block.data(), tile.data(), kLanes); break;
-                case 3: block_scores<3>(qg, D, block.data(), tile.data(), kLanes); break;
-                default: block_scores<4>(qg, D, block.data(), tile.data(), kLanes);
+                case 1: block_scores<1>(qg, D, keys, tile.data(), kLanes); break;
+                case 2: block_scores<2>(qg, D, keys, tile.data(), kLanes); break;
+                case 3: block_scores<3>(qg, D, keys, tile.data(), kLanes); break;
+                default: block_scores<4>(qg, D, keys, tile.data(), kLanes);
               }
               for (int64_t j = 0; j < n; ++j)  // the lanes past the sequence's end are dropped
                 std::copy_n(&tile[j * kLanes], rows, &scores[(g + j) * L + first]);
@@ -209,7 +250,7 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
               for (int64_t j = g; j < g + n; ++j)
                 for (int64_t r = 0; r < rows; ++r) {
                   float sum = 0.f;
-                  for (int64_t d = 0; d < D; ++d) sum += qf[j * D + d] * block[d * BS + r];
+                  for (int64_t d = 0; d < D; ++d) sum += qf[j * D + d] * keys[d * BS + r];
                   scores[j * L + first + r] = sum;
                 }
             }
@@ -225,17 +266,17 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
         std::fill(acc.begin(), acc.end(), 0.f);
         for (int64_t first = 0; first < L; first += BS) {
           const int64_t rows = std::min(BS, L - first);
-          load_float(vp + (table[b * W + first / BS] * KVH + kh) * BS * D, block.data(), rows * D);
+          const float* values = as_float(vp + (table[b * W + first / BS] * KVH + kh) * BS * D, block.data(), rows * D);
           const float* p = &scores[first];
           if (D == 4 * kLanes) {
-            weighted_rows<4>(acc.data(), block.data(), p, L, rows, G);
+            weighted_rows<4>(acc.data(), values, p, L, rows, G);
           } else if (D == 8 * kLanes) {
-            weighted_rows<8>(acc.data(), block.data(), p, L, rows, G);
+            weighted_rows<8>(acc.data(), values, p, L, rows, G);
           } else {
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t g = 0; g < G; ++g) {
                 const float p = scores[g * L + first + r];
-                for (int64_t d = 0; d < D; ++d) acc[g * D + d] += p * block[r * D + d];
+                for (int64_t d = 0; d < D; ++d) acc[g * D + d] += p * values[r * D + d];
               }
           }
         }
