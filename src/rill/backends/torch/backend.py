@@ -24,7 +24,7 @@ from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
 from rill.backends.hf_vocab import HFVocab
 from rill.backends.llama_vocab import LlamaVocab, VocabMethods
 from rill.backends.torch.blocks import BLOCK_SIZE
-from rill.backends.torch.device import resolve_device, resolve_dtype
+from rill.backends.torch.device import resolve_device, resolve_dtype, resolve_weights
 from rill.backends.torch.graphs import ENV_SWITCH as GRAPHS_SWITCH
 from rill.backends.torch.graphs import CudaReplay, DecodeGraphs, EagerReplay, row_bucket, width_bucket
 from rill.backends.torch.hf_weights import HFWeights, is_hf_folder
@@ -74,7 +74,8 @@ class TorchBackend(VocabMethods):
         Face model folder (safetensors weights, tokenizer.json, the template from
         tokenizer_config.json)."""
         where = resolve_device(device)
-        kind = resolve_dtype(dtype, where)
+        weights = resolve_weights(weights, where)
+        kind = resolve_dtype(dtype, where, weights)
         threads = config.n_threads or default_threads()
         if where.type == "cpu":
             torch.set_num_threads(threads)
@@ -93,7 +94,7 @@ class TorchBackend(VocabMethods):
         with torch.inference_mode():
             model = LlamaModel(spec, reporting(source.tensors()), dtype=kind, device=where,
                                max_positions=min(config.n_ctx, spec.context_length),
-                               weights="float" if weights == "auto" else weights)
+                               weights=weights)
         vocab = HFVocab(path) if folder else LlamaVocab.load(path)
         size = sum(f.stat().st_size for f in path.glob("*.safetensors")) if folder else path.stat().st_size
         ident = f"{path.name}:{size}:rill-{__version__}:torch-{torch.__version__}:{kind}:{model.weights}:{where.type}"

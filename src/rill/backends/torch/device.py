@@ -31,8 +31,19 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any(f" {flag}" in flags for flag in BF16_CPU_FLAGS)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 on a GPU and on a CPU with native bf16 (AMX or AVX512-BF16), else fp32."""
+def resolve_weights(name: str, device: torch.device) -> str:
+    """'auto': the weights in the compute dtype, as before int8/int4 existed (making int8 the
+    CPU's default is issue 22's next step: docs/torch-backend.md)."""
+    if name in ("int8", "int4") and device.type != "cpu":
+        raise BackendError(f"--weights {name} runs Rill's CPU kernels: on a GPU use --weights float")
+    return "float" if name == "auto" else name
+
+
+def resolve_dtype(name: str, device: torch.device, weights: str = "float") -> torch.dtype:
+    """'auto': float32 beside int8/int4 weights (the kernels compute in it), else bf16 on a GPU
+    and on a CPU with native bf16 (AMX or AVX512-BF16), else fp32."""
+    if name == "auto" and weights in ("int8", "int4"):
+        return torch.float32
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
