@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -289,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck load or step is doing
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         if args.command == "serve":
             serve(config_from_args(args))

@@ -62,6 +62,20 @@ class RillServer:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def thread_stacks(self, wait: float = 5.0) -> str:
+        """Every thread's stack, which `rill serve` prints on SIGUSR1: what a stuck server is doing."""
+        before = len(self.log_text())
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + wait
+        dumped = ""
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.log_text()[before:]
+            if "most recent call first" in now and now == dumped:  # written, and no longer growing
+                break
+            dumped = now
+        return "its threads:\n" + (dumped or "(no stack dump came)")
+
     def terminate(self) -> None:
         """Send SIGTERM once (a second one makes uvicorn skip its graceful shutdown)."""
         if not self._terminated and self.proc.poll() is None:
@@ -127,9 +141,10 @@ def wait_ready(server: RillServer, timeout: float = READY_TIMEOUT_S) -> None:
             except httpx.TransportError:
                 pass  # not listening yet
             if time.monotonic() > deadline:
+                stacks = server.thread_stacks()
                 server.stop()
                 pytest.fail(f"`rill serve {' '.join(server.flags)}` was not ready within {timeout:.0f} s; "
-                            f"its output:\n{server.log_tail()}", pytrace=False)
+                            f"its output:\n{server.log_tail()}\n{stacks}", pytrace=False)
             time.sleep(0.1)
 
 

@@ -153,6 +153,16 @@ def test_sigterm_on_an_idle_server_exits_cleanly(rill_factory: RillFactory) -> N
     assert "Traceback" not in server.log_text()
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_server_goes_on(rill_factory: RillFactory) -> None:
+    server = rill_factory("--ctx", "256", cached=False)
+    stacks = server.thread_stacks()
+    assert "most recent call first" in stacks
+    assert "rill/engine/loop.py" in stacks  # the engine thread, where it waits
+    assert httpx.get(server.url + "/health", timeout=CLIENT_TIMEOUT_S).status_code == 200
+    rc, killed = server.stop()
+    assert not killed and rc in CLEAN_EXIT
+
+
 def _stream_then_sigterm(rill_factory: RillFactory) -> tuple[list[str], Exception | None, int, bool]:
     """Start a long stream, SIGTERM the server after a few chunks, read the rest. Returns the data
     lines seen, the error that ended the read (if any), the exit code and whether it was killed."""

@@ -5,7 +5,10 @@ sequences of 1 to 70 keys), with and without Qwen3's q/k norms."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +143,34 @@ def test_the_pytorch_ops_are_chosen_off_the_cpu_or_when_switched_off(monkeypatch
     assert not kernels.load_ops(torch.device("meta")).native
     monkeypatch.setenv(kernels.ENV_SWITCH, "0")
     assert not kernels.load_ops(torch.device("cpu")).native
+
+
+def test_a_finished_build_loads_without_the_build_lock(monkeypatch):
+    """A built library is loaded as it is: a lock file in the build folder (a process killed while
+    building leaves one, and PyTorch's loader waits on it forever) does not stop a start."""
+    native_ops()
+    from torch.utils import cpp_extension
+
+    lock = Path(cpp_extension._get_build_directory(kernels.build_name(), verbose=False)) / "lock"
+    lock.touch()  # fresh: only a build would wait on it
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the finished build was compiled or checked again")
+
+    monkeypatch.setattr(cpp_extension, "load", no_rebuild)
+    try:
+        kernels._build()  # returns without calling PyTorch's loader or waiting on the lock
+    finally:
+        lock.unlink()
+
+
+def test_a_lock_left_by_a_dead_build_is_removed_and_a_fresh_one_kept(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    kernels._clear_stale_lock(lock)
+    assert lock.exists()  # another process may be building right now
+    stale = time.time() - kernels.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (stale, stale))
+    kernels._clear_stale_lock(lock)
+    assert not lock.exists()
+    kernels._clear_stale_lock(lock)  # none: nothing to do

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -125,17 +126,47 @@ def _build() -> None:
     build) and register its operations."""
     from torch.utils import cpp_extension
 
-    # -fopenmp: ATen's parallel_for is inline code over OpenMP, serial without it
-    flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp"]
-    code = b"".join(source.read_bytes() for source in SOURCES)
-    key = hashlib.sha256(code + " ".join(flags).encode() + _cpu_model().encode()).hexdigest()[:12]
-    name = f"rill_kernels_{key}"
-    cached = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-    if not cached.exists():
-        log.info("building Rill's CPU kernels (once per machine, about 30 s)")
+    name = build_name()
+    directory = Path(cpp_extension._get_build_directory(name, verbose=False))
+    cached = directory / f"{name}.so"
+    # A finished build is loaded as it is: PyTorch's loader would take the directory's lock file
+    # and run ninja on every start, and a lock left by a process killed mid-build makes it wait forever.
+    if cached.exists():
+        try:
+            torch.ops.load_library(str(cached))
+            return
+        except OSError as exc:  # a link cut short: build it again
+            log.warning("Rill's CPU kernels at %s did not load (%s); building them again", cached, exc)
+            cached.unlink(missing_ok=True)
+    _clear_stale_lock(directory / "lock")
+    log.info("building Rill's CPU kernels (once per machine, about 30 s)")
     with _ninja_on_path():
-        cpp_extension.load(name=name, sources=[str(source) for source in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        cpp_extension.load(name=name, sources=[str(source) for source in SOURCES], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                            is_python_module=False, verbose=False)
+
+
+# -fopenmp: ATen's parallel_for is inline code over OpenMP, serial without it
+FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp"]
+
+
+def build_name() -> str:
+    code = b"".join(source.read_bytes() for source in SOURCES)
+    key = hashlib.sha256(code + " ".join(FLAGS).encode() + _cpu_model().encode()).hexdigest()[:12]
+    return f"rill_kernels_{key}"
+
+
+# a build takes about 30 s on two cores; a lock much older was left by a process that died building
+STALE_LOCK_SECONDS = 600
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        log.warning("removing %s, left %.0f s ago by a build that did not finish", lock, age)
+        lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
