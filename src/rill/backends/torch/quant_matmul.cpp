@@ -28,7 +28,10 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define RILL_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define RILL_AVX2 1
 #endif
@@ -67,6 +70,22 @@ inline void convert_row(const uint8_t* row, __m256 w[4]) {
 }
 #endif
 
+#ifdef RILL_AVX512
+// One k row of a tile -> 2 vectors of 16 floats (columns 0-15, 16-31), unscaled.
+template <Format F>
+inline void convert_row(const uint8_t* row, __m512 w[2]) {
+  if constexpr (F == Format::kInt8) {
+    for (int j = 0; j < 2; ++j)
+      w[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * j))));
+  } else {  // 16 bytes: the low nibbles are columns 0-15, the high ones 16-31
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+    const __m512i mask = _mm512_set1_epi32(0x0f);
+    w[0] = _mm512_cvtepi32_ps(_mm512_and_si512(b, mask));
+    w[1] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(b, 4), mask));
+  }
+}
+#endif
+
 // The same for one column: what runs without AVX2, and the definition of the values.
 template <Format F>
 inline float convert_one(const uint8_t* row, int64_t j) {
@@ -77,13 +96,40 @@ inline float convert_one(const uint8_t* row, int64_t j) {
 
 // NR rows (from r0) of one tile over group g (k in [ka, kb)): the group's partial sums, then
 // folded into acc. NR is a template argument so that the chains stay in registers (a runtime
-// count kept them in memory: 3x slower); two rows' 8 chains, 4 weight vectors and a broadcast
-// fit AVX2's 16 registers.
+// count kept them in memory: 3x slower). AVX2: two rows' 8 chains, 4 weight vectors and a
+// broadcast fit its 16 registers; AVX-512: eight rows' 16 chains, 2 weight vectors and a
+// broadcast fit its 32, so a converted weight serves 8 rows (its conversion, not the FMAs, was
+// the cost). Each lane is one column's chain either way: the same bits on both.
 template <Format F, int NR>
 inline void group_rows(const Operands& o, const uint8_t* w, const float* scales, const float* mins, int64_t g, float* acc,
                        int64_t r0) {
   const int64_t ka = g * o.G, kb = ka + o.G;
-#ifdef RILL_AVX2
+#ifdef RILL_AVX512
+  __m512 a[NR][2];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < 2; ++j) a[r][j] = _mm512_setzero_ps();
+  const float* xr = o.x + r0 * o.K;
+  for (int64_t k = ka; k < kb; ++k) {
+    __m512 v[2];
+    convert_row<F>(w + k * row_bytes(F), v);
+    for (int r = 0; r < NR; ++r) {
+      const __m512 xb = _mm512_set1_ps(xr[r * o.K + k]);
+      for (int j = 0; j < 2; ++j) a[r][j] = _mm512_fmadd_ps(xb, v[j], a[r][j]);
+    }
+  }
+  alignas(64) float sums[NR][kTile];  // out of the registers before the fold (see AVX2's below)
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < 2; ++j) _mm512_store_ps(sums[r] + 16 * j, a[r][j]);
+  for (int r = 0; r < NR; ++r) {
+    float* ar = acc + (r0 + r) * kTile;
+    const __m512 xsum = F == Format::kInt4 ? _mm512_set1_ps(o.xsums[(r0 + r) * o.groups + g]) : _mm512_setzero_ps();
+    for (int j = 0; j < 2; ++j) {
+      __m512 before = _mm512_loadu_ps(ar + 16 * j);
+      if constexpr (F == Format::kInt4) before = _mm512_fmadd_ps(_mm512_loadu_ps(mins + g * kTile + 16 * j), xsum, before);
+      _mm512_storeu_ps(ar + 16 * j, _mm512_fmadd_ps(_mm512_load_ps(sums[r] + 16 * j), _mm512_loadu_ps(scales + g * kTile + 16 * j), before));
+    }
+  }
+#elif defined(RILL_AVX2)
   __m256 a[NR][4];
   for (int r = 0; r < NR; ++r)
     for (int j = 0; j < 4; ++j) a[r][j] = _mm256_setzero_ps();
@@ -122,9 +168,23 @@ inline void group_rows(const Operands& o, const uint8_t* w, const float* scales,
 #endif
 }
 
-// Every row over every tile, rows two at a time, each tile read again (from the cache) for each
-// pair. A variant that first converted a tile's chunk of k into a float buffer shared by all
-// the rows was slower at every row count measured (1 to 256) on an AVX2 Zen 3.
+// Every row over every tile, kRows rows at a time (then 4, 2, 1 for the rest), each tile read
+// again (from the cache) for each block of rows. A variant that first converted a tile's chunk of
+// k into a float buffer shared by all the rows was slower at every row count measured (1 to 256)
+// on an AVX2 Zen 3.
+#ifdef RILL_AVX512
+constexpr int64_t kRows = 8;
+#else
+constexpr int64_t kRows = 2;
+#endif
+
+template <Format F, int NR>
+inline int64_t row_blocks(const Operands& o, const uint8_t* w, const float* s, const float* m, float* acc, int64_t r0) {
+  for (; r0 + NR <= o.M; r0 += NR)  // a block's rows of x are read in k order, group after group
+    for (int64_t g = 0; g < o.groups; ++g) group_rows<F, NR>(o, w, s, m, g, acc, r0);
+  return r0;
+}
+
 template <Format F>
 void run(const Operands& o, const uint8_t* packed, const float* scales, const float* mins, int64_t tiles, float* y,
          int64_t N) {
@@ -136,11 +196,10 @@ void run(const Operands& o, const uint8_t* packed, const float* scales, const fl
       const float* s = scales + t * groups * kTile;
       const float* m = mins ? mins + t * groups * kTile : nullptr;
       std::fill(acc.begin(), acc.end(), 0.f);
-      int64_t r0 = 0;  // a pair's rows of x are read in k order, group after group
-      for (; r0 + 2 <= M; r0 += 2)
-        for (int64_t g = 0; g < groups; ++g) group_rows<F, 2>(o, w, s, m, g, acc.data(), r0);
-      if (r0 < M)
-        for (int64_t g = 0; g < groups; ++g) group_rows<F, 1>(o, w, s, m, g, acc.data(), r0);
+      int64_t r0 = row_blocks<F, kRows>(o, w, s, m, acc.data(), 0);
+      if constexpr (kRows > 4) r0 = row_blocks<F, 4>(o, w, s, m, acc.data(), r0);
+      r0 = row_blocks<F, 2>(o, w, s, m, acc.data(), r0);
+      row_blocks<F, 1>(o, w, s, m, acc.data(), r0);
       const int64_t n0 = t * kTile, cols = std::min(kTile, N - n0);
       for (int64_t r = 0; r < M; ++r) std::memcpy(y + r * N + n0, acc.data() + r * kTile, cols * sizeof(float));
     }
