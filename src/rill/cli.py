@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib.util
+import io
 import logging
 import os
 import signal
@@ -280,7 +281,16 @@ def serve(config: ServerConfig) -> None:
             app.state.router.close()
 
     server = GracefulServer(uvicorn_config(app, config), on_exit=stop_engines)
+    _stacks_on_sigusr1()
     server.run()
+
+
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck load or step is doing."""
+    try:
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # no SIGUSR1 (Windows), or a stderr without a descriptor
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck load or step is doing
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         if args.command == "serve":
             serve(config_from_args(args))
