@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rill.sampling.sampler import adjust_logits, token_logprobs, new_rng, nucleus, sample, softmax
+from rill.sampling.sampler import adjust_logits, inverse_cdf, kth_largest, new_rng, nucleus, sample, softmax, token_logprobs
 
 
 class NoRandomness:
@@ -216,3 +216,59 @@ def test_token_logprobs_edge_cases():
     assert top == () and logprob == 0.0  # never positive, even rounded
     _, top = token_logprobs(row, 0, 20)  # more asked than the vocabulary has
     assert [t for t, _ in top] == [1, 0]
+
+
+# ---- the inverse CDF over a large vocabulary ------------------------------------------------------
+
+
+def sequential_inverse_cdf(weights: np.ndarray, u: float) -> int:
+    """Reference: one running sum over the whole vocabulary."""
+    cum = np.cumsum(weights, dtype=np.float64)
+    return int(np.searchsorted(cum, u * cum[-1], side="right"))
+
+
+@pytest.mark.parametrize("size", [1, 5, 1023, 1024, 5000, 49152])
+def test_block_sums_pick_the_token_a_running_sum_picks(size):
+    gen = np.random.default_rng(size)
+    weights = np.exp(gen.normal(0.0, 3.0, size)).astype(np.float32)
+    weights[gen.random(size) < 0.3] = 0.0  # top-k's and grammar masks' zeros
+    weights[gen.integers(size)] = 1.0
+    for u in np.concatenate([gen.random(300), [0.0, np.nextafter(1.0, 0.0)]]):
+        token = inverse_cdf(weights, float(u))
+        assert weights[token] > 0
+        reference = min(sequential_inverse_cdf(weights, float(u)), size - 1)
+        # the same token, but where u lands within rounding of a boundary (none of these do)
+        assert token == reference, (u, token, reference)
+
+
+def test_the_last_token_with_weight_is_reached_and_zeros_after_it_are_not():
+    weights = np.zeros(3000, dtype=np.float32)
+    weights[[5, 2047]] = 1.0
+    assert inverse_cdf(weights, np.nextafter(1.0, 0.0)) == 2047
+    assert inverse_cdf(weights, 0.0) == 5
+
+
+def test_top_k_over_a_large_vocabulary_samples_only_the_k_best_in_proportion():
+    logits = np.random.default_rng(9).normal(0.0, 1.0, 40_000).astype(np.float32)
+    best = np.argsort(-logits)[:4]
+    rng = new_rng(5)
+    n = 8000
+    drawn = np.array([sample(logits, 1.0, 1.0, rng, top_k=4) for _ in range(n)])
+    assert set(drawn.tolist()) <= set(best.tolist())
+    expected = n * softmax(logits[best].astype(np.float64))
+    counts = np.array([(drawn == t).sum() for t in best])
+    assert np.all(np.abs(counts - expected) <= 6 * np.sqrt(expected) + 5), (counts, expected.round())
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 512, 3000])
+@pytest.mark.parametrize("shape", ["normal", "ties", "top_off_the_subsample", "ascending"])
+def test_kth_largest_is_exact_whatever_the_values(k, shape):
+    gen = np.random.default_rng(k)
+    x = gen.normal(0.0, 2.0, 49152).astype(np.float32)
+    if shape == "ties":
+        x = np.round(x)  # a dozen distinct values
+    elif shape == "top_off_the_subsample":  # the largest values where the every-16th sample never looks
+        x[np.arange(49152) % 16 != 0] += 100.0
+    elif shape == "ascending":
+        x = np.sort(x)
+    assert kth_largest(x, k) == np.sort(x)[-k]
