@@ -11,7 +11,7 @@ import torch
 
 from rill.backends.base import BackendError, BatchItem, KVCacheFull
 from rill.backends.torch.backend import TorchBackend
-from rill.backends.torch.device import cpu_has_native_bf16, resolve_device, resolve_dtype
+from rill.backends.torch.device import cpu_has_native_bf16, resolve_device, resolve_dtype, resolve_weights
 from rill.backends.torch.kernels import TorchOps
 from rill.backends.torch.model import LlamaModel
 from rill.backends.torch.weights import ModelSpec, unpermute
@@ -83,8 +83,9 @@ def make_backend(*, dtype=torch.float32, parallel=4, n_ctx=256, **config) -> Tor
                         name="tiny", fingerprint="fp_tiny")
 
 
-def reference_logits(tokens: list[int]) -> np.ndarray:
-    """A dense, unpaged Llama forward written the plain way (Hugging Face's formulation)."""
+def reference_logits(tokens: list[int], kv_dtype: torch.dtype | None = None) -> np.ndarray:
+    """A dense, unpaged Llama forward written the plain way (Hugging Face's formulation); keys
+    and values rounded to kv_dtype, if given, as a cache of that dtype holds them."""
     s, w = SPEC, {k: torch.from_numpy(v) for k, v in WEIGHTS.items()}
     x = w["embed"][torch.tensor(tokens)]
     n = len(tokens)
@@ -107,6 +108,8 @@ def reference_logits(tokens: list[int]) -> np.ndarray:
         q = rope(q.view(n, s.num_heads, s.head_dim).transpose(0, 1))
         k = rope(k.view(n, s.num_kv_heads, s.head_dim).transpose(0, 1))
         v = v.view(n, s.num_kv_heads, s.head_dim).transpose(0, 1)
+        if kv_dtype is not None:
+            k, v = k.to(kv_dtype).float(), v.to(kv_dtype).float()
         group = s.num_heads // s.num_kv_heads
         k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
         scores = (q @ k.transpose(1, 2)) / s.head_dim**0.5
@@ -266,3 +269,14 @@ def test_device_and_dtype_are_resolved_or_refused_clearly(tmp_path):
     flags.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert not cpu_has_native_bf16(flags)
     assert resolve_dtype("auto", cpu) is (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+
+
+def test_auto_weights_are_int8_on_a_cpu_unless_a_dtype_or_the_kernels_say_otherwise():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_weights("auto", cpu) == "int8"
+    assert resolve_weights("auto", cpu, "fp32") == "float"  # a --dtype asks for float weights in it
+    assert resolve_weights("auto", cpu, native=False) == "float"  # no kernels (RILL_TORCH_KERNELS=0, no compiler)
+    assert resolve_weights("auto", gpu) == "float"
+    assert resolve_weights("int4", cpu, "fp32") == "int4" and resolve_weights("float", cpu) == "float"
+    with pytest.raises(BackendError, match="CPU kernels"):
+        resolve_weights("int8", gpu)

@@ -174,3 +174,34 @@ def test_a_lock_left_by_a_dead_build_is_removed_and_a_fresh_one_kept(tmp_path):
     kernels._clear_stale_lock(lock)
     assert not lock.exists()
     kernels._clear_stale_lock(lock)  # none: nothing to do
+
+
+def test_float32_activations_over_a_bf16_cache_read_and_write_it_as_a_float32_one():
+    """int8/int4 weights compute in float32 over a bf16 cache: attention reads its values exactly
+    (bf16 widens to float32 without error), and rope_store rounds what it stores once."""
+    native = native_ops()
+    s = spec(9, 3, 64)
+    lengths = [1, 17, 70]
+    cache, batch = filled_cache(s, torch.bfloat16, 16, lengths, seed=5)
+    q = torch.randn(len(lengths), 9, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        mixed = native.decode_attention(q, cache.k[0], cache.v[0], batch, 0.125)
+        widened = native.decode_attention(q, cache.k[0].float(), cache.v[0].float(), batch, 0.125)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, widened)
+
+    heads, kv_heads, d, n = 4, 2, 64, 21
+    s = spec(heads, kv_heads, d)
+    qkv = torch.randn(n, (heads + 2 * kv_heads) * d, generator=torch.Generator().manual_seed(3))
+    rotary = Rotary(d, 10000.0, 128, torch.device("cpu"))
+    stored = []
+    for dtype in (torch.float32, torch.bfloat16):
+        cache = KVCache(s, 8, 16, dtype, torch.device("cpu"))
+        placed = cache.blocks.append(0, np.arange(n, dtype=np.int32), 0)
+        batch = AttentionBatch(slots=torch.from_numpy(placed.slots), key_index=None, value_rows=None, num_decode=0,
+                               decode_tables=None, decode_lengths=None, decode_rows=None, decode_bias=None, spans=())
+        with torch.inference_mode():
+            qk = native.rope_store(qkv, rotary, torch.arange(n), batch, cache.k[0], cache.v[0], heads, None, None, 1e-5)
+        stored.append((qk, cache.k[0][:2], cache.v[0][:2]))
+    (qk32, k32, v32), (qk16, k16, v16) = stored
+    assert torch.equal(qk16, qk32)  # the rotated queries and keys stay float32
+    assert torch.equal(k16, k32.bfloat16()) and torch.equal(v16, v32.bfloat16())

@@ -129,9 +129,12 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
+// A cache holds the activations' dtype, or a narrower one beside float32 activations (int8/int4
+// weights compute in float32 and keep a bf16 cache: half the memory, rounded once when stored).
 void check_cache(const at::Tensor& cache, const at::Tensor& like, const char* name) {
   TORCH_CHECK(cache.dim() == 4 && cache.is_contiguous(), name, " must be a contiguous [blocks, heads, ., .] tensor");
-  TORCH_CHECK(cache.scalar_type() == like.scalar_type(), name, " must have the activations' dtype");
+  TORCH_CHECK(cache.scalar_type() == like.scalar_type() || like.scalar_type() == at::kFloat, name,
+              " must have the activations' dtype (or any beside float32 activations)");
 }
 
 // Scores of up to four query heads for one block of kLanes keys, stored dim-major ([D][kLanes]):
@@ -219,10 +222,14 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
   const int64_t* table = tables.data_ptr<int64_t>();
   const int64_t* length = lengths.data_ptr<int64_t>();
   RILL_DISPATCH(q.scalar_type(), "rill_decode_attention", [&] {
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k_cache.data_ptr<scalar_t>();
-    const scalar_t* vp = v_cache.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+   using act_t = scalar_t;
+   RILL_DISPATCH(k_cache.scalar_type(), "rill_decode_attention", [&] {
+    using cache_t = scalar_t;
+    TORCH_CHECK(v_cache.scalar_type() == k_cache.scalar_type(), "k_cache and v_cache must have one dtype");
+    const act_t* qp = q.data_ptr<act_t>();
+    const cache_t* kp = k_cache.data_ptr<cache_t>();
+    const cache_t* vp = v_cache.data_ptr<cache_t>();
+    act_t* op = out.data_ptr<act_t>();
     at::parallel_for(0, B * KVH, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> qf(G * D), acc(G * D), block(BS * D), scores, tile(4 * kLanes);
       for (int64_t task = begin; task < end; ++task) {
@@ -283,6 +290,7 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
         store_float(acc.data(), op + (b * H + kh * G) * D, G * D);
       }
     });
+   });
   });
   return out;
 }
@@ -321,10 +329,15 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
   const float* st = sinc.data_ptr<float>();
   const int64_t half = D / 2;
   RILL_DISPATCH(qkv.scalar_type(), "rill_rope_store", [&] {
+   using act_t = scalar_t;
+   RILL_DISPATCH(k_cache.scalar_type(), "rill_rope_store", [&] {
+    using cache_t = scalar_t;
+    using scalar_t = act_t;
+    TORCH_CHECK(v_cache.scalar_type() == k_cache.scalar_type(), "k_cache and v_cache must have one dtype");
     const scalar_t* src = qkv.data_ptr<scalar_t>();
     scalar_t* qkp = qk.data_ptr<scalar_t>();
-    scalar_t* kp = k_cache.data_ptr<scalar_t>();
-    scalar_t* vp = v_cache.data_ptr<scalar_t>();
+    cache_t* kp = k_cache.data_ptr<cache_t>();
+    cache_t* vp = v_cache.data_ptr<cache_t>();
     const float* qw = normed ? qn.data_ptr<float>() : nullptr;
     const float* kw = normed ? kn.data_ptr<float>() : nullptr;
     at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
@@ -351,16 +364,18 @@ at::Tensor rope_store(const at::Tensor& qkv_in, const at::Tensor& cos, const at:
           scalar_t* rotated = qkp + (n * (H + KVH) + h) * D;
           store_float(y.data(), rotated, D);
           if (h >= H) {  // keys are stored dim-major within their block: one column of it
-            scalar_t* column = kp + (block * KVH + (h - H)) * D * BS + offset;
-            for (int64_t d = 0; d < D; ++d) column[d * BS] = rotated[d];
+            cache_t* column = kp + (block * KVH + (h - H)) * D * BS + offset;
+            for (int64_t d = 0; d < D; ++d) column[d * BS] = static_cast<cache_t>(static_cast<float>(rotated[d]));
           }
         }
-        for (int64_t h = 0; h < KVH; ++h) {
+        for (int64_t h = 0; h < KVH; ++h) {  // (a narrower cache rounds to nearest even here)
           const scalar_t* in = src + (n * (H + 2 * KVH) + H + KVH + h) * D;
-          std::copy(in, in + D, vp + ((block * KVH + h) * BS + offset) * D);
+          cache_t* out = vp + ((block * KVH + h) * BS + offset) * D;
+          for (int64_t d = 0; d < D; ++d) out[d] = static_cast<cache_t>(static_cast<float>(in[d]));
         }
       }
     });
+   });
   });
   return qk;
 }
