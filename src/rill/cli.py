@@ -104,19 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-tokens", type=int,
                        help="tokens per engine step: one per running stream plus prefill chunks [512]")
     serve.add_argument("--backend", choices=["auto", "llamacpp", "torch"],
-                       help="the engine: llamacpp (GGUF's own quantized kernels; fastest for one "
-                            "stream; answers batch-invariant) or torch (Rill's PyTorch engine, bf16/fp32, "
-                            "paged KV cache; fastest with many streams and long prompts; needs rill[torch]); "
-                            "auto: torch on a CUDA GPU or for a Hugging Face folder, else llamacpp (logged "
-                            "with the reason) [env RILL_BACKEND; auto]")
+                       help="the engine: llamacpp (the GGUF file's own quantized kernels; any architecture "
+                            "llama.cpp reads) or torch (Rill's PyTorch engine: int8 weights and Rill's "
+                            "batch-invariant kernels on a CPU, the fastest here; bf16 on a GPU; paged KV cache; "
+                            "needs rill[torch]); auto: torch on a CUDA GPU or for a Hugging Face folder, else "
+                            "llamacpp (logged with the reason) [env RILL_BACKEND; auto]")
     serve.add_argument("--device", help="--backend torch: cpu, cuda or cuda:N [env RILL_DEVICE; cpu]")
     serve.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
-                       help="--backend torch: the weights' and activations' type; auto: bf16 on GPUs and "
-                            "on CPUs with native bf16 (AMX, AVX512-BF16), else fp32 [env RILL_DTYPE; auto]")
+                       help="--backend torch: the float weights' and activations' type; auto: fp32 beside int8/int4 "
+                            "weights, else bf16 on GPUs and on CPUs with native bf16 (AMX, AVX512-BF16), else "
+                            "fp32 [env RILL_DTYPE; auto]")
     serve.add_argument("--weights", choices=["auto", "float", "int8", "int4"],
                        help="--backend torch: the linears' weights: float (in --dtype), int8 (a scale per "
                             "channel) or int4 (a scale per 32 weights), multiplied by Rill's batch-invariant "
-                            "CPU kernels; auto: float (docs/torch-backend.md) [env RILL_WEIGHTS; auto]")
+                            "CPU kernels; auto: int8 on a CPU unless --dtype is given, float on a GPU "
+                            "(docs/torch-backend.md) [env RILL_WEIGHTS; auto]")
     serve.add_argument("--max-stall", type=float,
                        help="while streams decode, prefilling a new prompt may stretch a step to "
                             "this many times a decode-only step (or 50 ms); lower: smoother streams, "

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from rill.errors import ConfigError
+from rill.gguf_header import gguf_architecture
 from rill.store.database import database_url
 
 EMBEDDED_ID = "SmolLM2-135M-Instruct"  # the served id of the embedded model
@@ -173,9 +176,31 @@ def auto_backend(cfg: ModelConfig) -> tuple[str, str, str]:
         return "torch", cfg.device, "--device/--dtype/--weights are the torch backend's settings"
     if cuda_present():
         return "torch", "cuda", "a CUDA GPU: Rill's llama.cpp build runs on the CPU"
-    return "llamacpp", "cpu", ("the CPU: llama.cpp leads for one stream and keeps answers batch-invariant (the "
-                               "torch backend in bf16 is faster from 4 streams on CPUs with native bf16, but not "
-                               "batch-invariant: --backend torch; docs/torch-backend.md)")
+    # The torch backend with int8 weights is faster here from one stream to many and batch-invariant
+    # too, but greedy SmolLM2 on it repeats a parallel tool call until max_tokens where llama.cpp's
+    # stops after two: it becomes the default once a turn ends at a repeated call (docs/torch-backend.md).
+    missing = torch_cpu_missing(cfg.path)
+    faster = (f"--backend torch would not run here: {missing}" if missing else
+              "--backend torch (int8 weights, batch-invariant too) is faster here from one stream on")
+    return "llamacpp", "cpu", f"the CPU: llama.cpp keeps answers batch-invariant; {faster} (docs/torch-backend.md)"
+
+
+def torch_cpu_missing(path: Path | None) -> str:
+    """What stops the torch backend serving this GGUF file on this CPU with its int8 kernels
+    ("" when nothing does), checked without importing torch: the start-up log names the faster
+    engine only where it would run."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("gguf") is None:
+        return "PyTorch is not installed (pip install 'rill[torch]' for the faster torch backend)"
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        return "no C++ compiler to build the torch backend's kernels"
+    arch = "llama" if path is None else gguf_architecture(path)  # None: the embedded SmolLM2
+    from rill.backends.torch.weights import GGUF_ARCHS
+
+    if arch is None:
+        return "the file's GGUF header names no architecture"
+    if arch not in GGUF_ARCHS:
+        return f"the torch backend does not read {arch!r} models"
+    return ""
 
 
 AnyModelConfig = ModelConfig | UpstreamConfig

@@ -129,9 +129,9 @@ def quantized(request) -> Iterator[TorchBackend]:
 
 
 def test_quantized_weights_stay_near_the_exact_ones(quantized, fp32):
-    """Against the file's own weights computed exactly (fp32): measured on the embedded Q4_1 file,
-    int8 7.8e-2 worst relative logit error and every argmax kept; int4 (Q4_1's grid: the layers
-    come back exact, the int8 output head is the only rounding) 3.2e-2, every argmax kept; for
+    """Against the file's own weights computed exactly (fp32), the KV cache in bf16: measured on the embedded Q4_1 file,
+    int8 7.9e-2 worst relative logit error and every argmax kept; int4 (Q4_1's grid: the layers
+    come back exact, the int8 output head is the only rounding) 2.9e-2, every argmax kept; for
     scale, llama.cpp's own run of the file (activations rounded to 8 bits) 4.9e-2, 94-100%."""
     assert quantized.dtype.itemsize == 4 and quantized.batch_invariant
     worst, agree = 0.0, []

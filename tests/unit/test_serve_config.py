@@ -170,15 +170,19 @@ def test_the_embedded_model_is_found_in_its_package():
     assert aliases == {"SmolLM2-135M-Instruct.Q4_1"} and path.is_file()
 
 
-def test_backend_auto_picks_llama_cpp_on_the_cpu_and_torch_for_a_gpu(monkeypatch):
+def test_backend_auto_picks_llama_cpp_on_the_cpu_naming_torch_where_it_runs_and_torch_for_a_gpu(monkeypatch):
     import rill.config as config_module
 
     monkeypatch.setattr(config_module, "cuda_present", lambda: False)
+    monkeypatch.setattr(config_module, "torch_cpu_missing", lambda path: "")
     cpu = ModelConfig()
     assert (cpu.backend, cpu.device) == ("llamacpp", "cpu") and "batch-invariant" in cpu.backend_reason
+    assert "--backend torch (int8 weights" in cpu.backend_reason
+    assert ModelConfig(backend="llamacpp") == cpu  # the reason is not part of the configuration
+    monkeypatch.setattr(config_module, "torch_cpu_missing", lambda path: "PyTorch is not installed")
+    assert "would not run here: PyTorch is not installed" in ModelConfig().backend_reason
     assert ModelConfig(backend="auto", dtype="bf16").backend == "torch"  # torch's settings ask for torch
     assert ModelConfig(backend="auto", weights="int8").backend == "torch"
-    assert ModelConfig(backend="llamacpp") == cpu  # the reason is not part of the configuration
     monkeypatch.setattr(config_module, "cuda_present", lambda: True)
     gpu = ModelConfig()
     assert (gpu.backend, gpu.device) == ("torch", "cuda") and "GPU" in gpu.backend_reason

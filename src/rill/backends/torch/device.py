@@ -31,12 +31,15 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return any(f" {flag}" in flags for flag in BF16_CPU_FLAGS)
 
 
-def resolve_weights(name: str, device: torch.device) -> str:
-    """'auto': the weights in the compute dtype, as before int8/int4 existed (making int8 the
-    CPU's default is issue 22's next step: docs/torch-backend.md)."""
+def resolve_weights(name: str, device: torch.device, dtype: str = "auto", native: bool = True) -> str:
+    """'auto': int8 on a CPU (Rill's kernels: the fastest here from one stream to many, and
+    batch-invariant; docs/torch-backend.md) unless a --dtype asks for float weights in it, or
+    the kernels did not build; float weights on a GPU."""
     if name in ("int8", "int4") and device.type != "cpu":
         raise BackendError(f"--weights {name} runs Rill's CPU kernels: on a GPU use --weights float")
-    return "float" if name == "auto" else name
+    if name == "auto":
+        return "int8" if device.type == "cpu" and dtype == "auto" and native else "float"
+    return name
 
 
 def resolve_dtype(name: str, device: torch.device, weights: str = "float") -> torch.dtype:
