@@ -183,6 +183,22 @@ def test_constrained_json_and_n_choices_on_the_torch_backend(torch_client):
             assert set(cat) == {"name", "age"} and isinstance(cat["age"], int)
 
 
+def test_a_tool_turn_on_int8_ends_at_a_repeated_call(torch_client):
+    """Greedy SmolLM2 in int8, asked for the weather with two tools and parallel calls, writes
+    get_weather, get_time, then get_time again and again: the turn ends at the first repeat,
+    which is never sent (sampling/repeated_calls.py)."""
+    from tests.e2e.test_tool_calls import ASK_WEATHER, TOOLS, assert_valid, collect_stream
+
+    stream = torch_client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=ASK_WEATHER, tools=TOOLS,
+                                                  tool_choice="required", temperature=0, max_tokens=300, stream=True)
+    _, calls, reasons = collect_stream(stream)
+    assert reasons == ["tool_calls"] and len(calls) >= 2
+    written = [(c["name"], c["arguments"]) for c in calls.values()]
+    assert len(set(written)) == len(written)
+    for call in calls.values():
+        assert_valid(call)
+
+
 LONG_QUESTION = ("What is the capital of France? Name the city, then say in one sentence which river "
                  "flows through it, which sea that river reaches, and why people settled on its banks "
                  "in the first place, long before it became a capital.")

@@ -22,8 +22,10 @@ _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8)
+# no call repeats an earlier one: a repeat ends the turn and is dropped (test_repeated_calls.py)
 _calls = st.lists(st.tuples(st.from_regex(r"[a-zA-Z0-9_-]{1,12}", fullmatch=True),
-                            st.dictionaries(st.text(max_size=8), _json, max_size=4)), max_size=3)
+                            st.dictionaries(st.text(max_size=8), _json, max_size=4)), max_size=3,
+                  unique_by=lambda call: json.dumps(call, separators=(",", ":")))
 _text = st.text(max_size=30).filter(lambda t: "<tool_call>" not in t)
 SPACE = " \t\r\n"
 

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from rill.sampling.closed_objects import closed
+from rill.sampling.repeated_calls import RepeatedCalls
 
 # JSON output as compact as the model likes to write it, with no whitespace to wander in.
 _JSON_OPTIONS: Any = {"whitespace_flexible": False}
@@ -58,28 +59,36 @@ CACHED_GRAMMARS = 64  # compiled grammars kept, most recently used first (and re
 
 class Grammar:
     """A compiled grammar: a matcher at its start, copied for every choice that follows it
-    (a copy takes microseconds; compiling took up to a second)."""
+    (a copy takes microseconds; compiling took up to a second). A tool turn's grammar also has
+    its call markup: its constraints end the turn at a repeated call (repeated_calls.py)."""
 
-    __slots__ = ("text", "_matcher", "_mask_size", "_n_vocab")
+    __slots__ = ("text", "_matcher", "_mask_size", "_n_vocab", "_tokenizer", "call_marks")
 
-    def __init__(self, text: str, matcher: llguidance.LLMatcher, mask_size: int, n_vocab: int):
+    def __init__(self, text: str, matcher: llguidance.LLMatcher, mask_size: int, n_vocab: int,
+                 tokenizer: llguidance.LLTokenizer | None = None, call_marks: tuple[str, str] | None = None):
         self.text = text  # llguidance's grammar, as compiled
         self._matcher = matcher
         self._mask_size = mask_size
         self._n_vocab = n_vocab
+        self._tokenizer = tokenizer
+        self.call_marks = call_marks
 
     def constraint(self) -> Constraint:
+        calls = RepeatedCalls(*self.call_marks) if self.call_marks and self._tokenizer else None
         with _llguidance_errors():
-            return Constraint(self._matcher.deep_copy(), self._mask_size, self._n_vocab)
+            return Constraint(self._matcher.deep_copy(), self._mask_size, self._n_vocab, self._tokenizer, calls)
 
 
 class Constraint:
     """One choice's grammar state: the mask for its next token, advanced token by token."""
 
-    def __init__(self, matcher: llguidance.LLMatcher, mask_size: int, n_vocab: int):
+    def __init__(self, matcher: llguidance.LLMatcher, mask_size: int, n_vocab: int,
+                 tokenizer: llguidance.LLTokenizer | None = None, calls: RepeatedCalls | None = None):
         self._matcher = matcher
         self._mask = llg_np.allocate_token_bitmask(1, mask_size)
         self._n_vocab = n_vocab
+        self._tokenizer = tokenizer
+        self._calls = calls
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         """A copy of logits with every token the grammar forbids next set to -inf."""
@@ -91,11 +100,14 @@ class Constraint:
     def advance(self, token: int) -> None:
         with _llguidance_errors():
             self._matcher.consume_token(token)
+        if self._calls is not None and self._tokenizer is not None:
+            self._calls.observe(self._tokenizer.decode_bytes([token]))
 
     @property
     def done(self) -> bool:
-        """The grammar is complete: nothing more may follow."""
-        return self._matcher.is_stopped()
+        """The grammar is complete (nothing more may follow), or a tool turn's last call repeats
+        an earlier one."""
+        return self._matcher.is_stopped() or (self._calls is not None and self._calls.repeated)
 
     @property
     def error(self) -> str | None:
@@ -121,11 +133,14 @@ class Grammars:
         return self._get("json:" + source, lambda: llguidance.LLMatcher.grammar_from_json_schema(
             source, defaults=_JSON_OPTIONS), len(source))
 
-    def lark(self, source: str) -> Grammar:
-        """The grammar for a Lark source in llguidance's dialect (tool calls: sampling/tool_format.py)."""
-        return self._get("lark:" + source, lambda: llguidance.LLMatcher.grammar_from_lark(source), len(source))
+    def lark(self, source: str, call_marks: tuple[str, str] | None = None) -> Grammar:
+        """The grammar for a Lark source in llguidance's dialect (tool calls: sampling/tool_format.py,
+        whose call markup, as call_marks, makes a repeated call end the turn)."""
+        return self._get(f"lark:{call_marks}:{source}", lambda: llguidance.LLMatcher.grammar_from_lark(source),
+                         len(source), call_marks)
 
-    def _get(self, key: str, translate: Callable[[], str], size: int) -> Grammar:
+    def _get(self, key: str, translate: Callable[[], str], size: int,
+             call_marks: tuple[str, str] | None = None) -> Grammar:
         # Planning threads share the cache without a lock: each OrderedDict operation is atomic
         # (C, under the GIL), and a lost race at worst compiles a grammar twice.
         found = self._cache.get(key)
@@ -134,7 +149,7 @@ class Grammars:
                 self._cache.move_to_end(key)
         else:
             try:
-                found = self._compile(translate, size)
+                found = self._compile(translate, size, call_marks)
             except GrammarError as exc:
                 found = exc
             self._cache[key] = found
@@ -145,7 +160,7 @@ class Grammars:
             raise GrammarError(str(found))
         return found
 
-    def _compile(self, translate: Callable[[], str], size: int) -> Grammar:
+    def _compile(self, translate: Callable[[], str], size: int, call_marks: tuple[str, str] | None) -> Grammar:
         if size > MAX_SOURCE_BYTES:
             raise GrammarError(f"the grammar is {size:,} bytes long; this server compiles at most "
                                f"{MAX_SOURCE_BYTES:,}")
@@ -154,7 +169,7 @@ class Grammars:
             matcher = llguidance.LLMatcher(self.tokenizer, text, log_level=0, limits=self._limits)
         if matcher.is_error():
             raise GrammarError(_short(matcher.get_error()))
-        return Grammar(text, matcher, self.tokenizer.vocab_size, self.n_vocab)
+        return Grammar(text, matcher, self.tokenizer.vocab_size, self.n_vocab, self.tokenizer, call_marks)
 
 
 def _short(message: str) -> str:

@@ -45,6 +45,12 @@ class ToolCallStreamer:
         self._state = "text"  # text -> head -> args -> tail -> text ..., or head -> input -> text
         self._depth, self._in_string, self._escape = 0, False, False  # the arguments scanner
         self.calls: list[dict[str, Any]] = []  # OpenAI-shaped, arguments growing as they stream
+        # a function call named as an earlier one is held back while its arguments still match
+        # that call's: a repeat is dropped (the grammar's constraint ends the turn there:
+        # sampling/repeated_calls.py), anything else is announced as soon as it differs
+        self._pending: str | None = None
+        self._held = ""
+        self.repeated = False  # a repeated call was dropped
 
     @property
     def in_call(self) -> bool:
@@ -85,7 +91,10 @@ class ToolCallStreamer:
                     return out
                 name = json.loads(self._buf[len(_HEAD) : at])
                 self._take(at + len(_ARGS))
-                self._start_call(out, name)
+                if self._earlier_arguments(name):
+                    self._pending, self._held = name, ""
+                else:
+                    self._start_call(out, name)
                 self._state = "args"
             elif self._state == "input":  # a custom call's input, up to the closing tag
                 at = self._buf.find(CLOSE)
@@ -99,6 +108,11 @@ class ToolCallStreamer:
                 self._arguments(out, len(self._buf) if end < 0 else end)
                 if end < 0:
                     return out
+                if self._pending is not None:  # the arguments are whole and still match
+                    if self._held in self._earlier_arguments(self._pending):
+                        self._pending, self.repeated = None, True
+                    else:
+                        self._announce(out)
                 self._state = "tail"
             else:  # tail: the call object's closing brace and the closing tag
                 if not (self._buf.startswith(_TAIL) or _TAIL.startswith(self._buf)):
@@ -116,6 +130,8 @@ class ToolCallStreamer:
         # after a call only another may follow: held text (a separator, a tag cut short) is markup
         elif self._state in ("args", "input"):
             self._arguments(out, len(self._buf))  # cut short: pass on what there is
+            if self._pending is not None:
+                self._announce(out)
         self._take(len(self._buf))
         return out
 
@@ -139,8 +155,26 @@ class ToolCallStreamer:
         if text:
             out.append(({"content": text}, self._pos))
 
+    def _earlier_arguments(self, name: str) -> list[str]:
+        return [c["function"]["arguments"] for c in self.calls if c["function"]["name"] == name and not c.get("custom")]
+
+    def _announce(self, out: list[tuple[Delta, int]]) -> None:
+        """The held call differs from every earlier one: its first fragment, then what it has."""
+        name, held = self._pending, self._held
+        self._pending, self._held = None, ""
+        self._start_call(out, name)
+        if held:
+            call = self.calls[-1]
+            call["function"]["arguments"] = held
+            out.append(({"tool_calls": [{"index": call["index"], "function": {"arguments": held}}]}, self._pos))
+
     def _arguments(self, out: list[tuple[Delta, int]], n: int) -> None:
         text = self._take(n)
+        if text and self._pending is not None:
+            self._held += text
+            if not any(earlier.startswith(self._held) for earlier in self._earlier_arguments(self._pending)):
+                self._announce(out)
+            return
         if text:
             call = self.calls[-1]
             call["function"]["arguments"] += text

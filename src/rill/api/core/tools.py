@@ -70,6 +70,6 @@ def tool_grammar(plan: ToolPlan, grammars: Grammars, answer: dict[str, Any] | No
                                      f"for tool calls: {exc}", param=f"{where}.parameters") from None
     source = tool_format.grammar(list(plan.callable), plan.mode, parallel=plan.parallel, answer=answer)
     try:
-        return grammars.lark(source)
+        return grammars.lark(source, call_marks=(tool_format.OPEN, tool_format.CLOSE) if plan.parallel else None)
     except GrammarError as exc:
         raise InvalidRequest(f"These {field} cannot be turned into a grammar for calls: {exc}", param=field) from None
