@@ -177,8 +177,7 @@ def auto_backend(cfg: ModelConfig) -> tuple[str, str, str]:
     if cuda_present():
         return "torch", "cuda", "a CUDA GPU: Rill's llama.cpp build runs on the CPU"
     # The torch backend with int8 weights is faster here from one stream to many and batch-invariant
-    # too, but greedy SmolLM2 on it repeats a parallel tool call until max_tokens where llama.cpp's
-    # stops after two: it becomes the default once a turn ends at a repeated call (docs/torch-backend.md).
+    # too; not yet the default: docs/torch-backend.md says what holds it back.
     missing = torch_cpu_missing(cfg.path)
     faster = (f"--backend torch would not run here: {missing}" if missing else
               "--backend torch (int8 weights, batch-invariant too) is faster here from one stream on")
