@@ -5,6 +5,8 @@ Every test runs twice: on the compiled CPU kernels and on their PyTorch equivale
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +282,21 @@ def test_auto_weights_are_int8_on_a_cpu_unless_a_dtype_or_the_kernels_say_otherw
     assert resolve_weights("int4", cpu, "fp32") == "int4" and resolve_weights("float", cpu) == "float"
     with pytest.raises(BackendError, match="CPU kernels"):
         resolve_weights("int8", gpu)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) * 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the resident size from /proc")
+def test_the_cpu_kv_cache_reads_as_zeros_and_is_committed_only_where_written():
+    from rill.backends.torch.kv_cache import zeroed
+
+    before = resident_bytes()
+    cache = zeroed((8, 4096, 3, 64, 16), torch.bfloat16, torch.device("cpu"))  # 384 MiB
+    assert cache.shape == (8, 4096, 3, 64, 16) and cache.dtype == torch.bfloat16 and cache.is_contiguous()
+    assert resident_bytes() - before < 64 << 20  # nothing committed yet
+    cache[2, 17] = 1.5
+    assert resident_bytes() - before < 64 << 20  # one block of one layer: a page or two
+    assert torch.count_nonzero(cache[2]).item() == 3 * 64 * 16 and not cache[:2].any() and not cache[3:].any()
