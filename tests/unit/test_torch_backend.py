@@ -85,10 +85,16 @@ def make_backend(*, dtype=torch.float32, parallel=4, n_ctx=256, **config) -> Tor
                         name="tiny", fingerprint="fp_tiny")
 
 
-def reference_logits(tokens: list[int], kv_dtype: torch.dtype | None = None) -> np.ndarray:
+def reference_logits(tokens: list[int], kv_dtype: torch.dtype | None = None,
+                     bf16_inputs: frozenset[str] = frozenset()) -> np.ndarray:
     """A dense, unpaged Llama forward written the plain way (Hugging Face's formulation); keys
-    and values rounded to kv_dtype, if given, as a cache of that dtype holds them."""
+    and values rounded to kv_dtype, if given, as a cache of that dtype holds them, and the inputs
+    of the linears named in bf16_inputs ("wqkv", "lm_head", ...) rounded to bf16, as int8's do."""
     s, w = SPEC, {k: torch.from_numpy(v) for k, v in WEIGHTS.items()}
+
+    def linear(t, name):
+        role = name.split(".")[-1]
+        return (t.to(torch.bfloat16).float() if role in bf16_inputs else t) @ w[name].T
     x = w["embed"][torch.tensor(tokens)]
     n = len(tokens)
     inv = 1.0 / s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.float64) / s.head_dim)
@@ -105,7 +111,7 @@ def reference_logits(tokens: list[int], kv_dtype: torch.dtype | None = None) -> 
     causal = torch.ones(n, n).tril().bool()
     for i in range(s.num_layers):
         p = f"layers.{i}."
-        qkv = norm(x, w[p + "attn_norm"]) @ w[p + "wqkv"].T
+        qkv = linear(norm(x, w[p + "attn_norm"]), p + "wqkv")
         q, k, v = qkv.split([s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim], -1)
         q = rope(q.view(n, s.num_heads, s.head_dim).transpose(0, 1))
         k = rope(k.view(n, s.num_kv_heads, s.head_dim).transpose(0, 1))
@@ -116,10 +122,10 @@ def reference_logits(tokens: list[int], kv_dtype: torch.dtype | None = None) -> 
         k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
         scores = (q @ k.transpose(1, 2)) / s.head_dim**0.5
         attn = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ v
-        x = x + attn.transpose(0, 1).reshape(n, -1) @ w[p + "wo"].T
-        gate, up = (norm(x, w[p + "ffn_norm"]) @ w[p + "w_gate_up"].T).chunk(2, -1)
-        x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "w_down"].T
-    return (norm(x, w["norm"]) @ w["lm_head"].T).numpy()
+        x = x + linear(attn.transpose(0, 1).reshape(n, -1), p + "wo")
+        gate, up = linear(norm(x, w[p + "ffn_norm"]), p + "w_gate_up").chunk(2, -1)
+        x = x + linear(torch.nn.functional.silu(gate) * up, p + "w_down")
+    return linear(norm(x, w["norm"]), "lm_head").numpy()
 
 
 PROMPT = list(range(10, 50))  # 40 tokens: two full 16-token blocks and a partial one

@@ -1,11 +1,12 @@
 """Weight-only int8 and int4 linears (`--weights int8|int4`): the weights quantized once at load,
-multiplied by quant_matmul.cpp's kernels with float32 activations.
+multiplied by quant_matmul.cpp's kernels.
 
-int8: one scale per output channel (absmax / 127). int4: a scale and a minimum per 32 weights of a
+int8: one scale per output channel (absmax / 127), the activations rounded to bf16 (so that many
+rows run through AVX512-BF16's dot product). int4: a scale and a minimum per 32 weights of a
 channel, w = scale * q + min with q in 0..15, as llama.cpp's Q4_1 (so a Q4_1 file's weights come
-back as they were, up to float rounding). The kernel sums each output in
-one fixed order (float32 chains over k, group by group), so a row's result never depends on the
-other rows of the step (quant_matmul.cpp says exactly how).
+back as they were, up to float rounding), float32 activations. The kernel sums each output in one
+fixed order (float32 chains over k, group by group, or the dot product's pairs, the same bits),
+so a row's result never depends on the other rows of the step (quant_matmul.cpp says exactly how).
 """
 
 from __future__ import annotations
