@@ -14,7 +14,7 @@ from typing import AsyncIterator, Iterator
 import openai
 import pytest
 
-from tests.e2e.support import (CLIENT_TIMEOUT_S, STOP_TIMEOUT_S, RillFactory, RillServer, live_servers,
+from tests.e2e.support import (BACKEND_FLAGS, CLIENT_TIMEOUT_S, STOP_TIMEOUT_S, RillFactory, RillServer, live_servers,
                                make_client, start_server)
 
 
@@ -40,14 +40,9 @@ def servers_stop_with_their_module(rill_factory: RillFactory) -> Iterator[None]:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
-# The engine backends the API suite runs on: modules marked `both_backends` run on each (one
-# shared server apiece), the rest on the default. The default on a CPU is the torch backend with
-# int8 weights, batch-invariant as llama.cpp's build is (docs/torch-backend.md); where it cannot
-# run (no vector code for this CPU, say), `default` is llama.cpp too.
-BACKEND_FLAGS = {"default": (), "llamacpp": ("--backend", "llamacpp")}
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked `both_backends` run on each engine of BACKEND_FLAGS (one shared server
+    apiece), the rest on the default."""
     if "engine_backend" in metafunc.fixturenames:
         both = metafunc.definition.get_closest_marker("both_backends") is not None
         metafunc.parametrize("engine_backend", list(BACKEND_FLAGS) if both else ["default"],

@@ -162,6 +162,12 @@ def start_server(log_dir: Path, *flags: str) -> RillServer:
     raise AssertionError("unreachable")
 
 
+# The engines the API suite runs on. The default on a CPU is the torch backend with int8 weights,
+# batch-invariant as llama.cpp's build is (docs/torch-backend.md); where it cannot run (no vector
+# code for this CPU, say), `default` is llama.cpp too.
+BACKEND_FLAGS = {"default": (), "llamacpp": ("--backend", "llamacpp")}
+
+
 class RillFactory:
     """Starts extra servers; `cached=True` shares one server per set of flags within a test module
     (conftest stops a module's servers when it ends: alive for the whole session, the suite's

@@ -14,7 +14,7 @@ import pytest
 
 from rill.bench.prompts import make_prompts, predictions
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 
 MODEL = "SmolLM2-135M-Instruct"
 MAX_TOKENS = 96
