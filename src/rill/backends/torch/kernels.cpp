@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 // the storage types a model runs in: float32, bf16, fp16
@@ -199,6 +200,28 @@ inline void weighted_rows(float* acc, const float* rows, const float* p, int64_t
   }
 }
 
+// Consecutive rows with the same block table (a prompt's rows, each up to its own position) as
+// (first row, count) groups of at most kRowGroup: attention widens each block of keys and values to
+// float once for a group instead of once a row, and reads a key vector once for four (row, head)
+// pairs. Each row's own arithmetic is what it is alone (every score and sum is its own chain), so
+// a row's output does not depend on its group.
+constexpr int64_t kRowGroup = 8;
+
+std::vector<std::pair<int64_t, int64_t>> row_groups(const int64_t* table, const int64_t* length, int64_t B, int64_t W) {
+  std::vector<std::pair<int64_t, int64_t>> groups;
+  for (int64_t b = 0; b < B; ++b) {
+    if (!groups.empty()) {
+      auto& [first, count] = groups.back();
+      if (count < kRowGroup && std::equal(table + b * W, table + (b + 1) * W, table + first * W)) {
+        ++count;
+        continue;
+      }
+    }
+    groups.emplace_back(b, 1);
+  }
+  return groups;
+}
+
 // q [B, H, D]; keys [blocks, KVH, D, BS] (dim-major within a block), values [blocks, KVH, BS, D];
 // tables [B, W] block ids; lengths [B] keys per sequence. Each (sequence, key head) is one
 // task: its query heads' scores over the sequence's keys, read block by block where they lie,
@@ -230,64 +253,85 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_cache, c
     const cache_t* kp = k_cache.data_ptr<cache_t>();
     const cache_t* vp = v_cache.data_ptr<cache_t>();
     act_t* op = out.data_ptr<act_t>();
-    at::parallel_for(0, B * KVH, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> qf(G * D), acc(G * D), block(BS * D), scores, tile(4 * kLanes);
+    const auto groups = row_groups(table, length, B, W);
+    at::parallel_for(0, static_cast<int64_t>(groups.size()) * KVH, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> qf, acc, block(BS * D), scores, tile(4 * kLanes);
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / KVH, kh = task % KVH, L = length[b];
-        TORCH_CHECK(L > 0 && L <= W * BS, "sequence ", b, " has ", L, " keys, its table holds ", W * BS);
-        load_float(qp + (b * H + kh * G) * D, qf.data(), G * D);
+        const int64_t b0 = groups[task / KVH].first, R = groups[task / KVH].second, kh = task % KVH;
+        const int64_t* L = length + b0;  // row r of the group attends to its first L[r] keys
+        int64_t Lmax = 0;
+        for (int64_t r = 0; r < R; ++r) {
+          TORCH_CHECK(L[r] > 0 && L[r] <= W * BS, "sequence ", b0 + r, " has ", L[r], " keys, its table holds ", W * BS);
+          Lmax = std::max(Lmax, L[r]);
+        }
+        // the group's (row, head) pairs in order: pair i = r * G + g, its query at qf[i * D],
+        // its scores at scores[i * Lmax], its output at acc[i * D]
+        qf.resize(R * G * D);
+        acc.assign(R * G * D, 0.f);
+        scores.resize(R * G * Lmax);
+        for (int64_t r = 0; r < R; ++r) load_float(qp + ((b0 + r) * H + kh * G) * D, &qf[r * G * D], G * D);
         for (float& x : qf) x *= static_cast<float>(scale);
-        scores.resize(G * L);
-        for (int64_t first = 0; first < L; first += BS) {  // a block of keys at a time, as float
-          const int64_t rows = std::min(BS, L - first);
-          const float* keys = as_float(kp + (table[b * W + first / BS] * KVH + kh) * D * BS, block.data(), D * BS);
-          for (int64_t g = 0; g < G; g += 4) {
-            const int64_t n = std::min<int64_t>(4, G - g);
-            if (lanes) {
-              const float* qg = &qf[g * D];
-              switch (n) {
-                case 1: block_scores<1>(qg, D, keys, tile.data(), kLanes); break;
-                case 2: block_scores<2>(qg, D, keys, tile.data(), kLanes); break;
-                case 3: block_scores<3>(qg, D, keys, tile.data(), kLanes); break;
-                default: block_scores<4>(qg, D, keys, tile.data(), kLanes);
+        const int64_t* blocks = table + b0 * W;
+        for (int64_t first = 0; first < Lmax; first += BS) {  // a block of keys at a time, as float
+          const float* keys = as_float(kp + (blocks[first / BS] * KVH + kh) * D * BS, block.data(), D * BS);
+          for (int64_t r0 = 0; r0 < R;) {  // runs of rows that reach into this block
+            if (L[r0] <= first) { ++r0; continue; }
+            int64_t r1 = r0;
+            while (r1 < R && L[r1] > first) ++r1;
+            for (int64_t i = r0 * G; i < r1 * G; i += 4) {
+              const int64_t n = std::min<int64_t>(4, r1 * G - i);
+              if (lanes) {
+                const float* qi = &qf[i * D];
+                switch (n) {
+                  case 1: block_scores<1>(qi, D, keys, tile.data(), kLanes); break;
+                  case 2: block_scores<2>(qi, D, keys, tile.data(), kLanes); break;
+                  case 3: block_scores<3>(qi, D, keys, tile.data(), kLanes); break;
+                  default: block_scores<4>(qi, D, keys, tile.data(), kLanes);
+                }
+                for (int64_t j = 0; j < n; ++j)  // the lanes past the row's keys are dropped
+                  std::copy_n(&tile[j * kLanes], std::min(BS, L[(i + j) / G] - first), &scores[(i + j) * Lmax + first]);
+              } else {
+                for (int64_t j = i; j < i + n; ++j)
+                  for (int64_t k = 0; k < std::min(BS, L[j / G] - first); ++k) {
+                    float sum = 0.f;
+                    for (int64_t d = 0; d < D; ++d) sum += qf[j * D + d] * keys[d * BS + k];
+                    scores[j * Lmax + first + k] = sum;
+                  }
               }
-              for (int64_t j = 0; j < n; ++j)  // the lanes past the sequence's end are dropped
-                std::copy_n(&tile[j * kLanes], rows, &scores[(g + j) * L + first]);
+            }
+            r0 = r1;
+          }
+        }
+        for (int64_t i = 0; i < R * G; ++i) {  // softmax, in place, over the row's own keys
+          float* s = &scores[i * Lmax];
+          const int64_t n = L[i / G];
+          const float top = lane_max(s, n);
+          for (int64_t l = 0; l < n; ++l) s[l] = fast_exp(s[l] - top);
+          const float inv = 1.f / lane_sum(s, n);
+          for (int64_t l = 0; l < n; ++l) s[l] *= inv;
+        }
+        for (int64_t first = 0; first < Lmax; first += BS) {
+          const float* values = as_float(vp + (blocks[first / BS] * KVH + kh) * BS * D, block.data(),
+                                         std::min(BS, Lmax - first) * D);
+          for (int64_t r = 0; r < R; ++r) {
+            if (L[r] <= first) continue;
+            const int64_t rows = std::min(BS, L[r] - first);
+            float* ar = &acc[r * G * D];
+            const float* p = &scores[r * G * Lmax + first];
+            if (D == 4 * kLanes) {
+              weighted_rows<4>(ar, values, p, Lmax, rows, G);
+            } else if (D == 8 * kLanes) {
+              weighted_rows<8>(ar, values, p, Lmax, rows, G);
             } else {
-              for (int64_t j = g; j < g + n; ++j)
-                for (int64_t r = 0; r < rows; ++r) {
-                  float sum = 0.f;
-                  for (int64_t d = 0; d < D; ++d) sum += qf[j * D + d] * keys[d * BS + r];
-                  scores[j * L + first + r] = sum;
+              for (int64_t k = 0; k < rows; ++k)
+                for (int64_t g = 0; g < G; ++g) {
+                  const float pk = p[g * Lmax + k];
+                  for (int64_t d = 0; d < D; ++d) ar[g * D + d] += pk * values[k * D + d];
                 }
             }
           }
         }
-        for (int64_t g = 0; g < G; ++g) {  // softmax, in place
-          float* s = &scores[g * L];
-          const float top = lane_max(s, L);
-          for (int64_t l = 0; l < L; ++l) s[l] = fast_exp(s[l] - top);
-          const float inv = 1.f / lane_sum(s, L);
-          for (int64_t l = 0; l < L; ++l) s[l] *= inv;
-        }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t first = 0; first < L; first += BS) {
-          const int64_t rows = std::min(BS, L - first);
-          const float* values = as_float(vp + (table[b * W + first / BS] * KVH + kh) * BS * D, block.data(), rows * D);
-          const float* p = &scores[first];
-          if (D == 4 * kLanes) {
-            weighted_rows<4>(acc.data(), values, p, L, rows, G);
-          } else if (D == 8 * kLanes) {
-            weighted_rows<8>(acc.data(), values, p, L, rows, G);
-          } else {
-            for (int64_t r = 0; r < rows; ++r)
-              for (int64_t g = 0; g < G; ++g) {
-                const float p = scores[g * L + first + r];
-                for (int64_t d = 0; d < D; ++d) acc[g * D + d] += p * values[r * D + d];
-              }
-          }
-        }
-        store_float(acc.data(), op + (b * H + kh * G) * D, G * D);
+        for (int64_t r = 0; r < R; ++r) store_float(&acc[r * G * D], op + ((b0 + r) * H + kh * G) * D, G * D);
       }
     });
    });
