@@ -328,23 +328,30 @@ inline int64_t dot_rows(const uint32_t* xp, int64_t pairs, int64_t M, const __m5
   return r0;
 }
 
-void run_dot(const float* xr, int64_t M, int64_t K, const uint8_t* packed, const float* scales, int64_t tiles, float* y,
+// x [M, K] float32, not yet rounded: each row rounded (round_activations) and packed into bf16
+// pairs in one pass, rows split between the threads.
+void run_dot(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* scales, int64_t tiles, float* y,
              int64_t N) {
   const int64_t pairs = (K + 1) / 2;
   std::vector<uint32_t> xp(M * pairs);
-  for (int64_t r = 0; r < M; ++r) {  // x already holds bf16 values: taking their upper halves is exact
-    const float* xrow = xr + r * K;
-    uint32_t* prow = xp.data() + r * pairs;
-    int64_t p = 0;
-    for (; 2 * p + 32 <= K; p += 16)  // element 2j of the bf16 vector, x[2p + 2j], in lane j's low half
-      _mm512_storeu_si512(prow + p, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(xrow + 2 * p + 16), _mm512_loadu_ps(xrow + 2 * p)));
-    for (; p < pairs; ++p) {
-      uint32_t lo, hi = 0;
-      std::memcpy(&lo, xrow + 2 * p, 4);
-      if (2 * p + 1 < K) std::memcpy(&hi, xrow + 2 * p + 1, 4);
-      prow[p] = (hi & 0xffff0000u) | (lo >> 16);
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(K);
+    for (int64_t r = begin; r < end; ++r) {  // once rounded, taking the values' upper halves is exact
+      std::copy_n(x + r * K, K, row.data());
+      round_activations(row.data(), K);
+      uint32_t* prow = xp.data() + r * pairs;
+      int64_t p = 0;
+      for (; 2 * p + 32 <= K; p += 16)  // element 2j of the bf16 vector, x[2p + 2j], in lane j's low half
+        _mm512_storeu_si512(prow + p, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row.data() + 2 * p + 16),
+                                                                  _mm512_loadu_ps(row.data() + 2 * p)));
+      for (; p < pairs; ++p) {
+        uint32_t lo, hi = 0;
+        std::memcpy(&lo, row.data() + 2 * p, 4);
+        if (2 * p + 1 < K) std::memcpy(&hi, row.data() + 2 * p + 1, 4);
+        prow[p] = (hi & 0xffff0000u) | (lo >> 16);
+      }
     }
-  }
+  });
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> acc(M * kTile);
     std::vector<__m512i> wb(2 * pairs);
@@ -397,14 +404,14 @@ at::Tensor quant_linear(const at::Tensor& x_in, const at::Tensor& packed, const 
         }
     }
     if (f == Format::kInt8) {
-      std::vector<float> xr(xp, xp + M * K);
-      round_activations(xr.data(), M * K);
 #ifdef RILL_BF16_DOT
       if (M >= kDotRows) {
-        run_dot(xr.data(), M, K, w, scales.data_ptr<float>(), tiles, y.data_ptr<float>(), out_features);
+        run_dot(xp, M, K, w, scales.data_ptr<float>(), tiles, y.data_ptr<float>(), out_features);
       } else
 #endif
       {
+        std::vector<float> xr(xp, xp + M * K);
+        round_activations(xr.data(), M * K);
         const Operands o{xr.data(), nullptr, M, K, group, 1};
         run<Format::kInt8>(o, w, scales.data_ptr<float>(), nullptr, tiles, y.data_ptr<float>(), out_features);
       }
