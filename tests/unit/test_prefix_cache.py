@@ -264,6 +264,29 @@ def test_cached_prompts_that_arrive_together_all_reuse_their_prefix(order):
         assert finished(events[i]).num_cached_prompt_tokens >= prompt - 2, (i, finished(events[i]))
 
 
+def test_prompts_that_share_a_beginning_keep_their_caches_when_every_slot_holds_one():
+    """Every slot holds some earlier cache; then distinct prompts that share a long beginning
+    (a system prompt, a document) come one at a time, and again at once. A prompt whose best
+    match is another prompt's cache shares only that beginning with it: it must take the least
+    recently used slot, not overwrite that cache (before, each overwrote the previous one's, and
+    of 8 only the last was reused: a burst of repeated ~500-token prompts waited 20 s)."""
+    backend = FakeBackend(max_sequences=8, kv_capacity=8 * 2048)
+    loop = EngineLoop(backend, max_running=8)
+    for i in range(8):  # short chats fill every slot
+        submit(loop, f"short{i}", [{"role": "user", "content": f"hi {i}"}])
+        run_until_idle(loop)
+    document = "The river rises in the hills and runs to the sea past seven towns. " * 8
+    prompts = [user(document + f"Question {i}: which town is number {i}?") for i in range(8)]
+    for i, messages in enumerate(prompts):
+        submit(loop, f"first{i}", messages)
+        run_until_idle(loop)
+    events = [submit(loop, f"again{i}", messages) for i, messages in enumerate(prompts)]
+    run_until_idle(loop)
+    for i, messages in enumerate(prompts):
+        prompt = len(tokens_of(backend, messages))
+        assert finished(events[i]).num_cached_prompt_tokens >= prompt - 2, (i, finished(events[i]))
+
+
 def test_the_pool_spares_the_caches_it_is_told_to_keep():
     pool = SlotPool(3)
     for seq_id in range(3):

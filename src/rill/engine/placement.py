@@ -53,9 +53,14 @@ class Placement:
         limit = 0 if seq.prompt_logprobs is not None else max(0, seq.num_to_prefill - MIN_PREFILL_CHUNK)
         wanted = self.wanted(waiting, but=seq)
         own, own_reuse = self.slots.best_match(tokens)
-        if own >= 0 and min(own_reuse, limit) >= MIN_COPY_GAIN:
-            # its own cached prompt is taken where it lies: copying it to a lower slot would push
-            # that slot's cache onto a third, whose prompt may be arriving right behind this one
+        own_cache = own >= 0 and own_reuse >= min(self.slots.holds(own), tokens.size) - MIN_COPY_GAIN
+        if own_cache and min(own_reuse, limit) >= MIN_COPY_GAIN:
+            # its own cached prompt is taken where it lies (the same prompt again, or an earlier
+            # turn of its conversation: the match runs to the end of one of the two): copying it
+            # to a lower slot would push that slot's cache onto a third, whose prompt may be
+            # arriving right behind this one. A cache that shares only a beginning with this
+            # prompt (a system prompt, a document) is another prompt's, and stays: that beginning
+            # is copied instead
             target = own
         else:
             target = self.slots.lowest_free(avoid=wanted)
@@ -74,7 +79,7 @@ class Placement:
         if copy or self.slots.holds(target) > reuse:  # what the target holds beyond the reuse
             # its own prompt's cache, mostly reused: the rest (an earlier answer's last tokens) is
             # kept only where nothing else is lost
-            self._keep_elsewhere(target, avoid=(source, *wanted), only_empty=target == own and not copy)
+            self._keep_elsewhere(target, avoid=(source, *wanted), only_empty=own_cache and target == own and not copy)
         if copy:
             self.backend.copy(source, target)
             reuse = source_reuse
