@@ -5,10 +5,14 @@
 # ~/.cache/rill/llama-server-VERSION. Prints the binary's path.
 #
 #   bash benchmarks/build-llama-server.sh [VERSION]   # default: the Makefile's LLAMA_CPP_VERSION
+#   LLAMAFILE=OFF bash benchmarks/build-llama-server.sh   # without llamafile's kernels, as Rill builds llama.cpp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:-$(sed -n 's/^LLAMA_CPP_VERSION := //p' Makefile)}
-dest="${XDG_CACHE_HOME:-$HOME/.cache}/rill/llama-server-$version"
+llamafile=${LLAMAFILE:-ON}
+suffix=""
+if [ "$llamafile" = OFF ]; then suffix=-nollamafile; fi
+dest="${XDG_CACHE_HOME:-$HOME/.cache}/rill/llama-server-$version$suffix"
 if [ ! -x "$dest/bin/llama-server" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
@@ -17,7 +21,7 @@ if [ ! -x "$dest/bin/llama-server" ]; then
   tar -xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
   src="$work/llama_cpp_python-$version/vendor/llama.cpp"
   cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_LLAMAFILE="$llamafile" >&2
   cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
   mkdir -p "$dest/bin"
   cp "$work/build/bin/llama-server" "$dest/bin/"

