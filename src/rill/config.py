@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rill.cpu_flags import cpu_flags
 from rill.errors import ConfigError
 from rill.gguf_header import gguf_architecture
 from rill.store.database import database_url
@@ -203,15 +204,11 @@ def torch_cpu_missing(path: Path | None) -> str:
     return ""
 
 
-def cpu_vectors() -> bool:
+def cpu_vectors(cpuinfo: Path | None = None) -> bool:
     """The x86 vector units the torch backend's int8 kernels are written for (quant_matmul.cpp);
     elsewhere they would run scalar code, slower than llama.cpp's."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512f" in flags or {"avx2", "fma"} <= set(flags)
+    flags = cpu_flags(cpuinfo)
+    return "avx512f" in flags or {"avx2", "fma"} <= flags
 
 
 AnyModelConfig = ModelConfig | UpstreamConfig

@@ -193,11 +193,10 @@ def test_backend_auto_picks_torch_int8_on_the_cpu_llama_cpp_where_torch_cannot_r
 
 def test_the_torch_backend_runs_by_default_only_where_its_int8_kernels_have_vector_code(monkeypatch, tmp_path):
     import rill.config as config_module
+    import rill.cpu_flags
 
     cpuinfo = tmp_path / "cpuinfo"
-    real_read_text = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real_read_text(
-        cpuinfo if str(self) == "/proc/cpuinfo" else self, *a, **k))
+    monkeypatch.setattr(rill.cpu_flags, "CPUINFO", cpuinfo)
     for flags, vectors in [("fpu sse2 avx avx2 fma", True), ("fpu avx2 avx512f avx512bw", True),
                            ("fpu sse2 avx", False), ("fpu avx2", False)]:
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")

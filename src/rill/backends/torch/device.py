@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from rill.backends.base import BackendError
+from rill.cpu_flags import cpu_flags
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
           "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
@@ -23,12 +24,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return any(f" {flag}" in flags for flag in BF16_CPU_FLAGS)
+def cpu_has_native_bf16(cpuinfo: Path | None = None) -> bool:
+    return not cpu_flags(cpuinfo).isdisjoint(BF16_CPU_FLAGS)
 
 
 def resolve_weights(name: str, device: torch.device, dtype: str = "auto", native: bool = True) -> str:

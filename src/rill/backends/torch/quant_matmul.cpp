@@ -102,6 +102,15 @@ inline float convert_one(const uint8_t* row, int64_t j) {
   return static_cast<float>(j < 16 ? (b & 0x0f) : (b >> 4));
 }
 
+// int8's k order (the top of this file): pairs, the odd one first; an odd K's last k pairs with a
+// zero, so +0 is added first, as the dot product does. `step(k)` multiplies-adds one k.
+template <typename Step, typename AddZero>
+inline void int8_order(int64_t ka, int64_t kb, Step step, AddZero add_zero) {
+  int64_t k = ka;
+  for (; k + 1 < kb; k += 2) step(k + 1), step(k);
+  if (k < kb) add_zero(), step(k);
+}
+
 // NR rows (from r0) of one tile over group g (k in [ka, kb)): the group's partial sums, then
 // folded into acc. NR is a template argument so that the chains stay in registers (a runtime
 // count kept them in memory: 3x slower). AVX2: two rows' 8 chains, 4 weight vectors and a
@@ -126,13 +135,10 @@ inline void group_rows(const Operands& o, const uint8_t* w, const float* scales,
     }
   };
   if constexpr (F == Format::kInt8) {
-    int64_t k = ka;
-    for (; k + 1 < kb; k += 2) step(k + 1), step(k);
-    if (k < kb) {  // an odd K: its last k pairs with a zero (+0 added, as the dot product does)
+    int8_order(ka, kb, step, [&] {
       for (int r = 0; r < NR; ++r)
         for (int j = 0; j < 2; ++j) a[r][j] = _mm512_add_ps(a[r][j], _mm512_setzero_ps());
-      step(k);
-    }
+    });
   } else {
     for (int64_t k = ka; k < kb; ++k) step(k);
   }
@@ -162,13 +168,10 @@ inline void group_rows(const Operands& o, const uint8_t* w, const float* scales,
     }
   };
   if constexpr (F == Format::kInt8) {
-    int64_t k = ka;
-    for (; k + 1 < kb; k += 2) step(k + 1), step(k);
-    if (k < kb) {
+    int8_order(ka, kb, step, [&] {
       for (int r = 0; r < NR; ++r)
         for (int j = 0; j < 4; ++j) a[r][j] = _mm256_add_ps(a[r][j], _mm256_setzero_ps());
-      step(k);
-    }
+    });
   } else {
     for (int64_t k = ka; k < kb; ++k) step(k);
   }
@@ -192,9 +195,7 @@ inline void group_rows(const Operands& o, const uint8_t* w, const float* scales,
       float p = 0.f;
       auto step = [&](int64_t k) { p = std::fma(o.x[r * o.K + k], convert_one<F>(w + k * row_bytes(F), j), p); };
       if constexpr (F == Format::kInt8) {
-        int64_t k = ka;
-        for (; k + 1 < kb; k += 2) step(k + 1), step(k);
-        if (k < kb) p += 0.f, step(k);
+        int8_order(ka, kb, step, [&] { p += 0.f; });
       } else {
         for (int64_t k = ka; k < kb; ++k) step(k);
       }
@@ -222,6 +223,12 @@ inline int64_t row_blocks(const Operands& o, const uint8_t* w, const float* s, c
   return r0;
 }
 
+// Tile t's results, acc [M, 32], into columns 32t.. of y [M, N] (the last tile may be cut short).
+inline void store_tile(const float* acc, int64_t M, int64_t t, float* y, int64_t N) {
+  const int64_t n0 = t * kTile, cols = std::min(kTile, N - n0);
+  for (int64_t r = 0; r < M; ++r) std::memcpy(y + r * N + n0, acc + r * kTile, cols * sizeof(float));
+}
+
 template <Format F>
 void run(const Operands& o, const uint8_t* packed, const float* scales, const float* mins, int64_t tiles, float* y,
          int64_t N) {
@@ -237,8 +244,7 @@ void run(const Operands& o, const uint8_t* packed, const float* scales, const fl
       if constexpr (kRows > 4) r0 = row_blocks<F, 4>(o, w, s, m, acc.data(), r0);
       r0 = row_blocks<F, 2>(o, w, s, m, acc.data(), r0);
       row_blocks<F, 1>(o, w, s, m, acc.data(), r0);
-      const int64_t n0 = t * kTile, cols = std::min(kTile, N - n0);
-      for (int64_t r = 0; r < M; ++r) std::memcpy(y + r * N + n0, acc.data() + r * kTile, cols * sizeof(float));
+      store_tile(acc.data(), M, t, y, N);
     }
   });
 }
@@ -362,8 +368,7 @@ void run_dot(const float* x, int64_t M, int64_t K, const uint8_t* packed, const 
       r0 = dot_rows<4>(xp.data(), pairs, M, wb.data(), s, acc.data(), r0);
       r0 = dot_rows<2>(xp.data(), pairs, M, wb.data(), s, acc.data(), r0);
       dot_rows<1>(xp.data(), pairs, M, wb.data(), s, acc.data(), r0);
-      const int64_t n0 = t * kTile, cols = std::min(kTile, N - n0);
-      for (int64_t r = 0; r < M; ++r) std::memcpy(y + r * N + n0, acc.data() + r * kTile, cols * sizeof(float));
+      store_tile(acc.data(), M, t, y, N);
     }
   });
 }
