@@ -7,7 +7,7 @@ import pytest
 from rill.backends.fake import FakeBackend
 from rill.engine.loop import EngineLoop
 from rill.engine.types import Finished, Status
-from rill.engine.pacing import FIRST_CHUNK, MIN_PACED_CHUNK, STEP_FLOOR_S, PrefillPacer
+from rill.engine.pacing import FIRST_CHUNK, MIN_PACED_CHUNK, REFRESH_STEPS, STEP_FLOOR_S, PrefillPacer
 from rill.sampling.template import CHATML, ChatTemplate
 from tests.unit.test_engine_loop import run_until_idle, submit, text_of
 
@@ -44,7 +44,7 @@ def test_a_paced_step_takes_about_max_stall_decode_steps():
 
 
 def test_fast_steps_may_stretch_to_the_floor():
-    pacer = trained(decode_s=0.005, per_token_s=0.001)
+    pacer = trained(decode_s=0.005, per_token_s=0.001, decoding=1)
     assert pacer.allowance(1) == pytest.approx((STEP_FLOOR_S - 0.005) / 0.001, abs=1)
 
 
@@ -70,6 +70,32 @@ def test_estimates_follow_a_changing_machine():
         pacer.observe(0.2, 8, 0)
         pacer.observe(0.2 + 40 * 0.016, 8, 40)
     assert pacer.allowance(8) == pytest.approx(before / 4, abs=2)
+
+
+def test_an_old_decode_timing_is_taken_again_before_prompt_tokens_are_priced():
+    # Every step carries prefill while prompts keep arriving: the decode step grows (more
+    # streams, longer contexts) unseen, and its growth must not be priced into the prompt tokens.
+    pacer = trained(decode_s=0.010, per_token_s=0.001, decoding=1)
+    chunk = pacer.allowance(1)
+    for _ in range(REFRESH_STEPS):
+        pacer.observe(0.060 + chunk * 0.001, 1, chunk)  # decode now costs 60 ms, a token still 1
+    assert pacer.allowance(1) == 0  # a probe: the next step decodes only, and is timed
+    assert pacer.num_probes == 1
+    pacer.observe(0.060, 1, 0)
+    assert pacer.decode_step_s == 0.060  # taken as timed, not smoothed with the old one
+    for _ in range(15):  # prompt tokens are priced against the new decode step
+        chunk = pacer.allowance(1)
+        pacer.observe(0.060 + chunk * 0.001, 1, chunk)
+    assert pacer.prefill_token_s == pytest.approx(0.001, rel=0.1)
+    assert pacer.allowance(1) == pytest.approx((2 * 0.060 - 0.060) / 0.001, rel=0.1)
+
+
+def test_a_decode_timing_stands_only_for_batches_of_about_its_size():
+    pacer = trained(decode_s=0.040, per_token_s=0.001, decoding=8)
+    assert pacer.allowance(9) > 0 and pacer.allowance(10) > 0  # within a quarter
+    assert pacer.allowance(16) == 0  # twice the streams: timed again first
+    pacer.observe(0.070, 16, 0)
+    assert pacer.allowance(16) == pytest.approx((2 * 0.070 - 0.070) / 0.001, abs=1)
 
 
 class TimedBackend(FakeBackend):
@@ -140,12 +166,13 @@ class MappingBackend(TimedBackend):
 CACHED_TEXT = "a thousand tokens of prompt " * 16
 
 
-def eight_streams_and_a_cached_prompt(max_running: int = 9):
+def eight_streams_and_a_cached_prompt(max_running: int = 9, max_batch_tokens: int = 512):
     """A MappingBackend whose shared tokens are CACHED_TEXT's prompt, and a loop with 8 streams
     decoding and the pacer trained on them."""
     shared = tuple(FakeBackend().tokenize(ChatTemplate(CHATML).render([{"role": "user", "content": CACHED_TEXT}]),
                                           add_bos=False))
     backend = MappingBackend(shared, max_sequences=max_running, n_ctx=4096)
+    backend.max_batch_tokens = max_batch_tokens
     loop = EngineLoop(backend, max_running=max_running, clock=lambda: backend.now)
     streams = [submit(loop, f"s{i}", f"stream {i} " * 30) for i in range(8)]
     while len(loop.running) < 8 or any(seq.status is not Status.DECODING for seq in loop.running):
@@ -180,7 +207,8 @@ def test_a_prompt_whose_blocks_are_cached_is_not_paced_like_one_to_compute():
 
 
 def test_a_cached_prompt_moves_even_when_a_prompt_to_compute_took_the_allowance():
-    backend, loop, streams, shared = eight_streams_and_a_cached_prompt(max_running=10)
+    # a step holds the computed chunk and every mapped block
+    backend, loop, streams, shared = eight_streams_and_a_cached_prompt(max_running=10, max_batch_tokens=1024)
     allowance = loop.pacer.allowance(8)
     computed = submit(loop, "computed", "nothing of this is cached " * 40)
     cached = submit(loop, "cached", CACHED_TEXT)
