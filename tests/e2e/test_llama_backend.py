@@ -132,3 +132,22 @@ def test_a_verification_gives_the_logits_of_decoding_one_token_at_a_time(backend
         assert backend.truncate(0, n + 10)  # keep 10 of the 17 positions
         again = backend.forward([BatchItem(0, (generated[10],), n + 10)])[0]
         assert np.array_equal(again, one_by_one[10]), neighbours
+
+
+def test_swap_exchanges_two_caches_bit_for_bit(backend: LlamaBackend) -> None:
+    """Compaction's exchange of a running sequence and an idle cache: each continues, in the
+    other's slot, with the numbers it would have had where it was."""
+    a, b = prompt(backend, "Name three rivers."), prompt(backend, "What is the capital of France? " * 3)
+    fresh(backend)
+    backend.forward([BatchItem(0, a, 0, num_logits=0)])
+    backend.forward([BatchItem(2, b, 0, num_logits=0)])
+    expected = backend.forward([BatchItem(0, [42], len(a)), BatchItem(2, [42], len(b))])
+    fresh(backend)
+    backend.forward([BatchItem(0, a, 0, num_logits=0)])
+    backend.forward([BatchItem(2, b, 0, num_logits=0)])
+    backend.swap(0, 2)
+    swapped = backend.forward([BatchItem(2, [42], len(a)), BatchItem(0, [42], len(b))])
+    assert np.array_equal(swapped, expected)
+    backend.swap(1, 3)  # two empty slots: nothing to move, nothing breaks
+    assert backend.forward([BatchItem(1, a, 0)]).shape == (1, backend.info.n_vocab)
+    fresh(backend)

@@ -113,6 +113,20 @@ def test_copy_shares_blocks_and_the_first_write_copies_the_shared_partial_block(
     assert len(m.copies) == 1
 
 
+def test_swap_exchanges_block_tables_without_copying():
+    m = BlockManager(num_blocks=8, block_size=4)
+    put(m, 0, toks(6), 0)
+    put(m, 2, toks(3, 1), 0)
+    tables = {0: list(m.seqs[0].blocks), 2: list(m.seqs[2].blocks)}
+    available = m.num_available
+    m.swap(0, 2)
+    assert m.seqs[2].blocks == tables[0] and m.seqs[0].blocks == tables[2]
+    assert m.seqs[2].tokens == toks(6).tolist()
+    m.swap(2, 5)  # with an empty slot: the cache moves
+    assert 2 not in m.seqs and m.seqs[5].blocks == tables[0]
+    assert m.num_available == available and m.copies == []
+
+
 def test_truncate_then_append_writes_a_copy_and_the_cut_block_stays_mappable():
     m = BlockManager(num_blocks=8, block_size=4)
     t = toks(8)

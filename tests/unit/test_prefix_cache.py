@@ -337,4 +337,13 @@ def test_compaction_closes_a_gap_when_an_empty_slot_keeps_the_displaced_cache():
     low, top = Running(0), Running(2)
     placement.compact([low, top])
     assert top.seq_id == 1  # the gap at 1 is closed ...
-    assert [s for s in (2, 3) if slots.holds(s) == 3]  # ... and its cache kept in an empty slot
+    assert [s for s in (2, 3) if slots.holds(s) == 3]  # ... and its cache kept
+
+
+def test_compaction_exchanges_caches_when_no_slot_is_empty():
+    placement, slots = placement_with({1: [5, 6, 7], 3: [8, 9]}, running=[0, 2])
+    low, top = Running(0), Running(2)
+    placement.compact([low, top])
+    assert top.seq_id == 1 and placement.backend._seqs[1] == [1, 2]  # the sequence moved with its cache
+    assert slots.cached() == {2: [5, 6, 7], 3: [8, 9]}  # slot 1's cached prompt lies where it was
+    assert placement.backend._seqs[2] == [5, 6, 7]

@@ -85,6 +85,10 @@ class Backend(Protocol):
         """Give sequence dst the same cache as src (shared cells where the backend can)."""
         ...
 
+    def swap(self, a: int, b: int) -> None:
+        """Sequences a and b exchange caches (either may be empty)."""
+        ...
+
     def truncate(self, seq_id: int, keep: int) -> bool:
         """Keep only the first `keep` positions of a sequence's cache (prefix reuse). False if
         the backend cannot, in which case the engine releases the whole sequence instead."""

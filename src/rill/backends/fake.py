@@ -136,6 +136,13 @@ class FakeBackend:
     def copy(self, src: int, dst: int) -> None:
         self._seqs[dst] = list(self._seqs.get(src, []))
 
+    def swap(self, a: int, b: int) -> None:
+        cache_a, cache_b = self._seqs.pop(a, None), self._seqs.pop(b, None)
+        if cache_a is not None:
+            self._seqs[b] = cache_a
+        if cache_b is not None:
+            self._seqs[a] = cache_b
+
     def truncate(self, seq_id: int, keep: int) -> bool:
         if seq_id in self._seqs:
             del self._seqs[seq_id][keep:]

@@ -166,7 +166,7 @@ class EngineLoop:
     def _tick(self) -> None:
         """One round of work after draining the inbox: admit, compact, step."""
         self._admit()
-        self.placement.compact(self.running, self.waiting)
+        self.placement.compact(self.running)
         if self.running:
             try:
                 self._step()

@@ -99,6 +99,12 @@ class SlotPool:
         s = self._idle[src]
         self._idle[dst] = IdleSlot(dst, s.tokens, s.last_used)
 
+    def moved(self, src: int, dst: int) -> None:
+        """Idle slot src's cache now lies in slot dst, which a running sequence left for src:
+        src is in use, dst idle, and the cache keeps its age."""
+        s = self._idle.pop(src)
+        self._idle[dst] = IdleSlot(dst, s.tokens, s.last_used)
+
     def give_back(self, seq_id: int, tokens: np.ndarray = _EMPTY) -> None:
         """seq_id is free again; its cache holds `tokens` (empty: the caller released it)."""
         self._clock += 1

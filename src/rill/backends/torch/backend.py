@@ -271,6 +271,9 @@ class TorchBackend(VocabMethods):
     def copy(self, src: int, dst: int) -> None:
         self.cache.blocks.copy(src, dst)  # shares the blocks: copy-on-write when either writes
 
+    def swap(self, a: int, b: int) -> None:
+        self.cache.blocks.swap(a, b)
+
     def truncate(self, seq_id: int, keep: int) -> bool:
         self.cache.blocks.truncate(seq_id, keep)
         return True

@@ -162,6 +162,14 @@ class BlockManager:
             self._ref(b)
         self.seqs[dst] = SequenceBlocks(list(source.blocks), list(source.tokens), list(source.hashes))
 
+    def swap(self, a: int, b: int) -> None:
+        """a and b exchange their blocks (tables only: nothing is copied)."""
+        seq_a, seq_b = self.seqs.pop(a, None), self.seqs.pop(b, None)
+        if seq_a is not None:
+            self.seqs[b] = seq_a
+        if seq_b is not None:
+            self.seqs[a] = seq_b
+
     def truncate(self, seq_id: int, keep: int) -> None:
         """Keep positions 0..keep-1. A block cut in two stays as it is, name and all, for other
         prompts that begin as it does: the next write into it copies it first (as into a shared
