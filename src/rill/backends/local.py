@@ -71,6 +71,12 @@ def llamafile_enabled() -> bool:
     return "LLAMAFILE = 1" in info
 
 
+def row_order_flash_attention() -> bool:
+    """Whether this llama-cpp-python is Rill's build, whose flash attention sums every query row
+    alone and in key order, whatever the batch (scripts/llama-cpp-row-order-fa.patch)."""
+    return ll.__version__.endswith("+rill.rowfa")
+
+
 class LlamaBackend(VocabMethods):
     def __init__(self, path: Path, config: ModelConfig, *, name: str,
                  on_progress: Callable[[float], None] | None = None):
@@ -108,10 +114,13 @@ class LlamaBackend(VocabMethods):
         cparams.n_seq_max = config.parallel + 1
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        # Flash attention's results depend on the batch shape (greedy logits differed alone and
-        # batched in every step measured), so output would depend on the load; it also halved
-        # decode speed at ~550 tokens of context on an earlier Intel machine.
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if __import__("os").environ.get("XFA") else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # Flash attention is faster here (decode 12-25%, prefill 7-15%), but stock ggml sums a lone
+        # token's keys split over threads (from 512 cells) and 64 query rows or more in tiles,
+        # each in another order than one row: output would depend on the load. Rill's build sums
+        # every row alone, in key order (scripts/install-llama-cpp.sh); any other build runs
+        # without flash attention.
+        cparams.flash_attn_type = (ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if row_order_flash_attention()
+                                   else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         # Each sequence gets its own n_ctx cells. With one shared pool, a sequence's attention
         # spans the other sequences' (masked) cells too, so its numbers, and greedy text, change
         # with whatever else runs; split caches give the same output alone and in a batch.
@@ -128,7 +137,7 @@ class LlamaBackend(VocabMethods):
         if not self._batch_invariant:
             log.warning("llama.cpp was built with llamafile's kernels: a token's logits depend on how "
                         "it is batched, so `prediction` may change output at near-ties (reinstall "
-                        "llama-cpp-python with CMAKE_ARGS=-DGGML_LLAMAFILE=OFF; docs/prediction.md)")
+                        "llama-cpp-python with scripts/install-llama-cpp.sh; docs/prediction.md)")
 
         self.info = ModelInfo(
             name=name,
