@@ -179,25 +179,29 @@ class LlamaBackend(VocabMethods):
     # ---- the Backend protocol ----------------------------------------------------------------
 
     def forward(self, batch: Sequence[BatchItem]) -> np.ndarray:
-        """One llama_decode for all one-token items, one for all verifications, then one per
-        prefill chunk.
+        """One llama_decode for all one-token items, one for all verifications, one for all
+        prefill chunks (one per chunk on a build that is not batch-invariant).
 
         llama.cpp splits a batch over split caches into passes ("ubatches") of consecutive
-        seq_ids taking the same number of tokens from each. Mixed in one call, a prefill chunk
-        would give its first token to the decode pass, and with llamafile's kernels (see
-        batch_invariant) attention for a lone token is summed in another order than for several:
-        output would depend on the batch. Apart, every prefill token is computed the same way
-        whatever else runs. Decode items are sorted by seq_id, so consecutive sequences share
-        one pass (2x faster at 16 than in arrival order); so are verifications, which llama.cpp
-        then runs as passes of equal lengths.
+        seq_ids taking the same number of tokens from each, and each pass reads every weight.
+        Mixed in one call, a prefill chunk would give its first token to the decode pass, and
+        with llamafile's kernels (see batch_invariant) attention for a lone token is summed in
+        another order than for several: output would depend on the batch. Apart, every prefill
+        token is computed the same way whatever else runs. Items are sorted by seq_id, so
+        consecutive sequences share one pass (decode: 2x faster at 16 than in arrival order;
+        16 cached prompts whose last two tokens are computed: one pass instead of 16).
         """
         def by_seq(indices: list[int]) -> list[int]:
             return sorted(indices, key=lambda i: batch[i].seq_id)
 
         singles = by_seq([i for i, item in enumerate(batch) if len(item.tokens) == 1])
         verifies = by_seq([i for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits > 1])
+        chunks = by_seq([i for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits <= 1])
         groups = [g for g in (singles, verifies) if g]
-        groups += [[i] for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits <= 1]
+        if self._batch_invariant:  # chunks of equal length on consecutive seq_ids share passes
+            groups += [chunks] if chunks else []
+        else:
+            groups += [[i] for i in chunks]
         rows: dict[int, np.ndarray] = {}
         done: list[BatchItem] = []
         try:
