@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rill.backends.base import BatchItem
-from rill.backends.local import LlamaBackend
+from rill.backends.local import LlamaBackend, row_order_flash_attention
 from rill.cli import embedded_model_path
 from rill.config import ModelConfig
 
@@ -100,6 +100,28 @@ def test_the_build_is_batch_invariant(backend: LlamaBackend) -> None:
     """`make` builds llama.cpp without llamafile's kernels (scripts/install-llama-cpp.sh); a wheel
     built otherwise would make `prediction` lossy at near-ties."""
     assert backend.batch_invariant, "llama-cpp-python has llamafile's kernels: reinstall it with `make clean install`"
+
+
+def test_the_build_has_row_order_flash_attention(backend: LlamaBackend) -> None:
+    """`make` patches ggml's flash attention so that rows are summed alone, and the backend runs
+    with flash attention only on that build (scripts/install-llama-cpp.sh)."""
+    assert row_order_flash_attention(), "llama-cpp-python is not Rill's build: reinstall it with `make clean install`"
+
+
+def test_a_steps_prefill_chunks_go_in_one_call(backend: LlamaBackend, monkeypatch) -> None:
+    """On a batch-invariant build the chunks of several prompts share one llama_decode (chunks of
+    equal length on consecutive seq_ids then share a pass), next to the decode items' own call."""
+    fresh(backend)
+    backend.forward([BatchItem(3, prompt(backend, "Hi."), 0, num_logits=0)])
+    calls: list[list[int]] = []
+    decode = backend._decode
+    monkeypatch.setattr(backend, "_decode", lambda items: calls.append([i.seq_id for i in items]) or decode(items))
+    tokens = [prompt(backend, f"Count to {n}.") for n in range(3)]
+    rows = backend.forward([BatchItem(2, tokens[2], 0), BatchItem(0, tokens[0], 0), BatchItem(1, tokens[1], 0),
+                            BatchItem(3, (7,), len(prompt(backend, "Hi.")))])
+    assert calls == [[3], [0, 1, 2]]
+    assert rows.shape == (4, backend.info.n_vocab)
+    fresh(backend)
 
 
 # A short prompt and draft; then a context past 512 cells with a draft of 64 tokens or more,

@@ -108,6 +108,16 @@ class Backend(Protocol):
         ...
 
 
+def swap_entries(caches: dict, a: int, b: int) -> None:
+    """Keys a and b of a per-sequence dict exchange values; a missing one stays missing on the
+    other side (an empty cache moves too). For backends whose swap() is bookkeeping only."""
+    value_a, value_b = caches.pop(a, None), caches.pop(b, None)
+    if value_a is not None:
+        caches[b] = value_a
+    if value_b is not None:
+        caches[a] = value_b
+
+
 class BackendError(RuntimeError):
     """Inference failed inside a backend."""
 

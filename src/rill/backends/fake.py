@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo
+from rill.backends.base import BackendError, BatchItem, KVCacheFull, ModelInfo, swap_entries
 from rill.sampling.template import CHATML
 
 IM_START, IM_END = 256, 257
@@ -137,11 +137,7 @@ class FakeBackend:
         self._seqs[dst] = list(self._seqs.get(src, []))
 
     def swap(self, a: int, b: int) -> None:
-        cache_a, cache_b = self._seqs.pop(a, None), self._seqs.pop(b, None)
-        if cache_a is not None:
-            self._seqs[b] = cache_a
-        if cache_b is not None:
-            self._seqs[a] = cache_b
+        swap_entries(self._seqs, a, b)
 
     def truncate(self, seq_id: int, keep: int) -> bool:
         if seq_id in self._seqs:

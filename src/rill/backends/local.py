@@ -197,11 +197,9 @@ class LlamaBackend(VocabMethods):
         singles = by_seq([i for i, item in enumerate(batch) if len(item.tokens) == 1])
         verifies = by_seq([i for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits > 1])
         chunks = by_seq([i for i, item in enumerate(batch) if len(item.tokens) > 1 and item.num_logits <= 1])
-        groups = [g for g in (singles, verifies) if g]
-        if self._batch_invariant:  # chunks of equal length on consecutive seq_ids share passes
-            groups += [chunks] if chunks else []
-        else:
-            groups += [[i] for i in chunks]
+        # on a batch-invariant build chunks of equal length on consecutive seq_ids share passes
+        chunk_groups = [chunks] if self._batch_invariant else [[i] for i in chunks]
+        groups = [g for g in (singles, verifies, *chunk_groups) if g]
         rows: dict[int, np.ndarray] = {}
         done: list[BatchItem] = []
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rill.backends.base import KVCacheFull
+from rill.backends.base import KVCacheFull, swap_entries
 
 BLOCK_SIZE = 16  # positions per block: vLLM's default, small enough that sharing wastes little
 
@@ -164,11 +164,7 @@ class BlockManager:
 
     def swap(self, a: int, b: int) -> None:
         """a and b exchange their blocks (tables only: nothing is copied)."""
-        seq_a, seq_b = self.seqs.pop(a, None), self.seqs.pop(b, None)
-        if seq_a is not None:
-            self.seqs[b] = seq_a
-        if seq_b is not None:
-            self.seqs[a] = seq_b
+        swap_entries(self.seqs, a, b)
 
     def truncate(self, seq_id: int, keep: int) -> None:
         """Keep positions 0..keep-1. A block cut in two stays as it is, name and all, for other
