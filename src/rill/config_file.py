@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from rill.config import EMBEDDED_ID, AnyModelConfig, ModelConfig, UpstreamConfig, _check_names
+from rill.config import EMBEDDED_ID, AnyModelConfig, ModelConfig, ReplicaConfig, UpstreamConfig, _check_names
 from rill.errors import ConfigError
 
 EMBEDDED_PATH = "embedded"  # `path = "embedded"` (or no path): the SmolLM2 shipped with Rill
@@ -36,6 +36,33 @@ def _number(value: Any) -> float:
     raise _Wrong("a number")
 
 
+def _urls(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and value and all(isinstance(url, str) and url for url in value):
+        return tuple(value)
+    raise _Wrong('an array of URLs, e.g. ["http://a:8000/v1", "http://b:8000/v1"]')
+
+
+REPLICA_KEYS = ("url", "weight", "api_key_env")
+
+
+def _replicas(value: Any) -> tuple[ReplicaConfig, ...]:
+    """`replicas = [{url = "...", weight = 2, api_key_env = "B_KEY"}, ...]`."""
+    if not isinstance(value, list) or not value or not all(isinstance(r, dict) for r in value):
+        raise _Wrong('an array of tables, e.g. [{url = "http://a:8000/v1"}, {url = "http://b:8000/v1", weight = 2}]')
+    out = []
+    for n, table in enumerate(value, 1):
+        unknown = [key for key in table if key not in REPLICA_KEYS]
+        if unknown:
+            raise _Wrong(f"tables of the keys {', '.join(REPLICA_KEYS)} (replica #{n} has {unknown[0]!r})")
+        try:
+            out.append(ReplicaConfig(url=_string(table.get("url")), weight=_number(table.get("weight", 1.0)),
+                                     api_key_env=_string(table["api_key_env"]) if "api_key_env" in table else None))
+        except _Wrong as wrong:
+            raise _Wrong(f"tables with a url string, a weight number and an api_key_env string (replica #{n}: "
+                         f"not {wrong})") from None
+    return tuple(out)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(name, str) and name for name in value):
         return tuple(value)
@@ -59,7 +86,13 @@ UPSTREAM_KEYS: dict[str, tuple[str, Converter]] = {
     "api_key_env": ("api_key_env", _string), "timeout": ("timeout", _number),
     "max_concurrency": ("max_concurrency", _integer), "retries": ("retries", _integer),
     "aliases": ("aliases", _names), "fallbacks": ("fallbacks", _names), "supports": ("supports", _names),
+    "base_urls": ("base_urls", _urls), "replicas": ("replicas", _replicas), "routing": ("routing", _string),
+    "balance_abs_threshold": ("balance_abs_threshold", _integer),
+    "balance_rel_threshold": ("balance_rel_threshold", _number), "cache_threshold": ("cache_threshold", _number),
+    "health_path": ("health_path", _string), "health_interval": ("health_interval", _number),
+    "eject_after": ("eject_after", _integer), "eject_seconds": ("eject_seconds", _number),
 }
+UPSTREAM_MARKS = ("base_url", "base_urls", "replicas")  # the keys that make a model an upstream
 # ModelConfig's messages speak of flags; in a file they are keys
 FLAG_TO_KEY = {"--batch-tokens": "batch_tokens", "--ctx": "ctx", "--parallel": "parallel",
                "--max-stall": "max_stall", "--threads": "threads", "--backend": "backend",
@@ -107,7 +140,7 @@ def _label(n: int, entry: Any) -> str:
     if not isinstance(entry, dict):
         return f"model #{n}"
     name, where = entry.get("name"), entry.get("path", EMBEDDED_PATH)
-    if "name" not in entry and "base_url" not in entry and isinstance(where, str):
+    if "name" not in entry and not any(k in entry for k in UPSTREAM_MARKS) and isinstance(where, str):
         name = EMBEDDED_ID if where == EMBEDDED_PATH else Path(where).stem  # a local model's default id
     return f"model #{n} ({name!r})" if isinstance(name, str) and name else f"model #{n}"
 
@@ -116,7 +149,7 @@ def _model(path: Path, label: str, entry: Any) -> AnyModelConfig:
     where = f"{path}: {label}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table: write each model as a [[models]] table")
-    upstream = "base_url" in entry
+    upstream = any(key in entry for key in UPSTREAM_MARKS)
     keys = UPSTREAM_KEYS if upstream else LOCAL_KEYS
     for key in entry:
         if key not in keys:
@@ -153,7 +186,7 @@ def _model_path(config_path: Path, value: str) -> Path | None:
 
 def _unknown_key_hint(key: str, upstream: bool) -> str:
     if not upstream and key in UPSTREAM_KEYS:
-        return "for a local model (an upstream model is one with a base_url)"
+        return "for a local model (an upstream model is one with a base_url, base_urls or replicas)"
     if upstream and key in LOCAL_KEYS:
         return "for an upstream model (it has a base_url; only local GGUF models take it)"
     return f"(the keys: {', '.join(UPSTREAM_KEYS if upstream else LOCAL_KEYS)})"

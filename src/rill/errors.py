@@ -74,6 +74,12 @@ class AuthenticationError(RillError):
         return {"WWW-Authenticate": "Bearer"}  # RFC 6750: the scheme the client should use
 
 
+class PermissionDenied(RillError):
+    status = 403
+    type = "invalid_request_error"
+    code = "insufficient_permissions"
+
+
 class HostNotAllowed(RillError):
     status = 403
     type = "invalid_request_error"

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rill.backends.base import ModelInfo
-from rill.backends.upstream import Upstream
 from rill.engine.engine import Engine
 from rill.errors import ModelNotFound, NotReady
 from rill.prompt_tokens import Parts, PromptTokenizer
 from rill.sampling.template import ChatTemplate
+from rill.upstreams.replica_set import ReplicaSet
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ class LocalModel:
 @dataclass(slots=True)
 class UpstreamModel:
     id: str
-    upstream: Upstream
+    upstream: ReplicaSet  # its replicas (one for a plain base_url)
     aliases: frozenset[str] = frozenset()
     fallbacks: tuple[str, ...] = ()
     created: int = field(default_factory=lambda: int(time.time()))

@@ -252,3 +252,39 @@ def test_a_local_model_s_defaults_for_what_requests_leave_out(tmp_path):
     assert (model.temperature, model.max_tokens) == (0.3, 512)
     config = write(tmp_path, '[[models]]\nname = "a"\ntemperature = 3\n')
     assert error(config) == f"{config}: model #1 ('a'): temperature must be between 0 and 2"
+
+
+def test_an_upstream_with_several_replicas(tmp_path, monkeypatch):
+    monkeypatch.setenv("B_KEY", "secret-b")
+    config = write(tmp_path, '[[models]]\nname = "up"\nbase_urls = ["http://a:8000/v1", "http://b:8000/v1"]\n'
+                             'routing = "least_busy"\nhealth_path = "/health"\neject_after = 5\n')
+    (model,) = load_config_file(config)
+    assert [r.url for r in model.endpoints] == ["http://a:8000/v1", "http://b:8000/v1"]
+    assert (model.routing, model.health_path, model.eject_after) == ("least_busy", "/health", 5)
+    config = write(tmp_path, '[[models]]\nname = "up"\nreplicas = [{url = "http://a/v1"}, '
+                             '{url = "http://b/v1", weight = 2, api_key_env = "B_KEY"}]\n')
+    (model,) = load_config_file(config)
+    assert [(r.url, r.weight, r.api_key_env) for r in model.endpoints] == [
+        ("http://a/v1", 1.0, None), ("http://b/v1", 2.0, "B_KEY")]
+    assert model.for_replica(model.endpoints[1]).api_key() == "secret-b"
+
+
+@pytest.mark.parametrize("body, message", [
+    ('base_url = "http://a/v1"\nbase_urls = ["http://b/v1"]',
+     "give its server as exactly one of base_url, base_urls (several replicas) or replicas (several, each with a "
+     "weight or key), not base_url and base_urls"),
+    ('base_urls = []', "base_urls must be an array of URLs"),
+    ('base_urls = ["http://a/v1", "http://a/v1/"]', "a replica is listed twice"),
+    ('base_urls = ["http://a/v1", "ftp://b"]', "a replica's URL must be an http:// or https:// URL, got 'ftp://b'"),
+    ('base_urls = ["http://a/v1"]\nrouting = "random"', "routing must be one of prefix, round_robin, least_busy"),
+    ('replicas = [{url = "http://a/v1", wieght = 2}]', "replicas must be tables of the keys url, weight, "
+     "api_key_env (replica #1 has 'wieght')"),
+    ('replicas = [{url = "http://a/v1", weight = 0}]', "replica http://a/v1: weight must be more than 0"),
+    ('replicas = [{url = "http://a/v1", api_key_env = "NOPE_NOT_SET"}]',
+     "the environment variable NOPE_NOT_SET (api_key_env) is not set"),
+    ('base_urls = ["http://a/v1"]\ncache_threshold = 1.5', "cache_threshold must be between 0 and 1"),
+    ('base_urls = ["http://a/v1"]\nbalance_rel_threshold = 0.5', "balance_rel_threshold at least 1"),
+])
+def test_replica_settings_that_cannot_work_are_refused(tmp_path, body, message):
+    config = write(tmp_path, f'[[models]]\nname = "up"\n{body}\n')
+    assert message in error(config)

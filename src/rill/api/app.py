@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from rill import __version__
 from rill.api import health, tokens
-from rill.api.admin import spans, stored
+from rill.api.admin import spans, stored, upstreams
 from rill.api.metrics import route as metrics
 from rill.api.protocols.chat import route as chat
 from rill.api.protocols.completions import route as completions
@@ -36,7 +36,7 @@ from rill.api.protocols.messages.schemas import CountMessageTokensRequest, Messa
 from rill.api.protocols.responses.schemas import ResponseRequest
 from rill.api.token_schemas import (DetokenizeRequest, LlamaServerTokenizeRequest, TokenizeRequest,
                                     VllmChatTokenizeRequest, VllmTokenizeRequest)
-from rill.backends.upstream import Pool, Upstream
+from rill.backends.upstream import Pool
 from rill.config import ServerConfig, UpstreamConfig
 from rill.router import Router, UpstreamModel
 from rill.search.providers import open_provider
@@ -48,6 +48,7 @@ from rill.store.retention import Retention
 from rill.store.spans import SpanStore
 from rill.store.transcripts import TranscriptStore
 from rill.store.writer import SpanWriter
+from rill.upstreams.replica_set import ReplicaSet
 
 log = logging.getLogger("rill.api")
 
@@ -69,7 +70,9 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             router.expect(model_id)
         for model in config.models:
             if isinstance(model, UpstreamConfig):
-                router.add(UpstreamModel(id=model.id, upstream=Upstream(model, pool=upstream_pool),
+                replicas = ReplicaSet(model, pool=upstream_pool)
+                replicas.start()  # its active health checks
+                router.add(UpstreamModel(id=model.id, upstream=replicas,
                                          aliases=frozenset(model.aliases), fallbacks=model.fallbacks))
         if isinstance(config.models[0], UpstreamConfig):  # the first configured model is the default
             router.default_id = config.models[0].id
@@ -135,6 +138,7 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         app.include_router(protocol.router)
     app.include_router(stored.router)
     app.include_router(spans.router)
+    app.include_router(upstreams.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tokens.router)

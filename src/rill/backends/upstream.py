@@ -15,7 +15,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 import certifi
 import httpcore
@@ -153,6 +153,22 @@ class Upstream:
     def _slot(self) -> _Slot:
         return _Slot(self)
 
+    async def probe(self, path: str, timeout: float) -> int:
+        """GET `path` (under base_url, or from the host's root when it starts with "/") with this
+        upstream's key, outside its concurrency limit: the status of a health check."""
+        if path.startswith("/"):
+            url = httpcore.URL(scheme=self._url.scheme, host=self._url.host, port=self._url.port, target=path.encode())
+        else:
+            url = httpcore.URL(self.config.base_url.rstrip("/") + "/" + path)
+        request = httpcore.Request(b"GET", url, headers=[h for h in self._headers if h[0] != b"content-type"],
+                                   extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)})
+        async with asyncio.timeout(timeout):
+            response = await self._pool.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response.status
 
     async def _send(self, body: dict[str, Any], *, stream: bool = False) -> httpcore.Response:
         content = orjson.dumps(body)
@@ -234,6 +250,8 @@ class Relayed:
 
     def __init__(self, response: httpcore.Response, slot: _Slot):
         self._response, self._slot = response, slot
+        self.on_end: Callable[[dict[str, Any] | None, bool], None] | None = None  # set by a ReplicaSet
+        self._broken = False
         self.status = response.status
         self.content_type = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-type"),
                                  "application/json")
@@ -244,6 +262,7 @@ class Relayed:
             async for part in self._response.aiter_stream():
                 yield part
         except NETWORK_ERRORS as exc:
+            self._broken = True
             raise UpstreamBroken(f"the upstream's answer broke off: {exc or type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
@@ -251,3 +270,6 @@ class Relayed:
             await self._response.aclose()
         finally:
             await self._slot.__aexit__(None, None, None)
+            if self.on_end is not None:
+                on_end, self.on_end = self.on_end, None
+                on_end(None, self._broken)

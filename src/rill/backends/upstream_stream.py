@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import httpcore
 import orjson
@@ -40,6 +40,9 @@ class UpstreamStream:
         self._last: UpstreamBroken | None = None  # the end (None) or the failure, once reached
         self._ended = False
         self._closed = False
+        self.usage: dict[str, Any] | None = None  # the answer's usage, once an event carried it
+        # called once on close with the usage and whether the stream broke (a ReplicaSet's ticket)
+        self.on_end: Callable[[dict[str, Any] | None, bool], None] | None = None
 
     async def start(self) -> None:
         """Read the first batch here: until it has come, a failure is still an UpstreamError."""
@@ -124,6 +127,9 @@ class UpstreamStream:
             await self._response.aclose()
         finally:
             await self._slot.__aexit__(None, None, None)
+            if self.on_end is not None:
+                on_end, self.on_end = self.on_end, None
+                on_end(self.usage, self._last is not None)
 
     async def _read_ahead(self, pending: asyncio.Future[Any] | None) -> None:
         try:
@@ -136,6 +142,12 @@ class UpstreamStream:
                 await self._queue.put(batch)
         except UpstreamBroken as exc:
             await self._queue.put(exc)
+
+    def _note_usage(self, batch: list[dict[str, Any]]) -> None:
+        for event in batch:
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
 
     async def _read(self) -> AsyncIterator[list[dict[str, Any]] | None]:
         """Batches of events; None once at `[DONE]`, after which the body is read to its end."""
@@ -153,6 +165,7 @@ class UpstreamStream:
                 buffer = blocks.pop()  # the unfinished event, if any
                 batch, done, broken = _events(blocks, name)
                 if batch:
+                    self._note_usage(batch)
                     yield batch
                 if broken is not None:
                     raise broken
@@ -170,6 +183,7 @@ class UpstreamStream:
             return
         batch, done, broken = _events([buffer], name)  # a last event without its blank line
         if batch:
+            self._note_usage(batch)
             yield batch
         if broken is not None:
             raise broken

@@ -1,8 +1,9 @@
-// The page's router: #/playground, #/traces, #/traces/<trace id>, #/stored. Each view module
+// The page's router: #/playground, #/traces, #/traces/<trace id>, #/stored, #/upstreams. Each view module
 // exports render(root, ...params).
 import { getKey, setKey } from "/ui/api.js";
 
-const VIEWS = { playground: "/ui/playground.js", traces: "/ui/traces.js", stored: "/ui/stored.js" };
+const VIEWS = { playground: "/ui/playground.js", traces: "/ui/traces.js", stored: "/ui/stored.js",
+                upstreams: "/ui/upstreams.js" };
 
 let navigation = 0;  // a view still loading when the hash changes again must not draw
 

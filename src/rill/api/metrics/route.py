@@ -67,6 +67,7 @@ class AppStateCollector(Collector):
             limit.add_metric([model.id], model.upstream.config.max_concurrency)
         yield in_flight
         yield limit
+        yield from replica_metrics(upstreams)
         writer = getattr(self.state, "span_writer", None)
         if writer is not None:
             yield CounterMetricFamily("rill_trace_records_dropped",
@@ -77,6 +78,43 @@ class AppStateCollector(Collector):
                                       value=writer.num_degraded)
             yield GaugeMetricFamily("rill_trace_queue_depth", "Span records waiting to be written.",
                                     value=writer.queue_depth)
+
+
+REPLICA_GAUGES = {"in_flight": "Requests in flight to a replica of an upstream model.",
+                  "consecutive_failures": "A replica's failures since its last success."}
+REPLICA_COUNTERS = {
+    "requests": "Requests sent to a replica (retries on it included).",
+    "errors": "Requests a replica failed (connect errors, timeouts, 5xx).",
+    "ejections": "Times a replica was ejected (docs/gateway.md, \"Replicas\").",
+    "prompt_tokens": "Prompt tokens a replica reported.",
+    "cached_tokens": "Prompt tokens a replica reported taking from its prefix cache.",
+}
+STATES = ("healthy", "half_open", "ejected")
+
+
+def replica_metrics(upstreams: list[UpstreamModel]) -> Iterator[Metric]:
+    """rill_upstream_replica_*{model,replica}, and why the gateway picked each replica."""
+    labels = ["model", "replica"]
+    gauges = {k: GaugeMetricFamily(f"rill_upstream_replica_{k}", h, labels=labels) for k, h in REPLICA_GAUGES.items()}
+    counters = {k: CounterMetricFamily(f"rill_upstream_replica_{k}", h, labels=labels)
+                for k, h in REPLICA_COUNTERS.items()}
+    state = GaugeMetricFamily("rill_upstream_replica_state", "1 for a replica's state: healthy, half_open (one "
+                              "trial request at a time) or ejected.", labels=[*labels, "state"])
+    routed = CounterMetricFamily("rill_upstream_replica_routed", "Requests routed to a replica first, by why: "
+                                 "prefix, home, load, round_robin or least_busy.", labels=[*labels, "reason"])
+    for model in upstreams:
+        for replica in model.upstream.snapshot()["replicas"]:
+            key = [model.id, replica["url"]]
+            for name, family in (*gauges.items(), *counters.items()):
+                family.add_metric(key, replica[name])
+            for name in STATES:
+                state.add_metric([*key, name], float(replica["state"] == name))
+            for reason, count in replica["routed"].items():
+                routed.add_metric([*key, reason], count)
+    yield from gauges.values()
+    yield from counters.values()
+    yield state
+    yield routed
 
 
 def install_metrics(app: FastAPI) -> RequestMetrics:
