@@ -4,6 +4,7 @@ Postgres being down is a failure, not a skip: .ci/run starts it."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
@@ -27,11 +28,8 @@ class Database:
         return await open_database(self.url, schema=self.schema)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        yield Database(sqlite_url(tmp_path / "data" / "rill.db"))
-        return
+@contextlib.asynccontextmanager
+async def fresh_postgres_schema() -> AsyncIterator[Database]:
     schema = f"rill_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(POSTGRES_URL)
     try:
@@ -40,6 +38,22 @@ async def database(request, tmp_path: Path) -> AsyncIterator[Database]:
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        yield Database(sqlite_url(tmp_path / "data" / "rill.db"))
+        return
+    async with fresh_postgres_schema() as database:
+        yield database
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[Database]:
+    """For what only Postgres has (advisory locks): a fresh schema, not migrated yet."""
+    async with fresh_postgres_schema() as database:
+        yield database
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ in order, on SQLite and Postgres."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import Connection, inspect, select, text
 
@@ -132,3 +134,20 @@ def test_servers_starting_together_on_a_fresh_sqlite_file_migrate_it_once(tmp_pa
     with sqlite3.connect(tmp_path / "fresh.db") as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM rill_migrations ORDER BY version")]
     assert versions == [m.version for m in MIGRATIONS]
+
+
+async def test_servers_starting_together_on_a_fresh_postgres_migrate_it_once(postgres):
+    # without the advisory lock around the migration, one of them fails creating a table (or its
+    # type) that another has just created
+    opened = await asyncio.gather(*(postgres.open() for _ in range(4)), return_exceptions=True)
+    engines = [e for e in opened if not isinstance(e, BaseException)]
+    try:
+        assert len(engines) == 4, [e for e in opened if isinstance(e, BaseException)]
+        async with engines[0].connect() as conn:
+            versions = list(await conn.scalars(select(schema.migrations.c.version)
+                                               .order_by(schema.migrations.c.version)))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    finally:
+        await asyncio.gather(*(engine.dispose() for engine in engines))
+    assert versions == [m.version for m in MIGRATIONS]
+    assert set(schema.metadata.tables) <= tables

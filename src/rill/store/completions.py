@@ -26,6 +26,10 @@ class CompletionStore:
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     async def save(self, owner: str, completion: dict[str, Any], messages: list[dict[str, Any]],
                    metadata: dict[str, str]) -> None:
         """Keep a finished completion (a chat.completion object) and the messages it answered.

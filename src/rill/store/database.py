@@ -8,11 +8,12 @@ it refuses).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
-from sqlalchemy import Select, event
+from sqlalchemy import Select, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -87,6 +88,19 @@ async def open_database(url: str, *, schema: str | None = None) -> AsyncEngine:
         await engine.dispose()
         raise
     return engine
+
+
+@contextlib.asynccontextmanager
+async def advisory_lock(engine: AsyncEngine, lock_id: int) -> AsyncIterator[bool]:
+    """Try to take lock_id without waiting; whether this process got it (then no other process
+    sharing the database holds it until the block ends). On Postgres, a transaction-level advisory
+    lock on a connection of its own: the transaction's end releases it, and so does Postgres when
+    the process dies, so a crash cannot leave it held. SQLite is one machine's file: always True."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    async with engine.begin() as conn:
+        yield bool(await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}))
 
 
 async def delete_in_batches(engine: AsyncEngine, pick: Select[Any], remove: Callable[[AsyncConnection, Sequence[Any]],
