@@ -24,15 +24,15 @@ def chat(*turns: str, system: str = SYSTEM) -> dict:
 # ---- the conversation key ----------------------------------------------------------------------
 
 def test_a_conversations_next_turn_extends_its_text():
-    first, _ = conversation_text(chat("Tell me about the Nile. " * 8))
-    second, _ = conversation_text(chat("Tell me about the Nile. " * 8, "It is long.", "And the Amazon?"))
+    first, *_ = conversation_text(chat("Tell me about the Nile. " * 8))
+    second, *_ = conversation_text(chat("Tell me about the Nile. " * 8, "It is long.", "And the Amazon?"))
     assert second.startswith(first) and len(second) > len(first)
 
 
 def test_the_head_ends_after_the_first_user_turn_and_does_not_move_as_the_conversation_grows():
     body = chat("Question one?", "Answer.", "Question two?")
-    text, head = conversation_text(body)
-    assert text[:head].endswith("Question one?")
+    text, head, shared = conversation_text(body)
+    assert text[:shared].endswith(SYSTEM) and text[:head].endswith("Question one?")
     assert conversation_text(chat("Question one?"))[1] == head
 
 
@@ -48,14 +48,14 @@ def test_every_protocol_renders_the_same_conversation_alike():
 
 def test_tools_are_part_of_the_key():
     tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
-    plain, _ = conversation_text(chat("Hi"))
-    with_tools, _ = conversation_text({**chat("Hi"), "tools": [tool]})
+    plain, *_ = conversation_text(chat("Hi"))
+    with_tools, *_ = conversation_text({**chat("Hi"), "tools": [tool]})
     assert plain != with_tools and "weather" in with_tools
 
 
 def test_two_agent_loops_with_one_system_prompt_differ_after_it():
-    a, _ = conversation_text(chat("Fix the bug in parser.py: it drops the last token of every line. " * 3))
-    b, _ = conversation_text(chat("Write tests for lexer.py: cover comments, strings and numbers. " * 3))
+    a, *_ = conversation_text(chat("Fix the bug in parser.py: it drops the last token of every line. " * 3))
+    b, *_ = conversation_text(chat("Write tests for lexer.py: cover comments, strings and numbers. " * 3))
     ha, hb = block_hashes(a), block_hashes(b)
     shared = next(i for i, (x, y) in enumerate(zip(ha, hb)) if x != y)
     assert 0 < shared < len(ha)  # the system prompt's blocks match, the rest does not
@@ -218,6 +218,20 @@ def test_a_new_conversation_that_only_shares_the_system_prompt_goes_home():
     assert len(homes) > 1  # they spread instead of following the system prompt to one replica
 
 
+def test_conversations_sharing_a_long_system_prompt_share_a_home_on_every_gateway():
+    instructions = "You are the release agent. Follow the checklist: build, test, tag, publish. " * 10
+    a, b, reps = prefix_policy(), prefix_policy(), replicas(8)
+    firsts = set()
+    for n in range(10):
+        body = chat(f"Release version 1.{n}.", system=instructions)
+        route_a, route_b = a.route(body, reps), b.route(body, reps)
+        assert route_a.reason == "home" and route_a.order[0] is route_b.order[0]
+        firsts.add(route_a.order[0].position)
+    assert len(firsts) == 1  # one home, and its cache, for the prompt they share
+    short = {a.route(chat(f"Question {n} about tides? " * 4), reps).order[0].position for n in range(12)}
+    assert len(short) > 1  # a short system prompt (SYSTEM) pins nothing: conversations spread
+
+
 def test_a_replica_that_served_the_conversation_but_holds_little_of_it_is_not_picked():
     policy, reps = prefix_policy(), replicas(4)
     first = chat("Short opening question?")
@@ -248,7 +262,7 @@ def test_the_load_guard_sends_to_the_least_loaded_replica_whatever_the_cache_hol
 def test_a_home_far_above_the_mean_load_is_skipped_for_the_next_in_its_order():
     policy, reps = prefix_policy(balance_abs=100), replicas(4)
     body = chat("Where do glaciers form?")
-    text, head = conversation_text(body)
+    text, head, _ = conversation_text(body)
     order = rendezvous(head_key(text[:head]), reps)
     order[0].in_flight = 6  # mean (6+1)/4 * 1.25 = 2.2: the home is over its bound
     route = policy.route(body, reps)

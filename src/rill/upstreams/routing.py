@@ -10,9 +10,11 @@
    first user turn, is in their index), the one whose recent traffic shares the longest prefix
    with it (prefix_index.py), when that covers at least `cache_threshold` of it.
 3. Otherwise the conversation's home: rendezvous hashing of its stable head (through the first
-   user turn) over the replicas, skipping a replica with more than BOUNDED_LOAD times the mean
-   load (consistent hashing with bounded loads). Every gateway computes the same home, so
-   gateways that share no state still send a conversation's turns to one replica.
+   user turn; or of its system prompt and tools alone, when they are long and most of the head,
+   so that conversations sharing them share a home) over the replicas, skipping a replica with
+   more than BOUNDED_LOAD times the mean load (consistent hashing with bounded loads). Every
+   gateway computes the same home, so gateways that share no state still send a conversation's
+   turns to one replica.
 
 Ties go by the same rendezvous order. `round_robin` and `least_busy` are the plain policies, for
 comparison and for upstreams that have no prefix cache.
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from rill.upstreams.replica_set import Replica
 
 BOUNDED_LOAD = 1.25  # a conversation's home is skipped past this many times the mean in-flight load
+SHARED_HOME_CHARS = 512  # ~128 tokens: a shared system prompt shorter than this is not worth pinning
 
 
 @dataclass(slots=True)
@@ -62,10 +65,10 @@ class Policy:
         return self._prefix(body, replicas)
 
     def _prefix(self, body: dict[str, Any], replicas: list[Replica]) -> Route:
-        text, head = conversation_text(body)
+        text, head, shared = conversation_text(body)
         hashes = block_hashes(text)
         key = head_key(text[:head])
-        home = rendezvous(key, replicas)
+        home = rendezvous(home_key(text, head, shared), replicas)
         loads = [_load(r) for r in replicas]
         if max(loads) - min(loads) > self.balance_abs and max(loads) > self.balance_rel * min(loads):
             first = min(home, key=_load)
@@ -84,6 +87,16 @@ class Policy:
 def head_key(head: str) -> bytes:
     """A conversation's identity: its head (through the first user turn) hashed."""
     return hashlib.blake2b(head.encode("utf-8", "surrogatepass"), digest_size=16, person=b"rill-head").digest()
+
+
+def home_key(text: str, head: int, shared: int) -> bytes:
+    """What a conversation's home is hashed on: its head, or, when most of the head is a long
+    system prompt and tools (an agent's, a shared instruction), that part alone, so that the
+    conversations sharing it share a home (and its cache) on every gateway; the bounded load
+    spreads them over the next replicas in its order when one is not enough."""
+    if shared >= SHARED_HOME_CHARS and shared * 2 >= head:
+        return head_key(text[:shared])
+    return head_key(text[:head])
 
 
 def rendezvous(key: bytes, replicas: list[Replica]) -> list[Replica]:

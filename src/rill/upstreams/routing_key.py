@@ -17,9 +17,10 @@ RECORD = "\x1e"  # between turns
 UNIT = "\x1f"  # between a turn's role and its content
 
 
-def conversation_text(body: dict[str, Any]) -> tuple[str, int]:
-    """The rendered conversation and the length of its stable head (through the first user turn:
-    it never changes as the conversation grows, so every turn of it hashes alike)."""
+def conversation_text(body: dict[str, Any]) -> tuple[str, int, int]:
+    """The rendered conversation, the length of its stable head (through the first user turn:
+    it never changes as the conversation grows, so every turn of it hashes alike) and the length
+    of what comes before that turn (tools and system prompt: what conversations may share)."""
     parts: list[tuple[str, Any]] = []
     if body.get("tools"):
         parts.append(("tools", body["tools"]))
@@ -34,12 +35,14 @@ def conversation_text(body: dict[str, Any]) -> tuple[str, int]:
             parts.extend((_role(item), item) for item in value)
     if "prompt" in body:  # legacy completions
         parts.append(("user", body["prompt"]))
-    text, head = "", 0
+    text, head, shared = "", 0, 0
     for role, content in parts:
+        if not head and role == "user":
+            shared = len(text)
         text += RECORD + role + UNIT + _content(content)
         if not head and role == "user":
             head = len(text)
-    return text, head or len(text)
+    return text, head or len(text), shared if head else len(text)
 
 
 def _role(item: Any) -> str:
