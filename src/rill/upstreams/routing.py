@@ -44,7 +44,7 @@ class Route:
     head: bytes  # the conversation's head_key (prefix routing only)
     hashes: list[bytes]  # the conversation's blocks (prefix routing only)
     matched: dict[int, int]  # replica position -> blocks of the request it holds
-    reason: str  # prefix, load, home, round_robin, least_busy
+    reason: str  # prefix, load, home, round_robin, least_busy, only
 
 
 class Policy:
@@ -55,7 +55,9 @@ class Policy:
 
     def route(self, body: dict[str, Any], replicas: list[Replica]) -> Route:
         """replicas: those that may take a request now (healthy, or half-open and free)."""
-        if self.name == "round_robin" or len(replicas) == 1:
+        if len(replicas) == 1:  # one replica, or the only one not ejected: nothing to choose
+            return Route(replicas, b"", [], {}, "only")
+        if self.name == "round_robin":
             start = next(self._turn) % len(replicas)
             return Route(replicas[start:] + replicas[:start], b"", [], {}, "round_robin")
         if self.name == "least_busy":

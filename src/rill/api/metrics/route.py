@@ -101,7 +101,8 @@ def replica_metrics(upstreams: list[UpstreamModel]) -> Iterator[Metric]:
     state = GaugeMetricFamily("rill_upstream_replica_state", "1 for a replica's state: healthy, half_open (one "
                               "trial request at a time) or ejected.", labels=[*labels, "state"])
     routed = CounterMetricFamily("rill_upstream_replica_routed", "Requests routed to a replica first, by why: "
-                                 "prefix, home, load, round_robin or least_busy.", labels=[*labels, "reason"])
+                                 "prefix, home, load, round_robin, least_busy or only (the one replica that could "
+                                 "take it).", labels=[*labels, "reason"])
     for model in upstreams:
         for replica in model.upstream.snapshot()["replicas"]:
             key = [model.id, replica["url"]]
