@@ -72,6 +72,7 @@ OPERATIONS: dict[tuple[str, str], int] = {
     ("GET", "/v1/models"): 3,
     ("GET", "/v1/models/{model_id}"): 20,
     ("GET", "/metrics"): 3,
+    ("GET", "/v1/upstreams"): 3,
     ("POST", "/tokenize"): 40,
     ("POST", "/detokenize"): 40,
     ("POST", MESSAGES): 40,
@@ -83,7 +84,7 @@ OPERATIONS: dict[tuple[str, str], int] = {
     ("POST", COMPLETIONS): 40,
 }
 # operations whose only input is a path's free string, or nothing: no negative case exists
-NOTHING_TO_NEGATE = {("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"),
+NOTHING_TO_NEGATE = {("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/v1/upstreams"),
                      ("GET", CHAT + "/{completion_id}"), ("DELETE", CHAT + "/{completion_id}"),
                      ("GET", "/v1/spans/{span_id}"), ("DELETE", "/v1/spans/{span_id}"),
                      ("GET", "/v1/traces/{trace_id}"), ("GET", "/v1/models/{model_id}"),
