@@ -31,6 +31,15 @@ def dead() -> str:
 
 
 @pytest.fixture(scope="module")
+def clients(gateways: tuple[str, str]) -> Iterator[list[openai.OpenAI]]:
+    """An openai client per gateway, closed at the end (their pooled sockets with them)."""
+    made = [make_client(g) for g in gateways]
+    yield made
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="module")
 def gateways(rill_factory: RillFactory, replicas: list[str], dead: str, tmp_path_factory) -> tuple[str, str]:
     config = gateway_config(tmp_path_factory.mktemp("replicas") / "rill.toml", [*replicas, dead])
     first = rill_factory("--config", str(config), cached=False).url
@@ -43,8 +52,7 @@ def served_by(replicas: list[str]) -> list[int]:
 
 
 def test_a_conversations_turns_through_either_gateway_land_on_one_replica_and_hit_its_cache(
-        gateways: tuple[str, str], replicas: list[str]) -> None:
-    clients = [make_client(g) for g in gateways]
+        clients: list[openai.OpenAI], replicas: list[str]) -> None:
     messages = [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": "Why do tides rise and fall twice a day? " * 6}]
     before = served_by(replicas)
@@ -60,8 +68,8 @@ def test_a_conversations_turns_through_either_gateway_land_on_one_replica_and_hi
     assert cached[0] == 0 and all(c > 0 for c in cached[1:]), cached
 
 
-def test_conversations_spread_over_the_replicas(gateways: tuple[str, str], replicas: list[str]) -> None:
-    client = make_client(gateways[0])
+def test_conversations_spread_over_the_replicas(clients: list[openai.OpenAI], replicas: list[str]) -> None:
+    client = clients[0]
     before = served_by(replicas)
     for n in range(24):
         client.chat.completions.create(model="sea", max_tokens=4, messages=[
@@ -70,8 +78,9 @@ def test_conversations_spread_over_the_replicas(gateways: tuple[str, str], repli
     assert all(b > a for a, b in zip(before, after)), (before, after)
 
 
-def test_the_dead_replica_is_ejected_and_no_client_sees_it(gateways: tuple[str, str], dead: str) -> None:
-    client = make_client(gateways[1])
+def test_the_dead_replica_is_ejected_and_no_client_sees_it(gateways: tuple[str, str], clients: list[openai.OpenAI],
+                                                           dead: str) -> None:
+    client = clients[1]
     for n in range(12):  # one of these may be routed to the dead replica first: it is retried elsewhere
         reply = client.chat.completions.create(model="sea", max_tokens=4, stream=False,
                                                messages=[{"role": "user", "content": f"Question {n} about waves?"}])
@@ -83,11 +92,11 @@ def test_the_dead_replica_is_ejected_and_no_client_sees_it(gateways: tuple[str, 
     assert next(r for r in sea["replicas"] if r["url"] == dead)["ejected_since"]
 
 
-def test_the_gateway_lists_one_model(gateways: tuple[str, str]) -> None:
-    models = make_client(gateways[0]).models.list().data
+def test_the_gateway_lists_one_model(clients: list[openai.OpenAI]) -> None:
+    models = clients[0].models.list().data
     assert [m.id for m in models] == ["sea"]
     with pytest.raises(openai.NotFoundError):
-        make_client(gateways[0]).chat.completions.create(model="lake", messages=[{"role": "user", "content": "?"}])
+        clients[0].chat.completions.create(model="lake", messages=[{"role": "user", "content": "?"}])
 
 
 def test_a_replicas_prefix_hit_rate_is_reported(gateways: tuple[str, str], replicas: list[str]) -> None:

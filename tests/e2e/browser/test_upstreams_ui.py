@@ -30,10 +30,10 @@ def gateway(rill_factory: RillFactory, tmp_path_factory) -> Iterator[tuple[str, 
 
 def test_the_upstreams_page_shows_each_replicas_state(browser: "Browser", gateway) -> None:
     root, urls, dead = gateway
-    client = make_client(root)
-    for n in range(8):
-        client.chat.completions.create(model="sea", max_tokens=4,
-                                       messages=[{"role": "user", "content": f"Fact {n} about reefs?"}])
+    with make_client(root) as client:
+        for n in range(8):
+            client.chat.completions.create(model="sea", max_tokens=4,
+                                           messages=[{"role": "user", "content": f"Fact {n} about reefs?"}])
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
