@@ -154,9 +154,9 @@ async def test_bad_audio_requests_are_400s_naming_the_field(client, body, param)
 
 
 async def test_a_server_without_text_to_speech_says_how_to_enable_it(app, client):
-    app.state.speech, app.state.no_speech = None, "text-to-speech is not installed: pip install 'rill[audio]'"
+    app.state.speech, app.state.no_speech = None, "text-to-speech is not installed: pip install 'rill-server[audio]'"
     err = assert_error(await client.post(CHAT_URL, json=chat(SHORT, **audio_of())), 400, param="modalities")
-    assert "pip install 'rill[audio]'" in err["message"]
+    assert "pip install 'rill-server[audio]'" in err["message"]
 
 
 async def test_an_audio_id_stands_for_its_transcript_in_the_next_turn(client):

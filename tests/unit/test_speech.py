@@ -87,7 +87,7 @@ def test_openai_voice_names_speak_with_the_default_unless_mapped(tmp_path: Path)
 def test_without_the_extra_speech_is_off_and_says_how_to_enable_it(monkeypatch):
     monkeypatch.setattr(speech_setup, "missing", lambda: ["piper-tts"])
     service, why = speech_setup.open_speech(AudioConfig())
-    assert service is None and "pip install 'rill[audio]'" in why and "piper-tts" in why
+    assert service is None and "pip install 'rill-server[audio]'" in why and "piper-tts" in why
 
 
 def test_with_the_extra_the_bundled_voice_is_the_default():

@@ -1,6 +1,6 @@
 """Text -> speech samples with Piper (ONNX, offline), resampled to encode.SAMPLE_RATE.
 
-Piper is the `audio` extra (`pip install 'rill[audio]'`): missing() says what is not installed, so
+Piper is the `audio` extra (`pip install 'rill-server[audio]'`): missing() says what is not installed, so
 a request for audio can be refused with the command that enables it.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from rill.speech.encode import SAMPLE_RATE
 from rill.speech.voices import VoiceFile
 
-EXTRA = "pip install 'rill[audio]'"
+EXTRA = "pip install 'rill-server[audio]'"
 _MODULES = {"piper": "piper-tts", "soxr": "soxr", "soundfile": "soundfile"}
 PAUSE_SECONDS = 0.2  # silence after each spoken piece: sentences joined without it sound rushed
 # markdown that would be read out or mangled (emphasis, headings, code fences, table rules, quotes)
