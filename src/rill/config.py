@@ -17,6 +17,7 @@ from rill.errors import ConfigError
 from rill.upstream_config import NATIVE_PROTOCOLS, ROUTING_POLICIES, ReplicaConfig, UpstreamConfig  # noqa: F401
 from rill.gguf_header import gguf_architecture
 from rill.store.database import database_url
+from rill.telemetry.settings import OtelConfig
 
 EMBEDDED_ID = "SmolLM2-135M-Instruct"  # the served id of the embedded model
 BACKENDS = ("auto", "llamacpp", "torch")
@@ -140,7 +141,7 @@ def torch_cpu_missing(path: Path | None) -> str:
     ("" when nothing does), checked without importing torch (a server that falls back to
     llama.cpp says why at start-up)."""
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("gguf") is None:
-        return "PyTorch is not installed (pip install 'rill[torch]' for the faster torch backend)"
+        return "PyTorch is not installed (pip install 'rill-server[torch]' for the faster torch backend)"
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         return "no C++ compiler to build the torch backend's kernels"
     arch = "llama" if path is None else gguf_architecture(path)  # None: the embedded SmolLM2
@@ -251,6 +252,7 @@ class ServerConfig:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000  # open connections; each takes a file descriptor
+    otel: OtelConfig | None = None  # export completions as OpenTelemetry spans (rill.telemetry)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -3,13 +3,15 @@ the background (so /health can answer 503 meanwhile) and stops their engines on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import signal
 import threading
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI
@@ -48,7 +50,11 @@ from rill.store.retention import Retention
 from rill.store.spans import SpanStore
 from rill.store.transcripts import TranscriptStore
 from rill.store.writer import SpanWriter
+from rill.telemetry.settings import OtelConfig
 from rill.upstreams.replica_set import ReplicaSet
+
+if TYPE_CHECKING:
+    from rill.telemetry.tracer import Telemetry
 
 log = logging.getLogger("rill.api")
 
@@ -59,10 +65,13 @@ ModelLoader = Callable[[Router], None]
 def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_models: tuple[str, ...] = (),
                exit_on_load_failure: bool = True,
                upstream_pool: Pool | None = None,
-               search_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+               search_transport: httpx.AsyncBaseTransport | None = None,
+               span_exporter: Any = None) -> FastAPI:
     """`load_models` adds the local models (on a thread: it takes seconds); the upstream models
     of `config.models` are added here. `upstream_pool` and `search_transport` replace the
-    network (tests)."""
+    network, `span_exporter` the OTLP exporter when config.otel is set (tests)."""
+    telemetry = open_telemetry(config.otel, span_exporter) if config.otel is not None else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = Router()
@@ -121,6 +130,8 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
             router.close()
             await router.aclose()
             await writer.close()
+            if telemetry is not None:
+                await asyncio.to_thread(telemetry.shutdown)  # exports what is queued (a few seconds at most)
             if retention is not None:
                 await retention.close()
             await database.dispose()
@@ -130,8 +141,10 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
         version=__version__,
         description="Self-hosted, streaming-first OpenAI-compatible chat completions.",
         lifespan=lifespan,
+        **NO_FASTAPI_TELEMETRY,
     )
     install_error_handlers(app)
+    app.state.telemetry = telemetry
     protocols = (chat, responses, messages, completions)
     app.router.routes[0:0] = [r for p in protocols for r in p.fast_routes]  # matched first: see protocols/chat/route.py
     for protocol in protocols:
@@ -147,9 +160,29 @@ def create_app(config: ServerConfig, load_models: ModelLoader, *, expected_model
     app.add_middleware(ApiKeyAuth)  # outside BodyLimit: a refused request's body is never read
     # outside ApiKeyAuth: a foreign page's request costs no key lookup (docs/security.md)
     app.add_middleware(BrowserGuard, policy=BrowserPolicy.of(config))
+    if telemetry is not None:  # the generation routes' SERVER spans; inside the metrics, outside auth
+        install_server_spans(app, telemetry, frozenset(r.path for p in protocols for r in p.fast_routes))
     install_metrics(app)  # last: the outermost middleware, so it counts the 401s, 403s and 413s too
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+# FastAPI 0.16x traces every request itself once any library sets a global tracer provider;
+# Rill's own SERVER spans (rill.telemetry.server) stand for those, so FastAPI's stay off.
+NO_FASTAPI_TELEMETRY: dict[str, Any] = ({"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+                                        if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+
+
+def open_telemetry(config: OtelConfig, exporter: Any) -> Telemetry:
+    from rill.telemetry.tracer import Telemetry  # the `otel` extra: loaded only when spans are exported
+
+    return Telemetry(config, exporter)
+
+
+def install_server_spans(app: FastAPI, telemetry: Telemetry, paths: frozenset[str]) -> None:
+    from rill.telemetry.server import ServerSpans
+
+    app.add_middleware(ServerSpans, telemetry=telemetry, paths=paths)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

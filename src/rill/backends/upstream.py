@@ -26,6 +26,7 @@ from rill.backends.upstream_errors import (NETWORK_ERRORS, TIMEOUTS, UpstreamBro
                                           error_fields)
 from rill.backends.upstream_stream import UpstreamStream
 from rill.config import UpstreamConfig
+from rill.telemetry.propagation import forward_headers
 
 log = logging.getLogger("rill.upstream")
 
@@ -53,6 +54,8 @@ class Upstream:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         url = httpcore.URL(config.base_url.rstrip("/") + "/chat/completions")
         self._url = url
+        # where a traced call goes (server.address/port on its span)
+        self._server = (url.host.decode(), url.port or (443 if url.scheme == b"https" else 80))
         host = url.host.decode() if url.port is None else f"{url.host.decode()}:{url.port}"
         self._headers = [(b"host", host.encode()), (b"user-agent", b"rill-gateway"),
                          (b"content-type", b"application/json")]
@@ -134,7 +137,8 @@ class Upstream:
                 extra.append((b"x-api-key", key.encode()))
             request = httpcore.Request(
                 b"POST", httpcore.URL(self.config.base_url.rstrip("/") + "/" + path),
-                headers=[*self._headers, *extra, (b"content-length", str(len(content)).encode())],
+                headers=[*self._headers, *extra, *forward_headers(*self._server),
+                         (b"content-length", str(len(content)).encode())],
                 content=content, extensions={"timeout": self._timeouts})
             try:
                 response = await self._pool.handle_async_request(request)
@@ -173,7 +177,7 @@ class Upstream:
     async def _send(self, body: dict[str, Any], *, stream: bool = False) -> httpcore.Response:
         content = orjson.dumps(body)
         headers = [*self._headers, (b"accept", b"text/event-stream" if stream else b"application/json"),
-                   (b"content-length", str(len(content)).encode())]
+                   *forward_headers(*self._server), (b"content-length", str(len(content)).encode())]
         request = httpcore.Request(b"POST", self._url, headers=headers, content=content,
                                    extensions={"timeout": self._timeouts})
         try:

@@ -50,9 +50,11 @@ async def relay(request: Request, protocol: str, raw: dict[str, Any], model: Ups
         if i:
             await asyncio.sleep(backoff(i - 1, None))
         try:
+            span.attempt(model.id, model.upstream.config.remote_model)
             answer = await model.upstream.relay(path or NATIVE_PROTOCOLS[protocol], body, headers)
             break
         except UpstreamError as exc:
+            span.attempt_failed(exc.status, exc.message)
             meta = span.record.meta if span.record.meta is not None else {}
             meta.setdefault("attempts", []).append({"model": model.id, "status": exc.status, "error": exc.message})
             span.record.meta = meta

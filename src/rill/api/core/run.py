@@ -134,6 +134,7 @@ async def start(request: Request, gen: GenerationRequest, model: LocalModel, spa
     """Plan (rendering, tokenizing and compiling a grammar take milliseconds to a second: off the
     event loop, stopped if the client leaves meanwhile) and submit; every error before the first
     byte is raised here."""
+    span.attempt(model.id, join=True)
     plan = await off_loop(request, lambda cancelled: plan_generation(gen, model, cancelled=cancelled))
     stream = model.engine.submit(plan.request)
     span.record.model, span.record.completion_id = model.id, plan.id
@@ -153,4 +154,4 @@ def open_span(request: Request, *, protocol: str, model_id: str, input: Any, par
     return ChatSpan(state.span_writer, getattr(state, "metrics", None), SpanRecord(
         id=new_span_id(), trace_id=new_span_id(), owner=owner_of(request), name=protocol, type=protocol,
         start_time=time.time(), model=model_id, user=user, input=input, tags=tags or {},
-        meta={"protocol": protocol, "params": params}))
+        meta={"protocol": protocol, "params": params}), telemetry=getattr(state, "telemetry", None))

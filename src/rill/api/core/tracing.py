@@ -1,12 +1,14 @@
 """Every chat completion is a span: ChatSpan times the request as its events pass (first token,
 inter-token gaps, queue wait from the engine) and, when the response ends however it ends,
-hands the span to the background writer and the numbers to the request metrics."""
+hands the span to the background writer and the numbers to the request metrics. Where spans are
+exported to OpenTelemetry, it also drives the completion's GenAI spans (rill.telemetry): one per
+try on a model, ended with the answer."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from fastapi import Request
 
@@ -16,6 +18,10 @@ from rill.engine.types import Finished, TextDelta
 from rill.errors import InvalidRequest
 from rill.store.spans import SpanPlace, SpanRecord, SpanStore
 from rill.store.writer import SpanWriter
+from rill.telemetry.genai import rill_attributes
+
+if TYPE_CHECKING:
+    from rill.telemetry.tracer import Telemetry
 
 SPAN_TYPE = "chat.completion"
 
@@ -55,10 +61,12 @@ async def nest(request: Request, record: SpanRecord, parent_id: str, param: str)
 
 class ChatSpan:
     def __init__(self, writer: SpanWriter, metrics: TokenMetrics | None, record: SpanRecord, *,
-                 started: float | None = None):
+                 started: float | None = None, telemetry: Telemetry | None = None):
         """`started`: when the request arrived (time.monotonic()); record.start_time is the
-        same moment in wall-clock time."""
+        same moment in wall-clock time. `telemetry`: the OpenTelemetry export, if configured."""
         self.record = record
+        params = (record.meta or {}).get("params") or {}
+        self.otel = telemetry.completion(record.type, params, record.input) if telemetry is not None else None
         self._writer = writer
         self._metrics = metrics
         self._started = time.monotonic() if started is None else started
@@ -69,6 +77,19 @@ class ChatSpan:
     @property
     def headers(self) -> dict[str, str]:
         return {"x-rill-span-id": self.record.id, "x-rill-trace-id": self.record.trace_id}
+
+    def attempt(self, model_id: str, remote_model: str | None = None, *, join: bool = False) -> None:
+        """A try on model `model_id` begins: a local model, or an upstream that calls it
+        `remote_model` (whose call then carries this try's traceparent). `join`: unless one is
+        under way already (chat's local path begins it before run.start)."""
+        self.record.model = model_id
+        if self.otel is not None and not (join and self.otel.trying):
+            self.otel.attempt(model_id, upstream=remote_model)
+
+    def attempt_failed(self, status: int, message: str) -> None:
+        """The current try failed before its first byte; another may follow."""
+        if self.otel is not None:
+            self.otel.failed(str(status), message)
 
     def text(self, event: TextDelta) -> None:
         """Called for each delta as it is sent (see tokens())."""
@@ -81,6 +102,8 @@ class ChatSpan:
         model = self.record.model or ""
         if self._first_token is None:
             self._first_token = now
+            if self.otel is not None:
+                self.otel.first_chunk()
             if self._metrics is not None:
                 self._metrics.observe_first_token(model, now - self._started)
         elif self._metrics is not None and count > 0:
@@ -102,14 +125,20 @@ class ChatSpan:
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                      "cached_tokens": finished[0].num_cached_prompt_tokens}
             reasons = [chat_finish_reason(outputs[e.index].finish_reason(e), legacy) for e in sorted(finished, key=lambda e: e.index)]
+        details = {"reasoning_tokens": sum(e.num_reasoning_tokens for e in finished),
+                   "rill.prediction.accepted_tokens": sum(e.num_accepted_prediction_tokens for e in finished),
+                   "rill.prediction.rejected_tokens": sum(e.num_rejected_prediction_tokens for e in finished)}
         self.record_outcome(messages, usage, reasons, error=error, n=len(outputs),
-                            queue_seconds=max((e.queue_seconds for e in finished), default=None))
+                            queue_seconds=max((e.queue_seconds for e in finished), default=None), details=details)
 
     def record_outcome(self, messages: list[dict[str, Any]], usage: dict[str, int] | None,
                        finish_reasons: list[str] | None, *, error: str | None, n: int = 1,
-                       queue_seconds: float | None = None) -> None:
+                       queue_seconds: float | None = None, details: dict[str, int] | None = None,
+                       error_type: str | None = None) -> None:
         """Record the span (once): the output messages (one per choice that finished), usage
-        ({prompt_tokens, completion_tokens, total_tokens, cached_tokens}), finish reasons."""
+        ({prompt_tokens, completion_tokens, total_tokens, cached_tokens}), finish reasons.
+        `details` (reasoning and prediction token counts) and `error_type` (a low-cardinality
+        name of the error) go to the OpenTelemetry span only."""
         if self._ended:
             return
         self._ended = True
@@ -130,7 +159,25 @@ class ChatSpan:
         record.timings = self._timings(now, completion, len(finish_reasons or ()), queue_seconds)
         if self._metrics is not None:
             self._metrics.observe_request_duration(record.model or "", now - self._started)
+        if self.otel is not None:
+            self._export(finish_reasons or [], error, error_type, details or {})
         self._writer.submit(record)
+
+    def _export(self, finish_reasons: list[str], error: str | None, error_type: str | None,
+                details: dict[str, int]) -> None:
+        record = self.record
+        assert self.otel is not None
+        usage = {**(record.usage or {}), "reasoning_tokens": details.get("reasoning_tokens", 0)}
+        extra = {"rill.parent_span_id": record.parent_id, "rill.user": record.user,
+                 "rill.queue_ms": (record.timings or {}).get("queue_ms"),
+                 "rill.ttft_ms": (record.timings or {}).get("ttft_ms"),
+                 "rill.usage.cached_tokens": (record.usage or {}).get("cached_tokens"),
+                 **{k: v for k, v in details.items() if k.startswith("rill.")}}
+        if error is not None and error_type is None and error.startswith("cancelled"):
+            error_type = "cancelled"
+        self.otel.end(model=record.model, response_id=record.completion_id, usage=usage,
+                      finish_reasons=finish_reasons, output=record.output, error=error, error_type=error_type,
+                      rill=rill_attributes(record.id, record.trace_id, record.type, record.tags, extra.items()))
 
     def _timings(self, now: float, completion: int, choices: int, queue_seconds: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {"total_ms": round((now - self._started) * 1000, 3)}

@@ -262,11 +262,13 @@ async def start_any(request: Request, gen: GenerationRequest, candidates: list[M
             if isinstance(model, LocalModel):
                 return await run.start(request, gen, model, span)
             body = chat_body(gen, model.upstream.config.remote_model)
+            span.attempt(model.id, model.upstream.config.remote_model)
             stream = await model.upstream.stream(body)
             return UpstreamGeneration(model, stream, span, gen.n)
         except UpstreamError as exc:
             tried.append({"model": model.id, "status": exc.status, "error": exc.message})
             span.record.meta = {**(span.record.meta or {}), "attempts": tried}
+            span.attempt_failed(exc.status, exc.message)
             if not exc.retryable:
                 err = upstream_error(exc)
                 span.record_outcome([], None, None, error=err.message)
@@ -275,6 +277,7 @@ async def start_any(request: Request, gen: GenerationRequest, candidates: list[M
         except (RateLimited, NotReady) as exc:
             tried.append({"model": model.id, "status": exc.status, "error": exc.message})
             span.record.meta = {**(span.record.meta or {}), "attempts": tried}
+            span.attempt_failed(exc.status, exc.message)
             last = exc
     assert last is not None
     if isinstance(last, UpstreamError):

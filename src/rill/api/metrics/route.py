@@ -78,6 +78,18 @@ class AppStateCollector(Collector):
                                       value=writer.num_degraded)
             yield GaugeMetricFamily("rill_trace_queue_depth", "Span records waiting to be written.",
                                     value=writer.queue_depth)
+        telemetry = getattr(self.state, "telemetry", None)
+        if telemetry is not None:  # OpenTelemetry export (--otlp-endpoint)
+            processor = telemetry.processor
+            yield CounterMetricFamily("rill_otel_spans_exported", "OpenTelemetry spans the collector accepted.",
+                                      value=processor.exported)
+            dropped = CounterMetricFamily("rill_otel_spans_dropped", "OpenTelemetry spans lost: the export queue "
+                                          "was full, or the collector did not take them.", labels=["reason"])
+            dropped.add_metric(["queue_full"], processor.dropped_queue_full)
+            dropped.add_metric(["export_failed"], processor.dropped_export_failed)
+            yield dropped
+            yield GaugeMetricFamily("rill_otel_queue_depth", "OpenTelemetry spans waiting to be exported.",
+                                    value=processor.queued)
 
 
 REPLICA_GAUGES = {"in_flight": "Requests in flight to a replica of an upstream model.",

@@ -93,6 +93,7 @@ class Gateway:
         return self._fail(last.status, last, last.headers())
 
     def _note(self, model: Model, status: int, message: str) -> None:
+        self.span.attempt_failed(status, message)
         self.tried.append({"model": model.id, "status": status, "error": message})
         if self.metrics is not None:
             self.metrics.observe_failed_try(model.id, status)
@@ -109,6 +110,7 @@ class Gateway:
     async def _upstream(self, model: UpstreamModel) -> Outcome | AsyncIterator[bytes]:
         self.span.record.completion_id = self.completion_id
         body = upstream_body(self.raw, model, stream=self.stream)
+        self.span.attempt(model.id, model.upstream.config.remote_model)
         if self.stream:
             return self._relay(model, await model.upstream.stream(body))
         result = await model.upstream.complete(body)

@@ -86,6 +86,7 @@ class ChatRequest:
     async def local_start(self, model: LocalModel) -> AsyncIterator[bytes] | Callable[[], Awaitable[Outcome]]:
         """Plan and submit to a local model (a 400 for the request, 429 for a full queue, raised
         before anything is sent); its SSE stream, or the collector of its JSON answer."""
+        self.span.attempt(model.id)
         body = await with_transcripts(self.body, functools.partial(self.state.transcripts.get,
                                                                    scope_of(self.request)))
         body, sources, searched = await with_search(body, self.state.search)
@@ -127,7 +128,8 @@ async def create_chat_completion(request: Request) -> EngineResponse:
         id=new_span_id(), trace_id=new_span_id(), owner=owner, name=SPAN_TYPE, type=SPAN_TYPE,
         start_time=arrived_wall, model=candidates[0].id, user=body.user,
         input=raw["messages"], tags=body.tags or {},  # the messages and fields as the client sent them
-        meta={"params": {k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None}}), started=arrived)
+        meta={"params": {k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None}}), started=arrived,
+        telemetry=getattr(state, "telemetry", None))
     await _nest(request, body, span)
     chat = ChatRequest(request, raw, body, span)
     if len(candidates) == 1 and isinstance(candidates[0], LocalModel):  # no fallback: errors raise here

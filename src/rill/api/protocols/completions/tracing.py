@@ -23,6 +23,9 @@ class PromptSpan:
         # request's own completion id, whichever prompt started last
         self.record = SimpleNamespace(model=None, completion_id=None)
 
+    def attempt(self, model_id: str, remote_model: str | None = None, *, join: bool = False) -> None:
+        self._span.attempt(model_id, remote_model, join=True)  # the prompts share one try
+
     def text(self, event: TextDelta) -> None:
         self._span.text(event)
 
