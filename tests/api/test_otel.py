@@ -6,6 +6,7 @@ without an endpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any, AsyncIterator
 
@@ -18,19 +19,20 @@ from rill.api.app import create_app
 from rill.backends.fake import FakeBackend
 from rill.config import ServerConfig
 from rill.telemetry.settings import OtelConfig
-from tests.api.conftest import MODEL, chat, fake_loader, parse_sse
+from tests.api.conftest import MODEL, StreamingASGITransport, chat, fake_loader, parse_sse
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 
 
-async def run_app(tmp_path, exporter: InMemorySpanExporter, *, capture: bool = False,
-                  otel: bool = True) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+@contextlib.asynccontextmanager
+async def run_app(tmp_path, exporter: InMemorySpanExporter, *, capture: bool = False, otel: bool = True,
+                  backend: FakeBackend | None = None) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     config = ServerConfig(database_url=f"sqlite:///{tmp_path / 'rill.db'}",
                           otel=OtelConfig(endpoint="http://127.0.0.1:9/v1/traces", capture_content=capture) if otel else None)
-    app = create_app(config, fake_loader(FakeBackend()), expected_models=(MODEL,), exit_on_load_failure=False,
-                     span_exporter=exporter)
+    app = create_app(config, fake_loader(backend or FakeBackend()), expected_models=(MODEL,),
+                     exit_on_load_failure=False, span_exporter=exporter)
     async with app.router.lifespan_context(app):
         assert await asyncio.to_thread(app.state.loaded.wait, 10)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rill.test") as client:
@@ -44,13 +46,13 @@ def exporter() -> InMemorySpanExporter:
 
 @pytest.fixture
 async def served(tmp_path, exporter):
-    async for pair in run_app(tmp_path, exporter):
+    async with run_app(tmp_path, exporter) as pair:
         yield pair
 
 
 @pytest.fixture
 async def served_with_content(tmp_path, exporter):
-    async for pair in run_app(tmp_path, exporter, capture=True):
+    async with run_app(tmp_path, exporter, capture=True) as pair:
         yield pair
 
 
@@ -172,6 +174,30 @@ async def test_a_refused_request_is_a_failed_server_span(served, exporter):
     assert server.attributes["http.response.status_code"] == 400
 
 
+async def test_a_stream_the_client_leaves_is_a_cancelled_span(tmp_path, exporter):
+    async with run_app(tmp_path, exporter, backend=FakeBackend(step_delay=0.005)) as (app, _):
+        await leave_a_stream(app, exporter)
+
+
+async def leave_a_stream(app, exporter) -> None:
+    async with httpx.AsyncClient(transport=StreamingASGITransport(app), base_url="http://rill.test") as live:
+        async with live.stream("POST", "/v1/chat/completions",
+                               json=chat("go on", stream=True, max_tokens=1500, logit_bias={"257": -100})) as r:
+            assert r.status_code == 200
+            pieces = r.aiter_raw()
+            assert b"data: " in await asyncio.wait_for(anext(pieces), 10)  # the first token came, then we leave
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any(s.kind == SpanKind.INTERNAL for s in finished(app, exporter)):
+        assert asyncio.get_running_loop().time() < deadline, "the GenAI span never ended"
+        await asyncio.sleep(0.02)
+    spans = finished(app, exporter)
+    [genai] = by_kind(spans, SpanKind.INTERNAL)
+    [server] = by_kind(spans, SpanKind.SERVER)
+    assert genai.attributes["error.type"] == "cancelled" and genai.status.status_code == StatusCode.ERROR
+    assert "gen_ai.usage.output_tokens" not in genai.attributes  # Rill's span keeps no usage for a cut answer either
+    assert server.attributes["error.type"] == "incomplete"  # the answer's last byte never went out
+
+
 async def test_metrics_show_the_export(served, exporter):
     app, client = served
     assert (await client.post("/v1/chat/completions", json=chat("hi", max_tokens=2))).status_code == 200
@@ -183,7 +209,7 @@ async def test_metrics_show_the_export(served, exporter):
 
 
 async def test_without_an_endpoint_nothing_of_opentelemetry_runs(tmp_path, exporter):
-    async for app, client in run_app(tmp_path, exporter, otel=False):
+    async with run_app(tmp_path, exporter, otel=False) as (app, client):
         assert (await client.post("/v1/chat/completions", json=chat("hi", max_tokens=2))).status_code == 200
         assert app.state.telemetry is None
         assert not [m for m in app.user_middleware if m.cls.__name__ == "ServerSpans"]
