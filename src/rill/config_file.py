@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from rill.config import EMBEDDED_ID, AnyModelConfig, ModelConfig, ReplicaConfig, UpstreamConfig, _check_names
 from rill.errors import ConfigError
+from rill.hub import is_hub_spec, resolve_model_fields
 
 EMBEDDED_PATH = "embedded"  # `path = "embedded"` (or no path): the SmolLM2 shipped with Rill
 TOP_LEVEL_KEYS = ("default_model", "models", "audio", "search")  # the last two: config_sections.py
@@ -141,7 +142,8 @@ def _label(n: int, entry: Any) -> str:
         return f"model #{n}"
     name, where = entry.get("name"), entry.get("path", EMBEDDED_PATH)
     if "name" not in entry and not any(k in entry for k in UPSTREAM_MARKS) and isinstance(where, str):
-        name = EMBEDDED_ID if where == EMBEDDED_PATH else Path(where).stem  # a local model's default id
+        # a local model's default id (a Hub model's is known once its file is picked: its spec stands in)
+        name = EMBEDDED_ID if where == EMBEDDED_PATH else where if is_hub_spec(where) else Path(where).stem
     return f"model #{n} ({name!r})" if isinstance(name, str) and name else f"model #{n}"
 
 
@@ -168,6 +170,8 @@ def _model(path: Path, label: str, entry: Any) -> AnyModelConfig:
     try:
         if upstream:
             return UpstreamConfig(**fields)
+        if is_hub_spec(fields.get("path")):  # `path = "hf:ORG/REPO:Q4_K_M"`: downloaded (or found cached) here
+            return ModelConfig(**resolve_model_fields(fields))
         fields["path"] = _model_path(path, fields.get("path", EMBEDDED_PATH))
         return ModelConfig(**fields)
     except ConfigError as exc:
