@@ -69,5 +69,5 @@ def _models() -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     sys.stdout.write("".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n"
                              for row in table))
-    print(f"{len(rows)} cached models in {cache_root()}", file=sys.stderr)
+    print(f"{len(rows)} cached model{'' if len(rows) == 1 else 's'} in {cache_root()}", file=sys.stderr)
     return 0

@@ -141,7 +141,7 @@ def test_offline_pull_makes_no_request_and_rill_models_lists_the_cache(hub, tmp_
     header, row = listed.stdout.splitlines()
     assert header.split() == ["MODEL", "KIND", "SIZE", "REVISION"]
     assert row.split() == ["hf:test/quants:Tiny-Q4_K_M.gguf", "gguf", "1.0", "MB", "main"]
-    assert listed.stderr == f"1 cached models in {tmp_path / 'hf' / 'hub'}\n"
+    assert listed.stderr == f"1 cached model in {tmp_path / 'hf' / 'hub'}\n"
     assert len(hub.requests) == before
 
 
