@@ -18,7 +18,11 @@ from rill.config import AudioConfig, ModelConfig, ServerConfig, name_of
 from rill.config_file import load_config_file
 from rill.config_sections import load_sections
 from rill.errors import ConfigError
+from rill.hub import resolve_model_fields
+from rill.hub.cache import snapshot_repo_name
+from rill.hub_command import add_hub_parsers, run_hub
 from rill.keys_command import add_keys_parser, run_keys
+from rill.telemetry.settings import otel_config
 
 log = logging.getLogger("rill")
 
@@ -50,7 +54,7 @@ def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozense
         if isinstance(cfg, ModelConfig):
             path = cfg.path or embedded_model_path()
             aliases = frozenset(cfg.aliases)
-            own = name_of(path)
+            own = snapshot_repo_name(path) or name_of(path)  # a Hub folder's commit is no name
             if own not in taken:
                 aliases |= {own}
                 taken.add(own)
@@ -64,7 +68,7 @@ def open_backend(cfg: ModelConfig, path: Path):
         try:
             from rill.backends.torch.backend import TorchBackend
         except ImportError as exc:
-            raise ConfigError(f"--backend torch needs PyTorch: pip install 'rill[torch]' ({exc})") from exc
+            raise ConfigError(f"--backend torch needs PyTorch: pip install 'rill-server[torch]' ({exc})") from exc
         return TorchBackend.load(path, cfg, name=cfg.id, device=cfg.device, dtype=cfg.dtype, weights=cfg.weights)
     from rill.backends.local import LlamaBackend
 
@@ -88,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The model flags default to None so that one given with --config can be refused; their env
     # defaults are read in model_from_args.
     serve.add_argument("--model", type=Path,
-                       help="a GGUF chat model file, or (with --backend torch) a Hugging Face model folder "
-                            "[env RILL_MODEL; default: embedded SmolLM2]")
+                       help="a GGUF chat model file, or (with --backend torch) a Hugging Face model folder, or "
+                            "a model on the Hugging Face Hub: hf:ORG/REPO[:QUANT or :FILE], downloaded into its "
+                            "cache once (docs/models.md) [env RILL_MODEL; default: embedded SmolLM2]")
     serve.add_argument("--name", help="model id clients send in `model` [env RILL_MODEL_NAME; default: "
                                       "from the file name]")
     serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="[env RILL_HOST; 127.0.0.1]")
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the engine: llamacpp (the GGUF file's own quantized kernels; any architecture "
                             "llama.cpp reads) or torch (Rill's PyTorch engine: int8 weights and Rill's "
                             "batch-invariant kernels on a CPU, the fastest here; bf16 on a GPU; paged KV cache; "
-                            "needs rill[torch]); auto: torch on a CUDA GPU or for a Hugging Face folder, else "
+                            "needs rill-server[torch]); auto: torch on a CUDA GPU or for a Hugging Face folder, else "
                             "llamacpp (logged with the reason) [env RILL_BACKEND; auto]")
     serve.add_argument("--device", help="--backend torch: cpu, cuda or cuda:N [env RILL_DEVICE; cpu]")
     serve.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
@@ -167,10 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, metavar="N", default=_env("MAX_CONNECTIONS", "1000"),
                        help="open connections; one more is answered 503 and closed [env "
                             "RILL_MAX_CONNECTIONS; 1000]")
+    serve.add_argument("--otlp-endpoint", metavar="URL",
+                       help="export every completion as an OpenTelemetry GenAI span over OTLP/HTTP (protobuf) "
+                            "to this collector, e.g. http://localhost:4318 (/v1/traces is added); needs "
+                            "rill-server[otel] [env OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; "
+                            "none] (docs/observability.md)")
+    serve.add_argument("--otlp-capture-content", action="store_true",
+                       help="put the messages, system instructions and tool definitions on the exported spans "
+                            "[env OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true; off]")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"])
     add_bench_parser(sub)
     add_keys_parser(sub)
+    add_hub_parsers(sub)
     return parser
 
 
@@ -205,7 +219,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                         allowed_hosts=comma_separated(args.allowed_hosts),
                         cors_origins=comma_separated(args.cors_origins),
                         header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                        keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections)
+                        keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections,
+                        otel=otel_config(args.otlp_endpoint, args.otlp_capture_content))
 
 
 def refuse_model_flags(args: argparse.Namespace) -> None:
@@ -229,7 +244,7 @@ def model_from_args(args: argparse.Namespace) -> ModelConfig:
             value = _parse_env(env, flag, os.environ[env])
         if value is not None:
             fields[field] = value
-    return ModelConfig(**fields)  # type: ignore[arg-type]
+    return ModelConfig(**resolve_model_fields(fields))  # an hf: model is downloaded (or found cached) here
 
 
 def _parse_env(env: str, flag: str, text: str) -> object:
@@ -301,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(args)
     if args.command == "keys":
         return run_keys(args)
+    if args.command in ("pull", "models"):
+        return run_hub(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
@@ -309,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rill: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the server runs (an hf: model downloading)
+        print("rill: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
