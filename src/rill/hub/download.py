@@ -60,8 +60,9 @@ def _route_logs() -> None:
 
 def _download(spec: HubSpec, chosen: Candidate, endpoint: str, cache_dir: Path | None) -> HubModel:
     """Each file by hf_hub_download, one after the other on this thread: Ctrl-C stops at once (a
-    thread pool, as snapshot_download's, finishes the file first) and the next run resumes the
-    partial blob; the bar (on a terminal) names the file."""
+    thread pool, as snapshot_download's, finishes the file first), keeping the files finished (the
+    file cut short starts over on the next run with huggingface_hub 2); the bar (on a terminal)
+    names the file."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     root = cache_root(cache_dir)

@@ -50,7 +50,7 @@ def hub_error(spec: HubSpec, exc: BaseException, endpoint: str) -> ConfigError:
         return ConfigError(f"{spec}: a file of the model is not in {spec.repo_id} on {endpoint} ({exc})")
     if isinstance(exc, errors.LocalEntryNotFoundError) or unreachable(exc):
         return ConfigError(f"{spec}: the download from {endpoint} failed and the cache does not hold the model: "
-                           f"{_first_line(exc)}; run `rill pull {spec}` again to resume")
+                           f"{_first_line(exc)}; run `rill pull {spec}` again (files already downloaded are kept)")
     if isinstance(exc, errors.HfHubHTTPError):
         return ConfigError(f"{spec}: {endpoint} answered {status}: {_first_line(exc)}")
     if isinstance(exc, OSError):  # a full disk, a cache folder that cannot be written, a size mismatch
