@@ -124,6 +124,15 @@ def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(dists: tuple
     assert {n for n in names if not n.startswith(info)} - package == set(), "in the wheel, not in the source tree"
     assert "Name: rill-server" in metadata.splitlines()
     assert "rill = rill.cli:main" in entry_points.splitlines()
+    # the licence pyproject declares, with its text
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert z_read(wheel, info + "licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
+
+
+def z_read(wheel: Path, name: str) -> bytes:
+    with zipfile.ZipFile(wheel) as z:
+        assert name in z.namelist(), f"{name} is not in the wheel"
+        return z.read(name)
 
 
 def test_the_sdist_is_the_whole_source_tree(dists: tuple[Path, Path], tree: tuple[Path, list[str]]) -> None:
