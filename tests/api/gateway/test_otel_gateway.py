@@ -57,9 +57,11 @@ BODY = {"model": "up", "stream": True, "max_tokens": 9, "temperature": 0.2,
 async def test_the_forward_is_a_client_span_whose_traceparent_the_upstream_gets(traced, fake, exporter):
     app, client = traced
     fake.script("up.test", streamed(chunk("Hel"), chunk("lo", finish="stop"), chunk(choices=False, usage=USAGE)))
-    response = await client.post("/v1/chat/completions", json=BODY, headers={"traceparent": TRACEPARENT})
+    response = await client.post("/v1/chat/completions", json=BODY,
+                                 headers={"traceparent": TRACEPARENT, "tracestate": "vendor=opaque"})
     assert response.status_code == 200
     assert parse_sse(response.text)[-1] == "[DONE]"
+    assert fake.requests[0].headers["tracestate"] == "vendor=opaque"  # the caller's vendor state goes on too
     spans = spans_of(app, exporter)
     [server] = [s for s in spans if s.kind == SpanKind.SERVER]
     [forward] = [s for s in spans if s.kind == SpanKind.CLIENT]
