@@ -2,7 +2,8 @@
 receiver that decodes the protobuf as a collector would. A streamed request sent with the
 caller's traceparent arrives as spans of the caller's trace; through a Rill gateway in front of
 another Rill, both processes' spans join that one trace, the upstream's under the gateway's
-CLIENT span."""
+CLIENT span; through a gateway that exports nothing, the upstream's spans are the caller's
+children."""
 
 from __future__ import annotations
 
@@ -92,4 +93,14 @@ model = "{MODEL}"
     assert forward.attributes["gen_ai.usage.output_tokens"] == generation.attributes["gen_ai.usage.output_tokens"] == 6
     assert "gen_ai.input.messages" not in forward.attributes  # content stays off unless opted in
     gateway.stop()
+
+    # a gateway that exports nothing passes the caller's trace context on as it came
+    quiet = rill_factory("--config", str(config), cached=False)
+    before = {s.span_id for s in receiver.spans}
+    assert stream_once(quiet.url, "remote")
+    spans = [s for s in of_trace(receiver.wait_for(
+        lambda got: len([s for s in of_trace(got) if s.span_id not in before]) >= 2)) if s.span_id not in before]
+    [upstream_http] = [s for s in spans if s.kind == SERVER]
+    assert upstream_http.parent_span_id == CALLER_SPAN  # the upstream's span is the caller's child
+    quiet.stop()
     upstream.stop()

@@ -118,3 +118,22 @@ async def test_the_responses_api_bridged_to_an_upstream_is_traced_the_same(trace
     [forward] = [s for s in spans_of(app, exporter) if s.kind == SpanKind.CLIENT]
     assert traceparent_sent(fake, 0) == f"00-{TRACE_ID}-{forward.context.span_id:016x}-01"
     assert forward.attributes["gen_ai.usage.output_tokens"] == USAGE["completion_tokens"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", BODY),
+    ("/v1/responses", {"model": "up", "input": "hi", "stream": True}),
+])
+async def test_without_export_the_callers_trace_headers_go_on_as_they_came(client, fake, path, body):
+    """(The gateway conftest's app exports nothing.) A proxy that does not trace passes the
+    caller's trace context on, so a traced upstream still joins the caller's trace; a malformed
+    one, or none, sends nothing."""
+    fake.script("up.test", streamed(chunk("Hi", finish="stop"), chunk(choices=False, usage=USAGE)))
+    sent = {"traceparent": TRACEPARENT.upper(), "tracestate": "vendor=opaque"}
+    assert (await client.post(path, json=body, headers=sent)).status_code == 200
+    assert (await client.post(path, json=body, headers={"traceparent": "00-zz-1-01"})).status_code == 200
+    assert (await client.post(path, json=body)).status_code == 200
+    first, malformed, none = fake.requests
+    assert first.headers["traceparent"] == TRACEPARENT and first.headers["tracestate"] == "vendor=opaque"
+    assert "traceparent" not in malformed.headers and "traceparent" not in none.headers
+    assert "tracestate" not in none.headers

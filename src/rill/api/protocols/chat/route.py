@@ -25,6 +25,7 @@ from rill.api.core.tracing import SPAN_TYPE, ChatSpan, nest, new_span_id
 from rill.api.protocols.chat.web_search import with_search
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
+from rill.telemetry.propagation import begin_request
 
 router = APIRouter()
 
@@ -131,6 +132,7 @@ async def create_chat_completion(request: Request) -> EngineResponse:
         meta={"params": {k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None}}), started=arrived,
         telemetry=getattr(state, "telemetry", None))
     await _nest(request, body, span)
+    begin_request(request.headers, exporting=span.otel is not None)  # the trace context upstream calls carry
     chat = ChatRequest(request, raw, body, span)
     if len(candidates) == 1 and isinstance(candidates[0], LocalModel):  # no fallback: errors raise here
         started = await chat.local_start(candidates[0])
