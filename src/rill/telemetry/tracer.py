@@ -78,6 +78,7 @@ class CompletionTrace:
         self._request = genai.request_attributes(protocol, params)
         self._content = genai.content_attributes(protocol, conversation, params) if telemetry.config.capture_content else {}
         self._span: Span | None = None
+        self._model = ""
         self._started = 0.0
         self._first_chunk: float | None = None
 
@@ -96,6 +97,7 @@ class CompletionTrace:
             f"{self.operation} {requested}", context=self._parent,
             kind=SpanKind.CLIENT if upstream else SpanKind.INTERNAL, attributes=attributes)
         self._started, self._first_chunk = time.monotonic(), None
+        self._model = requested  # the model this try asked for, by the name its server knows it
         if upstream:
             CURRENT_FORWARD.set(_Forward(span))
 
@@ -130,8 +132,8 @@ class CompletionTrace:
         self._span = None
         CURRENT_FORWARD.set(None)
         attributes: dict[str, Any] = {**genai.usage_attributes(usage), **rill}
-        if model:
-            attributes["gen_ai.response.model"] = model
+        if self._model:  # the local model's id, or the upstream's name for its model
+            attributes["gen_ai.response.model"] = self._model
         if response_id:
             attributes["gen_ai.response.id"] = response_id
         if finish_reasons:

@@ -73,6 +73,7 @@ async def test_the_forward_is_a_client_span_whose_traceparent_the_upstream_gets(
     a = forward.attributes
     assert forward.name == "chat remote-name"
     assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.request.model"] == "remote-name"
+    assert a["gen_ai.response.model"] == "remote-name"  # the upstream's name for it, not Rill's id ("up")
     assert a["server.address"] == "up.test" and a["server.port"] == 80
     assert a["gen_ai.request.max_tokens"] == 9 and a["gen_ai.request.temperature"] == 0.2
     assert a["gen_ai.usage.input_tokens"] == USAGE["prompt_tokens"]
