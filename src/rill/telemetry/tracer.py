@@ -78,6 +78,7 @@ class CompletionTrace:
         self._request = genai.request_attributes(protocol, params)
         self._content = genai.content_attributes(protocol, conversation, params) if telemetry.config.capture_content else {}
         self._span: Span | None = None
+        self._tries = 0
         self._model = ""
         self._started = 0.0
         self._first_chunk: float | None = None
@@ -97,6 +98,7 @@ class CompletionTrace:
             f"{self.operation} {requested}", context=self._parent,
             kind=SpanKind.CLIENT if upstream else SpanKind.INTERNAL, attributes=attributes)
         self._started, self._first_chunk = time.monotonic(), None
+        self._tries += 1
         self._model = requested  # the model this try asked for, by the name its server knows it
         if upstream:
             CURRENT_FORWARD.set(_Forward(span))
@@ -124,8 +126,11 @@ class CompletionTrace:
     def end(self, *, model: str | None, response_id: str | None, usage: dict[str, Any] | None,
             finish_reasons: list[str], output: Any, error: str | None, error_type: str | None,
             rill: dict[str, Any]) -> None:
-        """The answer ended (or no try was made: then a span for the request's model records why)."""
+        """The answer ended. With no try open: after failed tries (each a failed span already)
+        nothing more; with none made, a span for the request's model records why."""
         if self._span is None:
+            if self._tries:
+                return
             self.attempt(model or "unknown")
         span = self._span
         assert span is not None

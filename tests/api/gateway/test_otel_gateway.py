@@ -138,3 +138,16 @@ async def test_without_export_the_callers_trace_headers_go_on_as_they_came(clien
     assert first.headers["traceparent"] == TRACEPARENT and first.headers["tracestate"] == "vendor=opaque"
     assert "traceparent" not in malformed.headers and "traceparent" not in none.headers
     assert "tracestate" not in none.headers
+
+
+@pytest.mark.parametrize("traced", [(upstream("up", retries=1),)], indirect=True)
+async def test_when_every_try_fails_the_tries_are_the_failed_spans(traced, fake, exporter):
+    app, client = traced
+    fake.script("up.test", status(503))
+    response = await client.post("/v1/chat/completions", json=BODY)
+    assert response.status_code == 503
+    spans = spans_of(app, exporter)
+    assert [(s.kind, s.attributes["error.type"]) for s in spans if s.kind != SpanKind.SERVER] == [
+        (SpanKind.CLIENT, "503"), (SpanKind.CLIENT, "503")]  # no third span stands for the request's end
+    [server] = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert server.attributes["http.response.status_code"] == 503 and server.status.status_code == StatusCode.ERROR
