@@ -69,7 +69,8 @@ async def test_a_streamed_chat_completion_is_a_genai_span_under_the_callers_trac
     app, client = served
     response = await client.post("/v1/chat/completions", headers={"traceparent": TRACEPARENT, "tracestate": "vendor=1"},
                                  json=chat("hello there", stream=True, max_tokens=5, temperature=0.5, top_p=0.9, seed=7,
-                                           stop=["zz"], stream_options={"include_usage": True}))
+                                           stop=["zz"], stream_options={"include_usage": True},
+                                           user="alice", tags={"team": "search"}))
     assert response.status_code == 200
     events = parse_sse(response.text)
     spans = finished(app, exporter)
@@ -98,6 +99,8 @@ async def test_a_streamed_chat_completion_is_a_genai_span_under_the_callers_trac
     assert a["rill.span_id"] == response.headers["x-rill-span-id"]
     assert a["rill.trace_id"] == response.headers["x-rill-trace-id"]
     assert "rill.queue_ms" in a and a["rill.protocol"] == "chat.completion"
+    assert "rill.user" not in a  # an end user's id goes out only with the content
+    assert a["rill.tag.team"] == "search"
     # content is opt-in
     assert not any(k in a for k in ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.definitions"))
     assert genai.status.status_code != StatusCode.ERROR
@@ -151,10 +154,11 @@ async def test_content_opted_in_carries_messages_tools_and_calls(served_with_con
                     {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "rainy"}]
     response = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": messages, "tools": tools,
-                                                                "max_tokens": 4})
+                                                                "max_tokens": 4, "user": "alice"})
     assert response.status_code == 200, response.text
     [genai] = by_kind(finished(app, exporter), SpanKind.INTERNAL)
     a = genai.attributes
+    assert a["rill.user"] == "alice"
     assert json.loads(a["gen_ai.input.messages"]) == [
         {"role": "system", "parts": [{"type": "text", "content": "You help."}]},
         {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},

@@ -137,6 +137,8 @@ class CompletionTrace:
         self._span = None
         CURRENT_FORWARD.set(None)
         attributes: dict[str, Any] = {**genai.usage_attributes(usage), **rill}
+        if not self._telemetry.config.capture_content:
+            attributes.pop("rill.user", None)  # an end user's id: personal data, opted in with the content
         if self._model:  # the local model's id, or the upstream's name for its model
             attributes["gen_ai.response.model"] = self._model
         if response_id:
