@@ -179,6 +179,17 @@ def test_the_wheel_installs_rill_without_the_unrelated_rill_package(venv: Path) 
     assert run([venv / "bin" / "rill", "--version"], 60, env=clean_env(), cwd=venv).strip() == f"rill {VERSION}"
 
 
+def test_without_the_otel_extra_an_otlp_endpoint_is_refused_with_the_install_command(venv: Path) -> None:
+    """The core package has no OpenTelemetry SDK (FastAPI may bring the API alone): asking for
+    export stops at start-up, before any model loads, saying what to install."""
+    for how in (["--otlp-endpoint", "http://127.0.0.1:4318"], []):
+        env = clean_env(**({} if how else {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}))
+        done = subprocess.run([str(venv / "bin" / "rill"), "serve", *how], env=env, cwd=venv, capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2, done.stderr
+        assert "OpenTelemetry is not installed: pip install 'rill-server[otel]'" in done.stderr
+
+
 @pytest.fixture(scope="module")
 def served(venv: Path, tmp_path_factory: pytest.TempPathFactory):
     """`rill serve` from the fresh venv with default flags, its database in a directory that does
