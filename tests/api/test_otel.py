@@ -172,6 +172,32 @@ async def test_content_opted_in_carries_messages_tools_and_calls(served_with_con
          "parameters": tools[0]["function"]["parameters"]}]
 
 
+async def test_rill_attributes_carry_prediction_counts_and_timings(served, exporter):
+    app, client = served
+    message = "The quick brown fox jumps over the lazy dog."
+    response = await client.post("/v1/chat/completions", json=chat(
+        message, temperature=0, prediction={"type": "content", "content": "The quick brown cat sleeps."}))
+    assert response.status_code == 200, response.text
+    details = response.json()["usage"]["completion_tokens_details"]
+    [genai] = by_kind(finished(app, exporter), SpanKind.INTERNAL)
+    a = genai.attributes
+    assert a["rill.prediction.accepted_tokens"] == details["accepted_prediction_tokens"] > 0
+    assert a["rill.prediction.rejected_tokens"] == details["rejected_prediction_tokens"] > 0
+    assert a["rill.ttft_ms"] > 0 and a["rill.usage.cached_tokens"] == 0
+    assert "gen_ai.usage.cache_read.input_tokens" not in a  # only when not 0
+
+
+async def test_reasoning_tokens_are_counted_on_the_span(tmp_path, exporter):
+    from tests.api.test_reasoning import ANSWER, THINKS, THOUGHT
+
+    async with run_app(tmp_path, exporter, backend=FakeBackend(chat_template=THINKS)) as (app, client):
+        response = await client.post("/v1/chat/completions", json=chat(THOUGHT + ANSWER, temperature=0))
+        assert response.status_code == 200, response.text
+        reasoning = response.json()["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        [genai] = by_kind(finished(app, exporter), SpanKind.INTERNAL)
+    assert genai.attributes["gen_ai.usage.reasoning.output_tokens"] == reasoning > 0
+
+
 async def test_a_refused_request_is_a_failed_server_span(served, exporter):
     app, client = served
     response = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": [], "max_tokens": 2})

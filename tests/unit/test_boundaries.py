@@ -21,6 +21,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # speech is synchronous text -> audio: no HTTP, no event loop, nothing of the model's
     "rill.speech": ("rill.api", "rill.engine", "rill.backends", "rill.store", "asyncio", "fastapi",
                     "starlette", "httpx"),
+    # OpenTelemetry export is told what to record (by api/core/tracing.py and backends/upstream.py);
+    # it reads nothing of theirs
+    "rill.telemetry": ("rill.api", "rill.engine", "rill.backends", "rill.store", "rill.upstreams", "rill.hub"),
+    # Hub downloads resolve a name to a path before anything is built
+    "rill.hub": ("rill.api", "rill.engine", "rill.backends", "rill.store", "rill.telemetry", "rill.upstreams"),
+    # the gateway's replicas: upstream clients and routing, no HTTP server and no engine
+    "rill.upstreams": ("rill.api", "rill.engine", "rill.store", "fastapi", "starlette"),
     "rill": ("rill.cli",),  # nothing imports the composition root...
 }
 ENTRY_POINTS = {"rill.cli", "rill.__main__"}  # ...except `python -m rill`, and cli may import anything

@@ -54,10 +54,7 @@ async def relay(request: Request, protocol: str, raw: dict[str, Any], model: Ups
             answer = await model.upstream.relay(path or NATIVE_PROTOCOLS[protocol], body, headers)
             break
         except UpstreamError as exc:
-            span.attempt_failed(exc.status, exc.message)
-            meta = span.record.meta if span.record.meta is not None else {}
-            meta.setdefault("attempts", []).append({"model": model.id, "status": exc.status, "error": exc.message})
-            span.record.meta = meta
+            span.attempt_failed(model.id, exc.status, exc.message)
             if i + 1 < len(tries):
                 continue
             if not last_resort:

@@ -15,7 +15,7 @@ from rill.api.core.events import Failure, Finish, OutEvent, PromptOut, Usage
 from rill.api.core.output import ChoiceOutput, ToolCallOutput
 from rill.api.core.plan import Plan, plan_generation
 from rill.api.core.request import GenerationRequest
-from rill.api.core.tracing import ChatSpan, new_span_id
+from rill.api.core.tracing import CLIENT_LEFT, ChatSpan, new_span_id
 from rill.api.http.auth import owner_of
 from rill.api.http.offload import off_loop
 from rill.api.http.response import KEEPALIVE_SECONDS
@@ -26,7 +26,7 @@ from rill.router import LocalModel
 from rill.store.spans import SpanRecord
 from rill.telemetry.propagation import begin_request
 
-CLIENT_LEFT = "cancelled: the client disconnected"  # a span's error when the answer was cut short
+__all__ = ["CLIENT_LEFT"]  # defined with the spans it marks (tracing.py); protocols import it from here
 
 Event = OutEvent | Finish | Failure | None  # None: KEEPALIVE_SECONDS passed without an event
 

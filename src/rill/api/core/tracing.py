@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rill.telemetry.tracer import Telemetry
 
 SPAN_TYPE = "chat.completion"
+CLIENT_LEFT = "cancelled: the client disconnected"  # a span's error when the answer was cut short
 
 
 class TokenMetrics(Protocol):
@@ -86,8 +87,12 @@ class ChatSpan:
         if self.otel is not None and not (join and self.otel.trying):
             self.otel.attempt(model_id, upstream=remote_model)
 
-    def attempt_failed(self, status: int, message: str) -> None:
-        """The current try failed before its first byte; another may follow."""
+    def attempt_failed(self, model_id: str, status: int, message: str) -> None:
+        """The current try, on `model_id`, failed before its first byte; another may follow. The
+        span keeps each failed try in meta["attempts"]."""
+        meta = self.record.meta if self.record.meta is not None else {}
+        meta.setdefault("attempts", []).append({"model": model_id, "status": status, "error": message})
+        self.record.meta = meta
         if self.otel is not None:
             self.otel.failed(str(status), message)
 
@@ -126,19 +131,18 @@ class ChatSpan:
                      "cached_tokens": finished[0].num_cached_prompt_tokens}
             reasons = [chat_finish_reason(outputs[e.index].finish_reason(e), legacy) for e in sorted(finished, key=lambda e: e.index)]
         details = {"reasoning_tokens": sum(e.num_reasoning_tokens for e in finished),
-                   "rill.prediction.accepted_tokens": sum(e.num_accepted_prediction_tokens for e in finished),
-                   "rill.prediction.rejected_tokens": sum(e.num_rejected_prediction_tokens for e in finished)}
+                   "accepted_prediction_tokens": sum(e.num_accepted_prediction_tokens for e in finished),
+                   "rejected_prediction_tokens": sum(e.num_rejected_prediction_tokens for e in finished)}
         self.record_outcome(messages, usage, reasons, error=error, n=len(outputs),
                             queue_seconds=max((e.queue_seconds for e in finished), default=None), details=details)
 
     def record_outcome(self, messages: list[dict[str, Any]], usage: dict[str, int] | None,
                        finish_reasons: list[str] | None, *, error: str | None, n: int = 1,
-                       queue_seconds: float | None = None, details: dict[str, int] | None = None,
-                       error_type: str | None = None) -> None:
+                       queue_seconds: float | None = None, details: dict[str, int] | None = None) -> None:
         """Record the span (once): the output messages (one per choice that finished), usage
         ({prompt_tokens, completion_tokens, total_tokens, cached_tokens}), finish reasons.
-        `details` (reasoning and prediction token counts) and `error_type` (a low-cardinality
-        name of the error) go to the OpenTelemetry span only."""
+        `details` (reasoning_tokens, accepted_ and rejected_prediction_tokens) go to the
+        OpenTelemetry span only."""
         if self._ended:
             return
         self._ended = True
@@ -160,23 +164,22 @@ class ChatSpan:
         if self._metrics is not None:
             self._metrics.observe_request_duration(record.model or "", now - self._started)
         if self.otel is not None:
-            self._export(finish_reasons or [], error, error_type, details or {})
+            self._export(finish_reasons or [], error, details or {})
         self._writer.submit(record)
 
-    def _export(self, finish_reasons: list[str], error: str | None, error_type: str | None,
-                details: dict[str, int]) -> None:
+    def _export(self, finish_reasons: list[str], error: str | None, details: dict[str, int]) -> None:
         record = self.record
         assert self.otel is not None
         usage = {**(record.usage or {}), "reasoning_tokens": details.get("reasoning_tokens", 0)}
+        timings = record.timings or {}
         extra = {"rill.parent_span_id": record.parent_id, "rill.user": record.user,
-                 "rill.queue_ms": (record.timings or {}).get("queue_ms"),
-                 "rill.ttft_ms": (record.timings or {}).get("ttft_ms"),
+                 "rill.queue_ms": timings.get("queue_ms"), "rill.ttft_ms": timings.get("ttft_ms"),
                  "rill.usage.cached_tokens": (record.usage or {}).get("cached_tokens"),
-                 **{k: v for k, v in details.items() if k.startswith("rill.")}}
-        if error is not None and error_type is None and error.startswith("cancelled"):
-            error_type = "cancelled"
+                 "rill.prediction.accepted_tokens": details.get("accepted_prediction_tokens"),
+                 "rill.prediction.rejected_tokens": details.get("rejected_prediction_tokens")}
         self.otel.end(model=record.model, response_id=record.completion_id, usage=usage,
-                      finish_reasons=finish_reasons, output=record.output, error=error, error_type=error_type,
+                      finish_reasons=finish_reasons, output=record.output, error=error,
+                      error_type="cancelled" if error == CLIENT_LEFT else None,
                       rill=rill_attributes(record.id, record.trace_id, record.type, record.tags, extra.items()))
 
     def _timings(self, now: float, completion: int, choices: int, queue_seconds: float | None) -> dict[str, Any]:

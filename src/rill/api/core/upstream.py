@@ -253,7 +253,6 @@ async def start_any(request: Request, gen: GenerationRequest, candidates: list[M
     ones bridged), with retries and fallbacks while nothing has been sent; the last failure is
     raised as a RillError in OpenAI's terms (adapters reshape it)."""
     last: RillError | UpstreamError | None = None
-    tried: list[dict[str, Any]] = []
     for i, model in enumerate(attempts(candidates)):
         if i:
             await asyncio.sleep(backoff(i - 1, getattr(last, "retry_after", None)))
@@ -266,18 +265,14 @@ async def start_any(request: Request, gen: GenerationRequest, candidates: list[M
             stream = await model.upstream.stream(body)
             return UpstreamGeneration(model, stream, span, gen.n)
         except UpstreamError as exc:
-            tried.append({"model": model.id, "status": exc.status, "error": exc.message})
-            span.record.meta = {**(span.record.meta or {}), "attempts": tried}
-            span.attempt_failed(exc.status, exc.message)
+            span.attempt_failed(model.id, exc.status, exc.message)
             if not exc.retryable:
                 err = upstream_error(exc)
                 span.record_outcome([], None, None, error=err.message)
                 raise err from None
             last = exc
         except (RateLimited, NotReady) as exc:
-            tried.append({"model": model.id, "status": exc.status, "error": exc.message})
-            span.record.meta = {**(span.record.meta or {}), "attempts": tried}
-            span.attempt_failed(exc.status, exc.message)
+            span.attempt_failed(model.id, exc.status, exc.message)
             last = exc
     assert last is not None
     if isinstance(last, UpstreamError):

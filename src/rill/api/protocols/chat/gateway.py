@@ -61,7 +61,6 @@ class Gateway:
         self.metrics = metrics
         self.stream = bool(raw.get("stream"))
         self.include_usage = bool(self.stream and (raw.get("stream_options") or {}).get("include_usage"))
-        self.tried: list[dict[str, Any]] = []  # kept on the span: which models failed, and why
 
     async def run(self, candidates: list[Model]) -> Outcome | AsyncIterator[bytes]:
         last: RillError | UpstreamError | None = None
@@ -84,7 +83,7 @@ class Gateway:
                 last = exc
             except RillError as exc:  # the request's own fault (a 400 planning it): no retry helps
                 return self._fail(exc.status, exc, exc.headers())
-            log.warning("request %s: %s failed (%s); %s", self.completion_id, model.id, self.tried[-1]["error"],
+            log.warning("request %s: %s failed (%s); %s", self.completion_id, model.id, last.message,
                         "trying again" if i + 1 < len(tries) else "giving up")
         assert last is not None
         if isinstance(last, UpstreamError):
@@ -93,13 +92,10 @@ class Gateway:
         return self._fail(last.status, last, last.headers())
 
     def _note(self, model: Model, status: int, message: str) -> None:
-        self.span.attempt_failed(status, message)
-        self.tried.append({"model": model.id, "status": status, "error": message})
+        """A failed try: on the span (meta["attempts"], its OpenTelemetry span) and in the metrics."""
+        self.span.attempt_failed(model.id, status, message)
         if self.metrics is not None:
             self.metrics.observe_failed_try(model.id, status)
-        meta = self.span.record.meta if self.span.record.meta is not None else {}
-        meta["attempts"] = self.tried
-        self.span.record.meta = meta
 
     def _fail(self, status: int, exc: RillError, headers: dict[str, str] | None = None) -> Outcome:
         """No model took the request: an error answer, recorded on the span."""
