@@ -24,7 +24,6 @@ from rill.engine.types import Failed, Finished, PromptLogprobs, TextDelta
 from rill.errors import EngineError, EngineUnavailable, RillError, ShuttingDown
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
-from rill.telemetry.propagation import begin_request
 
 __all__ = ["CLIENT_LEFT"]  # defined with the spans it marks (tracing.py); protocols import it from here
 
@@ -151,10 +150,7 @@ def open_span(request: Request, *, protocol: str, model_id: str, input: Any, par
               user: str | None = None, tags: dict[str, Any] | None = None) -> ChatSpan:
     """The span that records one request, whichever protocol: its type is the protocol, `input`
     what the client sent as the conversation, `params` its other fields."""
-    state = request.app.state
-    telemetry = getattr(state, "telemetry", None)
-    begin_request(request.headers, exporting=telemetry is not None)  # the trace context upstream calls carry
-    return ChatSpan(state.span_writer, getattr(state, "metrics", None), SpanRecord(
+    return ChatSpan.for_request(request, SpanRecord(
         id=new_span_id(), trace_id=new_span_id(), owner=owner_of(request), name=protocol, type=protocol,
         start_time=time.time(), model=model_id, user=user, input=input, tags=tags or {},
-        meta={"protocol": protocol, "params": params}), telemetry=telemetry)
+        meta={"protocol": protocol, "params": params}))

@@ -19,6 +19,7 @@ from rill.errors import InvalidRequest
 from rill.store.spans import SpanPlace, SpanRecord, SpanStore
 from rill.store.writer import SpanWriter
 from rill.telemetry.genai import rill_attributes
+from rill.telemetry.propagation import begin_request
 
 if TYPE_CHECKING:
     from rill.telemetry.tracer import Telemetry
@@ -74,6 +75,15 @@ class ChatSpan:
         self._first_token: float | None = None
         self._last_token = 0.0
         self._ended = False
+
+    @classmethod
+    def for_request(cls, request: Request, record: SpanRecord, *, started: float | None = None) -> ChatSpan:
+        """The span of the generation `request` asks for, wired to the app's writer, metrics and
+        OpenTelemetry export; the trace context its upstream calls will carry is set here too."""
+        state = request.app.state
+        telemetry = getattr(state, "telemetry", None)
+        begin_request(request.headers, exporting=telemetry is not None)
+        return cls(state.span_writer, getattr(state, "metrics", None), record, started=started, telemetry=telemetry)
 
     @property
     def headers(self) -> dict[str, str]:

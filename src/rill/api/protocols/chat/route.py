@@ -25,7 +25,6 @@ from rill.api.core.tracing import SPAN_TYPE, ChatSpan, nest, new_span_id
 from rill.api.protocols.chat.web_search import with_search
 from rill.router import LocalModel
 from rill.store.spans import SpanRecord
-from rill.telemetry.propagation import begin_request
 
 router = APIRouter()
 
@@ -125,14 +124,12 @@ async def create_chat_completion(request: Request) -> EngineResponse:
     state = request.app.state
     candidates = state.router.candidates(body.model)
     owner = owner_of(request)
-    span = ChatSpan(state.span_writer, getattr(state, "metrics", None), SpanRecord(
+    span = ChatSpan.for_request(request, SpanRecord(
         id=new_span_id(), trace_id=new_span_id(), owner=owner, name=SPAN_TYPE, type=SPAN_TYPE,
         start_time=arrived_wall, model=candidates[0].id, user=body.user,
         input=raw["messages"], tags=body.tags or {},  # the messages and fields as the client sent them
-        meta={"params": {k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None}}), started=arrived,
-        telemetry=getattr(state, "telemetry", None))
+        meta={"params": {k: v for k, v in raw.items() if k not in _NOT_PARAMS and v is not None}}), started=arrived)
     await _nest(request, body, span)
-    begin_request(request.headers, exporting=span.otel is not None)  # the trace context upstream calls carry
     chat = ChatRequest(request, raw, body, span)
     if len(candidates) == 1 and isinstance(candidates[0], LocalModel):  # no fallback: errors raise here
         started = await chat.local_start(candidates[0])
