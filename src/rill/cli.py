@@ -19,7 +19,6 @@ from rill.config_file import load_config_file
 from rill.config_sections import load_sections
 from rill.errors import ConfigError
 from rill.hub import resolve_model_fields
-from rill.hub.cache import snapshot_repo_name
 from rill.hub_command import add_hub_parsers, run_hub
 from rill.keys_command import add_keys_parser, run_keys
 from rill.telemetry.settings import otel_config
@@ -54,7 +53,7 @@ def local_models(config: ServerConfig) -> list[tuple[ModelConfig, Path, frozense
         if isinstance(cfg, ModelConfig):
             path = cfg.path or embedded_model_path()
             aliases = frozenset(cfg.aliases)
-            own = snapshot_repo_name(path) or name_of(path)  # a Hub folder's commit is no name
+            own = name_of(path)
             if own not in taken:
                 aliases |= {own}
                 taken.add(own)

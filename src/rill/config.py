@@ -16,6 +16,7 @@ from rill.cpu_flags import cpu_flags
 from rill.errors import ConfigError
 from rill.upstream_config import NATIVE_PROTOCOLS, ROUTING_POLICIES, ReplicaConfig, UpstreamConfig  # noqa: F401
 from rill.gguf_header import gguf_architecture
+from rill.hub.cache import snapshot_repo_name
 from rill.store.database import database_url
 from rill.telemetry.settings import OtelConfig
 
@@ -26,9 +27,11 @@ WEIGHTS = ("auto", "float", "int8", "int4")
 
 
 def name_of(path: Path) -> str:
-    """What a model file or folder is called: the file's stem (`SmolLM2-135M-Instruct.Q4_1`) or
-    the folder's name."""
-    return path.name if path.is_dir() else path.stem
+    """What a model file or folder is called: the file's stem (`SmolLM2-135M-Instruct.Q4_1`), the
+    folder's name, or for a Hub cache snapshot (models--ORG--REPO/snapshots/COMMIT) the repo's."""
+    if path.is_dir():
+        return snapshot_repo_name(path) or path.name
+    return path.stem
 
 
 @dataclass(frozen=True, slots=True)

