@@ -5,7 +5,7 @@ Plain data in, attribute dicts out: no OpenTelemetry import here."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Mapping
 
 import orjson
 
@@ -202,7 +202,7 @@ def _json(value: Any) -> str:
 
 
 def rill_attributes(span_id: str, trace_id: str, protocol: str | None, tags: dict[str, Any],
-                    extra: Iterable[tuple[str, Any]] = ()) -> dict[str, AttributeValue]:
+                    extra: Mapping[str, Any] | None = None) -> dict[str, AttributeValue]:
     """Rill's own attributes: its span and trace ids (the trace browser's), the protocol, tags."""
     out: dict[str, AttributeValue] = {"rill.span_id": span_id, "rill.trace_id": trace_id}
     if protocol:
@@ -210,7 +210,7 @@ def rill_attributes(span_id: str, trace_id: str, protocol: str | None, tags: dic
     for key, value in tags.items():
         if isinstance(value, str | bool | int | float):
             out[f"rill.tag.{key}"] = value
-    for key, value in extra:
+    for key, value in (extra or {}).items():
         if value is not None:
             out[key] = value
     return out

@@ -190,7 +190,7 @@ class ChatSpan:
         self.otel.end(model=record.model, response_id=record.completion_id, usage=usage,
                       finish_reasons=finish_reasons, output=record.output, error=error,
                       error_type="cancelled" if error == CLIENT_LEFT else None,
-                      rill=rill_attributes(record.id, record.trace_id, record.type, record.tags, extra.items()))
+                      rill=rill_attributes(record.id, record.trace_id, record.type, record.tags, extra))
 
     def _timings(self, now: float, completion: int, choices: int, queue_seconds: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {"total_ms": round((now - self._started) * 1000, 3)}
