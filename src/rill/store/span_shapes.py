@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rill.store.spans import SpanRecord
+    from rill.store.span_record import SpanRecord
 
 
 def iso(t: float | None) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from rill.store import json_codec
 from rill.store.schema import spans
-from rill.store.spans import SpanRecord
+from rill.store.span_record import SpanRecord
 
 NOT_STORED = "rill_not_stored"  # the key of the note that replaces a field: {NOT_STORED: why}
 JSON_FIELDS = ("input", "output", "meta", "tags", "usage", "timings")

@@ -23,7 +23,7 @@ from rill.engine.engine import RequestStream
 from rill.engine.types import Failed, Finished, PromptLogprobs, TextDelta
 from rill.errors import EngineError, EngineUnavailable, RillError, ShuttingDown
 from rill.router import LocalModel
-from rill.store.spans import SpanRecord
+from rill.store.span_record import SpanRecord
 
 __all__ = ["CLIENT_LEFT"]  # defined with the spans it marks (tracing.py); protocols import it from here
 

@@ -24,7 +24,7 @@ from rill.api.protocols.chat.stream import Saver, collect, sse_events
 from rill.api.core.tracing import SPAN_TYPE, ChatSpan, nest, new_span_id
 from rill.api.protocols.chat.web_search import with_search
 from rill.router import LocalModel
-from rill.store.spans import SpanRecord
+from rill.store.span_record import SpanRecord
 
 router = APIRouter()
 
